@@ -1,0 +1,5 @@
+"""Entry point: ``flask --app app run`` and ``gunicorn app:app``."""
+
+from integration import create_app
+
+app = create_app()

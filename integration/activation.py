@@ -1,0 +1,185 @@
+"""Activating a store: the callback POST, then the token exchange when its admin logs in.
+
+The exchange is guarded in the database, not in process memory: whichever worker flips
+an activation from ``received`` to ``exchanging`` runs it; the others wait for its result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import re
+import time
+from dataclasses import dataclass, field
+
+from flask import current_app
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from .extensions import db
+from .magento.errors import MagentoError, UnsafeStoreURL
+from .magento.store_url import StorePolicy, host_of
+from .magento.token_exchange import Consumer, TokenExchange
+from .models import Activation, StoreLink, User, audit, utcnow
+
+CALLBACK_FIELDS = ("oauth_consumer_key", "oauth_consumer_secret", "store_base_url", "oauth_verifier")
+_CREDENTIAL = re.compile(r"^[A-Za-z0-9]{32}$")
+#: An exchange claimed longer ago than this is taken to have died with its worker.
+STALE_CLAIM = dt.timedelta(seconds=90)
+
+
+class CallbackRejected(ValueError):
+    """The callback POST is not one Magento would send; nothing was stored."""
+
+
+@dataclass(frozen=True)
+class Callback:
+    consumer_key: str
+    consumer_secret: str = field(repr=False)
+    store_base_url: str
+    verifier: str = field(repr=False)
+
+
+def store_policy() -> StorePolicy:
+    cfg = current_app.config
+    return StorePolicy(tuple(cfg["ALLOWED_STORE_HOSTS"]), bool(cfg["STRICT_STORE_HOSTS"]))
+
+
+def parse_callback(form) -> Callback:
+    """Validate Magento's four fields; ``CallbackRejected`` says which one is wrong and why."""
+    values = {}
+    for name in CALLBACK_FIELDS:
+        given = form.getlist(name) if hasattr(form, "getlist") else [form.get(name)]
+        if not given or given[0] is None or given[0] == "":
+            raise CallbackRejected(f"{name} is missing")
+        if len(given) > 1:
+            raise CallbackRejected(f"{name} is given more than once")
+        values[name] = given[0]
+    for name in ("oauth_consumer_key", "oauth_consumer_secret", "oauth_verifier"):
+        if not _CREDENTIAL.match(values[name]):
+            raise CallbackRejected(f"{name} must be 32 letters or digits (got {len(values[name])} characters)")
+    try:
+        url = store_policy().check(values["store_base_url"])
+    except UnsafeStoreURL as exc:
+        raise CallbackRejected(str(exc)) from None
+    return Callback(values["oauth_consumer_key"], values["oauth_consumer_secret"], url, values["oauth_verifier"])
+
+
+def record_callback(callback: Callback, remote_addr: str | None) -> Activation:
+    """Store (or update) the link and add an activation; commits."""
+    for attempt in (1, 2):
+        try:
+            return _record(callback, remote_addr)
+        except IntegrityError:  # a concurrent callback for the same new key won the insert
+            db.session.rollback()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _record(callback: Callback, remote_addr: str | None) -> Activation:
+    link = db.session.scalar(
+        select(StoreLink).where(StoreLink.consumer_key == callback.consumer_key).with_for_update()
+    )
+    if link is None:
+        link = StoreLink(consumer_key=callback.consumer_key, consumer_secret=callback.consumer_secret,
+                         base_url=callback.store_base_url, store_host=host_of(callback.store_base_url))
+        db.session.add(link)
+        kind = "activate"
+    else:
+        # Magento never changes a consumer's secret, so a different one is not Magento.
+        if not hmac.compare_digest(link.consumer_secret.encode(), callback.consumer_secret.encode()):
+            raise CallbackRejected("oauth_consumer_key is already registered with a different consumer secret")
+        previous = link.activations[0] if link.activations else None
+        same = previous is not None and hmac.compare_digest(previous.verifier.encode(), callback.verifier.encode())
+        kind = "repeat" if same else "reauthorize"
+        for old in link.activations:
+            if old.state in (Activation.RECEIVED, Activation.FAILED):
+                old.state = Activation.SUPERSEDED
+        link.base_url = callback.store_base_url
+        link.store_host = host_of(callback.store_base_url)
+    # Magento deletes the old token before it posts again: ours no longer works.
+    link.forget_token()
+    link.status = StoreLink.PENDING
+    link.last_error = None
+    activation = Activation(store_link=link, kind=kind, verifier=callback.verifier,
+                            store_base_url=callback.store_base_url, remote_addr=remote_addr)
+    db.session.add(activation)
+    audit("callback.received", store_link=link, remote_addr=remote_addr,
+          detail=f"{kind} from {callback.store_base_url}")
+    db.session.commit()
+    return activation
+
+
+def current_activation(link: StoreLink) -> Activation | None:
+    return db.session.scalar(
+        select(Activation).where(Activation.store_link_id == link.id).order_by(Activation.id.desc()).limit(1)
+    )
+
+
+def claim(activation: Activation) -> bool:
+    """Atomically take the right to run this activation's exchange."""
+    now = utcnow()
+    result = db.session.execute(
+        update(Activation)
+        .where(Activation.id == activation.id)
+        .where(or_(Activation.state.in_([Activation.RECEIVED, Activation.FAILED]),
+                   (Activation.state == Activation.EXCHANGING) & (Activation.claimed_at < now - STALE_CLAIM)))
+        .values(state=Activation.EXCHANGING, claimed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    return result.rowcount == 1
+
+
+def wait_for(activation_id: int, timeout: float = 20.0, interval: float = 0.2) -> Activation:
+    """The activation once no worker is exchanging it any more (or ``timeout`` passed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        db.session.expire_all()
+        activation = db.session.get(Activation, activation_id)
+        if activation.state != Activation.EXCHANGING or time.monotonic() > deadline:
+            return activation
+        time.sleep(interval)
+
+
+def exchange(activation: Activation, user: User, client: TokenExchange, remote_addr: str | None) -> StoreLink:
+    """Run the token exchange for a claimed activation and record the outcome; commits."""
+    link = activation.store_link
+    try:
+        token = client.run(activation.store_base_url, Consumer(link.consumer_key, link.consumer_secret),
+                           activation.verifier)
+    except MagentoError as exc:
+        db.session.rollback()
+        activation.state = Activation.FAILED
+        activation.error = _describe(exc)
+        activation.finished_at = utcnow()
+        activation.user = user
+        link.status = StoreLink.FAILED
+        link.last_error = activation.error
+        audit("exchange.failed", user=user, store_link=link, remote_addr=remote_addr, detail=activation.error)
+        db.session.commit()
+        raise
+    now = utcnow()
+    link.access_token, link.access_token_secret = token.token, token.secret
+    link.status = StoreLink.LINKED
+    link.owner = link.owner or user
+    link.linked_at = link.last_contact_at = now
+    link.revoked_at = None
+    link.last_error = None
+    link.signature_profile = link.signature_profile or client.profile
+    activation.state = Activation.LINKED
+    activation.finished_at = now
+    activation.user = user
+    activation.error = None
+    audit("exchange.succeeded", user=user, store_link=link, remote_addr=remote_addr,
+          detail=f"{activation.kind} of {link.base_url}")
+    db.session.commit()
+    return link
+
+
+def _describe(exc: MagentoError) -> str:
+    text = exc.message
+    if exc.hint:
+        text += f" — {exc.hint}"
+    return text

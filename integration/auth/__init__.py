@@ -1,0 +1,3 @@
+from .routes import authenticate, bp
+
+__all__ = ["bp", "authenticate"]

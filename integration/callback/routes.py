@@ -1,0 +1,57 @@
+"""``POST /magento/callback``: Magento's server-to-server POST when an admin clicks Activate.
+
+Magento waits for us (5 s timeout), ignores our status code and body, and drops the data
+on a redirect; so we answer 200 quickly and never redirect. A 400 is for the logs and for
+anyone testing the URL by hand: Magento does not show it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, render_template, request
+from sqlalchemy.exc import OperationalError
+
+from ..activation import CallbackRejected, parse_callback, record_callback
+from ..extensions import csrf, db
+
+bp = Blueprint("callback", __name__, url_prefix="/magento")
+log = logging.getLogger("integration.callback")
+
+#: Magento's four fields are a few hundred bytes.
+MAX_CALLBACK_BYTES = 8 * 1024
+
+
+@bp.route("/callback", methods=["GET", "HEAD"])
+def about():
+    return render_template("callback/about.html")
+
+
+@bp.post("/callback")
+@csrf.exempt
+def receive():
+    if request.content_length is not None and request.content_length > MAX_CALLBACK_BYTES:
+        return _plain(f"rejected: the body is larger than {MAX_CALLBACK_BYTES} bytes", 413)
+    if request.mimetype != "application/x-www-form-urlencoded":
+        return _plain("rejected: expected an application/x-www-form-urlencoded POST", 415)
+    try:
+        callback = parse_callback(request.form)
+        activation = record_callback(callback, request.remote_addr)
+    except CallbackRejected as exc:
+        db.session.rollback()
+        log.warning("callback rejected from %s: %s", request.remote_addr, exc)
+        return _plain(f"rejected: {exc}", 400)
+    except OperationalError:
+        # Not stored, so not acknowledged with a 200. Magento ignores the status and opens
+        # the pop-up anyway; our identity page then says the callback never arrived and to
+        # click Activate again, which is exactly what fixes it.
+        db.session.rollback()
+        log.exception("callback could not be stored: database unavailable")
+        return _plain("unavailable: the callback could not be stored; click Activate again shortly", 503)
+    log.info("callback stored: link %s (%s) from %s", activation.store_link_id, activation.kind,
+             activation.store_base_url)
+    return _plain("OK", 200)
+
+
+def _plain(text: str, status: int) -> Response:
+    return Response(text + "\n", status, content_type="text/plain; charset=utf-8")

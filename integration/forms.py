@@ -1,0 +1,26 @@
+"""Forms shared by more than one blueprint."""
+
+from flask_wtf import FlaskForm
+from wtforms import EmailField, HiddenField, PasswordField, SubmitField
+from wtforms.validators import DataRequired, Length
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+    submit = SubmitField("Log in")
+
+
+class IdentityFields:
+    """The two values Magento puts on the identity link, carried through the form."""
+
+    oauth_consumer_key = HiddenField(validators=[DataRequired(), Length(min=32, max=32)])
+    success_call_back = HiddenField(validators=[Length(max=2048)])
+
+
+class IdentityLoginForm(IdentityFields, LoginForm):
+    submit = SubmitField("Log in and link store")
+
+
+class IdentityConfirmForm(IdentityFields, FlaskForm):
+    submit = SubmitField("Link store")

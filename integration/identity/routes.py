@@ -1,0 +1,108 @@
+"""``/magento/identity``: the pop-up Magento opens after the callback.
+
+The admin logs in (or confirms), we run the token exchange, and send the pop-up back to
+Magento's ``success_call_back``, which closes it; Magento then shows the integration Active.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, redirect, render_template, request
+from flask_login import current_user
+
+from .. import activation as activations
+from ..auth import authenticate
+from ..auth.routes import GENERIC_FAILURE, login_limits
+from ..forms import IdentityConfirmForm, IdentityLoginForm
+from ..magento.errors import MagentoError
+from ..magento.store_url import safe_session
+from ..magento.token_exchange import TokenExchange
+from ..models import Activation, StoreLink
+
+bp = Blueprint("identity", __name__, url_prefix="/magento")
+
+
+@bp.get("/identity")
+def start():
+    key = request.args.get("oauth_consumer_key", "")
+    link, activation = _lookup(key)
+    if activation is None:
+        return render_template("identity/no_callback.html", consumer_key=key[:64]), 404
+    form = _form(key, request.args.get("success_call_back", ""))
+    return render_template("identity/link.html", form=form, link=link, activation=activation)
+
+
+@bp.post("/identity")
+@login_limits
+def submit():
+    form = _form(request.form.get("oauth_consumer_key", ""), request.form.get("success_call_back", ""))
+    link, activation = _lookup(form.oauth_consumer_key.data or "")
+    if activation is None:
+        return render_template("identity/no_callback.html", consumer_key=(form.oauth_consumer_key.data or "")[:64]), 404
+    if not form.validate_on_submit():
+        return render_template("identity/link.html", form=form, link=link, activation=activation), 400
+    if isinstance(form, IdentityLoginForm):
+        if authenticate(form.email.data, form.password.data) is None:
+            form.password.errors = [GENERIC_FAILURE]
+            return render_template("identity/link.html", form=_form(link.consumer_key, form.success_call_back.data),
+                                   link=link, activation=activation, error=GENERIC_FAILURE), 401
+    user = current_user._get_current_object()
+    if link.owner_id not in (None, user.id) and not user.is_admin:
+        return render_template("identity/error.html", link=link, title="This store is linked to another account",
+                               message="Log in with the account that linked it, or ask an administrator."), 403
+    if activation.state != Activation.LINKED:
+        if activations.claim(activation):
+            client = TokenExchange(safe_session(activations.store_policy()),
+                                   timeout=(5.0, current_app.config["STORE_TIMEOUT"]))
+            try:
+                activations.exchange(activation, user, client, request.remote_addr)
+            except MagentoError as exc:
+                return render_template("identity/error.html", link=link, title="The store refused the link",
+                                       message=exc.message, hint=exc.hint), 502
+        else:
+            activation = activations.wait_for(activation.id)
+            if activation.state == Activation.EXCHANGING:
+                return render_template("identity/error.html", link=link, title="Still linking",
+                                       message="Another request is exchanging tokens with the store.",
+                                       hint="Wait a moment and submit again."), 409
+            if activation.state != Activation.LINKED:
+                return render_template("identity/error.html", link=link, title="The store refused the link",
+                                       message=activation.error or "The token exchange failed."), 502
+    return _back_to_magento(link, form.success_call_back.data or "")
+
+
+def _lookup(key: str) -> tuple[StoreLink | None, Activation | None]:
+    if len(key) != 32 or not key.isalnum():
+        return None, None
+    link = StoreLink.by_consumer_key(key)
+    return link, (activations.current_activation(link) if link else None)
+
+
+def _form(key: str, success_call_back: str):
+    data = {"oauth_consumer_key": key, "success_call_back": success_call_back}
+    if current_user.is_authenticated:
+        return IdentityConfirmForm(data=data)
+    return IdentityLoginForm(data=data)
+
+
+def _back_to_magento(link: StoreLink, target: str):
+    if not target:
+        return render_template("identity/done.html", link=link)
+    if is_safe_callback(target, link):
+        return redirect(target, 302)
+    return render_template("identity/confirm_redirect.html", link=link, target=target)
+
+
+def is_safe_callback(target: str, link: StoreLink) -> bool:
+    """``success_call_back`` may only lead back to the store (or an allow-listed host)."""
+    try:
+        parts = urlsplit(target)
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        return False
+    if any(c in target for c in "\r\n\t\\ "):
+        return False
+    host = parts.hostname.lower()
+    return host == link.store_host or activations.store_policy().is_listed(host)

@@ -1,0 +1,140 @@
+"""What the app keeps: accounts, linked stores, each activation of a store, and an audit trail."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask_login import UserMixin
+from sqlalchemy import ForeignKey, Index, String, Text, select
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .crypto import EncryptedText
+from .extensions import db
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC: SQLite and PostgreSQL then store and compare the same way."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default="member")  # admin | member
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login refuses disabled accounts
+        return self.active
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    @classmethod
+    def by_email(cls, email: str) -> User | None:
+        return db.session.scalar(select(cls).where(cls.email == email.strip().lower()))
+
+
+class StoreLink(db.Model):
+    """One Magento integration (consumer) linked, or being linked, to this app."""
+
+    __tablename__ = "store_links"
+
+    PENDING, LINKED, FAILED, REVOKED = "pending", "linked", "failed", "revoked"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    consumer_key: Mapped[str] = mapped_column(String(32), unique=True)
+    consumer_secret: Mapped[str] = mapped_column(EncryptedText)
+    base_url: Mapped[str] = mapped_column(String(2048))
+    store_host: Mapped[str] = mapped_column(String(255), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=PENDING, index=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    access_token: Mapped[str | None] = mapped_column(EncryptedText)
+    access_token_secret: Mapped[str | None] = mapped_column(EncryptedText)
+    signature_profile: Mapped[str | None] = mapped_column(String(16))
+    magento_version: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
+    linked_at: Mapped[dt.datetime | None]
+    last_contact_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+
+    owner: Mapped[User | None] = relationship()
+    activations: Mapped[list[Activation]] = relationship(
+        back_populates="store_link", order_by="Activation.id.desc()", cascade="all, delete-orphan"
+    )
+
+    @classmethod
+    def by_consumer_key(cls, key: str) -> StoreLink | None:
+        return db.session.scalar(select(cls).where(cls.consumer_key == key))
+
+    @property
+    def has_token(self) -> bool:
+        return self.access_token is not None
+
+    def forget_token(self) -> None:
+        self.access_token = None
+        self.access_token_secret = None
+
+
+class Activation(db.Model):
+    """One callback POST from Magento (Activate or Reauthorize) and what became of it."""
+
+    __tablename__ = "activations"
+
+    RECEIVED, EXCHANGING, LINKED, FAILED, SUPERSEDED = "received", "exchanging", "linked", "failed", "superseded"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    store_link_id: Mapped[int] = mapped_column(ForeignKey("store_links.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # activate | reauthorize | repeat
+    verifier: Mapped[str] = mapped_column(EncryptedText)
+    store_base_url: Mapped[str] = mapped_column(String(2048))
+    state: Mapped[str] = mapped_column(String(16), default=RECEIVED)
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    error: Mapped[str | None] = mapped_column(Text)
+
+    store_link: Mapped[StoreLink] = relationship(back_populates="activations")
+    user: Mapped[User | None] = relationship()
+
+
+class AuditEvent(db.Model):
+    """Who did what, when, from where. Never holds a secret."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_store_link_at", "store_link_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    action: Mapped[str] = mapped_column(String(40))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    store_link_id: Mapped[int | None] = mapped_column(ForeignKey("store_links.id", ondelete="SET NULL"))
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    user: Mapped[User | None] = relationship()
+    store_link: Mapped[StoreLink | None] = relationship()
+
+
+def audit(action: str, *, user: User | None = None, store_link: StoreLink | None = None,
+          remote_addr: str | None = None, detail: str | None = None) -> AuditEvent:
+    event = AuditEvent(action=action, user=user, store_link=store_link, remote_addr=remote_addr,
+                       detail=(detail or None) and detail[:2000])
+    db.session.add(event)
+    return event

@@ -1,0 +1,280 @@
+"""The sandbox store: a small WSGI app that behaves like a Magento 2.4 store towards an integration.
+
+* ``/admin/integrations``: Magento's Integrations grid, cut down: create an integration,
+  *Activate* / *Reauthorize* (POSTs the callback, opens the identity link in a pop-up).
+* ``/oauth/token/request`` and ``/oauth/token/access`` with Magento's rules and errors.
+* ``/rest/[store]/V1/...``: a few REST resources, signed with OAuth (or bearer, if enabled).
+
+Imports nothing from the companion app.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from urllib.parse import parse_qsl
+
+import requests
+from flask import Flask, Response, abort, jsonify, redirect, render_template_string, request, url_for
+
+from . import oauth_provider, search
+from .catalogue import product as make_product
+from .state import SandboxState
+
+POST_FAILED = "The attempt to post data to consumer failed due to an unexpected error. Please try again later."
+
+
+def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config["SANDBOX"] = state = state or SandboxState()
+
+    def store_base_url() -> str:
+        return base_url or request.host_url
+
+    # --- admin ------------------------------------------------------------------------
+
+    @app.get("/")
+    def home():
+        return redirect(url_for("integrations"))
+
+    @app.get("/admin/integrations")
+    def integrations():
+        return render_template_string(ADMIN_PAGE, integrations=list(state.integrations.values()),
+                                      profile=state.profile)
+
+    @app.post("/admin/integrations")
+    def create_integration():
+        name = request.form.get("name", "").strip() or "Integration"
+        state.add_integration(name, request.form.get("callback_url", "").strip(),
+                              request.form.get("identity_url", "").strip())
+        return redirect(url_for("integrations"))
+
+    @app.get("/admin/integrations/<int:integration_id>/tokens_exchange")
+    def tokens_exchange(integration_id: int):
+        integration = state.integrations.get(integration_id) or abort(404)
+        with state.lock:
+            if request.args.get("reauthorize") == "1":
+                integration.token = None
+                integration.status = "Inactive"
+            integration.consumer_updated_at = time.time()
+            verifier = oauth_provider.new_verifier(integration).verifier
+        if not integration.is_token_exchange:
+            return jsonify(error="This sandbox only does token-exchange integrations.")
+        try:
+            state.counters.callback_posts += 1
+            requests.post(integration.callback_url, timeout=5, allow_redirects=False, data={
+                "oauth_consumer_key": integration.consumer_key,
+                "oauth_consumer_secret": integration.consumer_secret,
+                "store_base_url": store_base_url(),
+                "oauth_verifier": verifier,
+            })
+        except requests.RequestException as exc:
+            integration.last_error = f"{type(exc).__name__}"
+            return jsonify(error=POST_FAILED)
+        return jsonify(identity_link_url=integration.identity_url, oauth_consumer_key=integration.consumer_key,
+                       success_call_back=url_for("login_success", _external=True))
+
+    @app.get("/admin/integration/loginSuccessCallback")
+    def login_success():
+        return '<html><body><script>setTimeout("self.close()",1000)</script>Done.</body></html>'
+
+    @app.get("/admin/integrations.json")
+    def integrations_json():
+        return jsonify([{"id": i.id, "name": i.name, "status": i.status, "consumer_key": i.consumer_key}
+                        for i in state.integrations.values()])
+
+    # --- OAuth ------------------------------------------------------------------------
+
+    @app.route("/oauth/token/<step>", methods=["GET", "POST"])
+    @app.route("/index.php/oauth/token/<step>", methods=["GET", "POST"])
+    def token(step: str):
+        handler = {"request": oauth_provider.request_token, "access": oauth_provider.access_token}.get(step)
+        if handler is None:
+            abort(404)
+        failure = state.take_failure(f"/oauth/token/{step}")
+        if failure:
+            return Response("<html>Service Unavailable</html>", failure)
+        try:
+            answer = handler(state, request.environ, request.get_data(as_text=True))
+        except oauth_provider.OAuthFailure as exc:
+            return Response(oauth_provider.problem_body(exc.message), exc.status, content_type="text/html; charset=UTF-8")
+        except Exception as exc:  # noqa: BLE001 - Magento's "internal_error" branch
+            return Response(oauth_provider.problem_body(f"internal_error&message={exc}"), 500)
+        return Response("&".join(f"{k}={v}" for k, v in answer.items()), content_type="text/html; charset=UTF-8")
+
+    # --- REST -------------------------------------------------------------------------
+
+    @app.get("/magento_version")
+    def magento_version():
+        return Response(f"Magento/{state.version.rsplit('.', 1)[0]} (Community)", content_type="text/plain")
+
+    @app.route("/rest/<path:path>", methods=["GET", "POST", "PUT", "DELETE"])
+    @app.route("/index.php/rest/<path:path>", methods=["GET", "POST", "PUT", "DELETE"])
+    def rest(path: str):
+        if state.latency:
+            time.sleep(state.latency)
+        segments = path.split("/")
+        store_code = "default"
+        if segments and segments[0] != "V1":
+            store_code = segments.pop(0)
+        if not segments or segments[0] != "V1":
+            return error(f'Request does not match any route.', 404)
+        route = "/" + "/".join(segments[1:])
+        failure = state.take_failure(route)
+        if failure:
+            headers = {"Retry-After": "0"} if failure == 429 else {}
+            return Response("<html>upstream failure</html>", failure, headers=headers)
+        body = request.get_data(as_text=True)
+        try:
+            integration = oauth_provider.rest_user(state, request.environ, body)
+        except oauth_provider.OAuthFailure as exc:
+            return error(exc.message, 401 if exc.status == 401 else 400)
+        except Exception as exc:  # noqa: BLE001
+            return error(f"Internal Error. Details are available in Magento log file. ({type(exc).__name__})", 500)
+        resource = _resource_for(route)
+        if integration is None or not _allowed(integration, resource):
+            return error("The consumer isn't authorized to access %resources.", 401, {"resources": resource})
+        state.counters.rest_calls += 1
+        return _dispatch(state, request.method, route, store_code, request.args, body)
+
+    return app
+
+
+def error(message: str, status: int, parameters=None) -> Response:
+    payload = {"message": message}
+    if parameters is not None:
+        payload["parameters"] = parameters
+    return Response(json.dumps(payload), status, content_type="application/json; charset=utf-8")
+
+
+def ok(payload) -> Response:
+    return Response(json.dumps(payload), 200, content_type="application/json; charset=utf-8")
+
+
+def _resource_for(route: str) -> str:
+    if route.startswith("/products"):
+        return "Magento_Catalog::products"
+    if route.startswith("/orders"):
+        return "Magento_Sales::sales"
+    if route.startswith("/customers"):
+        return "Magento_Customer::customer"
+    return "Magento_Backend::store"
+
+
+def _allowed(integration, resource: str) -> bool:
+    return "Magento_Backend::all" in integration.resources or resource in integration.resources
+
+
+def _dispatch(state: SandboxState, method: str, route: str, store_code: str, args, body: str) -> Response:
+    criteria = search.parse(list(parse_qsl(request.query_string.decode(), keep_blank_values=True)))
+    try:
+        if route == "/store/storeConfigs" and method == "GET":
+            return ok([{"id": 1, "code": store_code, "website_id": 1, "locale": "en_US", "base_currency_code": "EUR",
+                        "default_display_currency_code": "EUR", "timezone": "Europe/Berlin", "weight_unit": "kgs",
+                        "base_url": request.host_url, "secure_base_url": request.host_url}])
+        if route == "/products" and method == "GET":
+            return ok(search.apply(list(state.products.values()), criteria))
+        if route == "/orders" and method == "GET":
+            return ok(search.apply(state.orders, criteria))
+        if route == "/customers/search" and method == "GET":
+            return ok(search.apply(state.customers, criteria))
+        if route == "/products" and method == "POST":
+            return _save_product(state, body, None)
+        if route.startswith("/products/"):
+            sku = route[len("/products/"):]
+            if method == "GET":
+                product = state.products.get(sku)
+                return ok(product) if product else _no_product()
+            if method == "PUT":
+                return _save_product(state, body, sku)
+            if method == "DELETE":
+                with state.lock:
+                    if state.products.pop(sku, None) is None:
+                        return _no_product()
+                return ok(True)
+    except ValueError as exc:
+        return error(str(exc), 400)
+    return error("Request does not match any route.", 404)
+
+
+def _no_product() -> Response:
+    return error("The product that was requested doesn't exist. Verify the product and try again.", 404)
+
+
+def _save_product(state: SandboxState, body: str, sku: str | None) -> Response:
+    try:
+        payload = json.loads(body or "null")
+    except json.JSONDecodeError:
+        return error("Decoding error: \nSyntax error", 400)
+    if not isinstance(payload, dict) or not isinstance(payload.get("product"), dict):
+        return error('"%fieldName" is required. Enter and try again.', 400, {"fieldName": "product"})
+    data = payload["product"]
+    sku = sku or data.get("sku")
+    if not sku:
+        return error('"%fieldName" is required. Enter and try again.', 400, {"fieldName": "sku"})
+    with state.lock:
+        current = state.products.get(sku) or {**make_product(len(state.products) + 1), "sku": sku}
+        current.update({k: v for k, v in data.items() if k != "sku"})
+        current["updated_at"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        state.products[sku] = current
+    return ok(current)
+
+
+ADMIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Integrations · Sandbox store</title>
+<style>
+ body{font-family:system-ui,sans-serif;margin:0;background:#f8f8f8;color:#303030}
+ header{background:#373330;color:#fff;padding:12px 24px} main{padding:24px;max-width:960px}
+ table{width:100%;border-collapse:collapse;background:#fff} th,td{padding:10px;border-bottom:1px solid #ddd;text-align:left}
+ button{background:#eb5202;color:#fff;border:0;padding:8px 14px;cursor:pointer;font-size:14px}
+ .status-Active{color:#185b00;font-weight:bold} .status-Inactive{color:#8a2d00}
+ #notice{padding:12px;margin:12px 0;display:none} #notice.error{display:block;background:#fae5e5;color:#8a2d00}
+ #notice.info{display:block;background:#e5f7fe}
+ form.create{background:#fff;padding:16px;margin-top:24px} label{display:block;margin-top:8px}
+ input[type=text],input[type=url]{width:100%;padding:6px;box-sizing:border-box}
+</style></head><body>
+<header><strong>Sandbox store</strong> · System › Extensions › Integrations · signature profile {{ profile }}</header>
+<main>
+<div id="notice" role="status"></div>
+<table><thead><tr><th>Name</th><th>Status</th><th>Callback URL</th><th>Identity link URL</th><th>Activate</th></tr></thead>
+<tbody>
+{% for i in integrations %}
+<tr data-integration="{{ i.id }}"><td>{{ i.name }}</td><td class="status status-{{ i.status }}">{{ i.status }}</td>
+<td>{{ i.callback_url }}</td><td>{{ i.identity_url }}</td>
+<td><button type="button" class="activate" data-id="{{ i.id }}" data-reauthorize="{{ 1 if i.status != 'Inactive' else 0 }}">
+{{ 'Reauthorize' if i.status != 'Inactive' else 'Activate' }}</button></td></tr>
+{% else %}<tr><td colspan="5">No integrations yet.</td></tr>{% endfor %}
+</tbody></table>
+<form class="create" method="post" action="{{ url_for('create_integration') }}">
+<h2>Add New Integration</h2>
+<label>Name <input type="text" name="name" required></label>
+<label>Callback URL <input type="url" name="callback_url" placeholder="http://127.0.0.1:5000/magento/callback"></label>
+<label>Identity link URL <input type="url" name="identity_url" placeholder="http://127.0.0.1:5000/magento/identity"></label>
+<p><button type="submit">Save</button></p>
+</form>
+</main>
+<script>
+// What Magento's integration.js does: tokensExchange, then the identity pop-up, polled every 500 ms.
+document.querySelectorAll('button.activate').forEach(function (button) {
+  button.addEventListener('click', async function () {
+    const notice = document.getElementById('notice');
+    const reply = await fetch('/admin/integrations/' + button.dataset.id + '/tokens_exchange?reauthorize=' + button.dataset.reauthorize);
+    const data = await reply.json();
+    if (data.error) { notice.className = 'error'; notice.textContent = data.error; return; }
+    const url = data.identity_link_url + '?' + new URLSearchParams({oauth_consumer_key: data.oauth_consumer_key,
+      success_call_back: data.success_call_back}).toString();
+    const win = window.open(url, '', 'top=100, left=100, width=680, height=510, scrollbars=no');
+    if (!win) { alert('Popup Blocker is enabled! Please add this site to your exception list.'); return; }
+    notice.className = 'info';
+    notice.textContent = 'Please setup or sign in into your 3rd party account to complete setup of this integration.';
+    const timer = setInterval(function () {
+      let done = win.closed;
+      try { done = done || win.location.href === data.success_call_back; } catch (e) { /* other origin */ }
+      if (done) { clearInterval(timer); window.location.reload(); }
+    }, 500);
+  });
+});
+</script>
+</body></html>
+"""

@@ -1,0 +1,46 @@
+"""Cross-cutting web concerns: security headers, request ids, user loading."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from flask import Flask, g, request
+
+from .extensions import db, login_manager
+from .models import User
+
+log = logging.getLogger("integration.web")
+
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+       "form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+
+
+def init_app(app: Flask) -> None:
+    @login_manager.user_loader
+    def load_user(user_id: str) -> User | None:
+        try:
+            return db.session.get(User, int(user_id))
+        except ValueError:
+            return None
+
+    @app.before_request
+    def _request_id():
+        g.request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+
+    @app.after_request
+    def _headers(response):
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        return response
+
+    @app.context_processor
+    def _globals():
+        return {"self_registration": app.config.get("SELF_REGISTRATION", False)}
+
+
+def remote_addr() -> str | None:
+    return request.remote_addr

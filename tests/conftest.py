@@ -1,0 +1,167 @@
+"""Fixtures: an app on SQLite or PostgreSQL (INTEGRATION_TEST_DATABASE_URL), a sandbox store
+served over real HTTP, and our app served over real HTTP for end-to-end flows."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import create_engine, text
+from werkzeug.serving import make_server
+
+from integration import create_app
+from integration.extensions import db
+from integration.models import User
+from integration.sandbox import SandboxState, create_sandbox
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+VECTORS = json.loads((SHARED / "magento-signature-vectors.json").read_text()) if SHARED.exists() else None
+KEYS = (Fernet.generate_key().decode(), Fernet.generate_key().decode())
+PASSWORD = "correct horse battery"
+
+
+def pytest_report_header(config):
+    return f"database: {_database_url_for_header()}"
+
+
+def _database_url_for_header():
+    import os
+
+    return os.environ.get("INTEGRATION_TEST_DATABASE_URL") or "sqlite (temporary file)"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory):
+    import os
+
+    url = os.environ.get("INTEGRATION_TEST_DATABASE_URL")
+    if not url:
+        return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:  # a clean schema, then the real migrations
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+def migrated(database_url, tmp_path_factory):
+    """Run the Alembic migrations once per session: the schema under test is the migrated one."""
+    from flask_migrate import upgrade
+
+    app = create_app(_config(database_url, tmp_path_factory.mktemp("instance")))
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    return database_url
+
+
+def _config(database_url, instance, **extra):
+    return {
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SECRET_KEY": "t" * 64,
+        "ENCRYPTION_KEYS": KEYS[:1],
+        "ALLOWED_STORE_HOSTS": ("127.0.0.1", "localhost"),
+        "STRICT_STORE_HOSTS": False,
+        "LOGIN_RATE_LIMIT": "1000 per minute",
+        "ACCOUNT_RATE_LIMIT": "1000 per minute",
+        "STORE_TIMEOUT": 5.0,
+        "SERVER_NAME": None,
+        **extra,
+    }
+
+
+@pytest.fixture
+def app_config(migrated, tmp_path):
+    return _config(migrated, tmp_path)
+
+
+@pytest.fixture
+def app(app_config):
+    app = create_app(app_config)
+    yield app
+    with app.app_context():
+        db.session.remove()
+        with db.engine.begin() as conn:
+            for table in reversed(db.metadata.sorted_tables):
+                conn.execute(table.delete())
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def user(app):
+    with app.app_context():
+        u = User(email="owner@example.com", role="member")
+        u.set_password(PASSWORD)
+        db.session.add(u)
+        db.session.commit()
+        return u.id
+
+
+@pytest.fixture
+def admin(app):
+    with app.app_context():
+        u = User(email="admin@example.com", role="admin")
+        u.set_password(PASSWORD)
+        db.session.add(u)
+        db.session.commit()
+        return u.id
+
+
+class Served:
+    """A WSGI app on a real port in a background thread."""
+
+    def __init__(self, wsgi):
+        self.server = make_server("127.0.0.1", 0, wsgi, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def sandbox():
+    """A sandbox store on a real port; ``sandbox.state`` is its in-memory store."""
+    state = SandboxState(products=60)
+    served = Served(create_sandbox(state))
+    served.state = state
+    yield served
+    served.stop()
+
+
+@pytest.fixture
+def live_app(app, sandbox):
+    """Our app on a real port, with the sandbox's first integration pointing at it."""
+    served = Served(app)
+    served.app = app
+    sandbox.state.add_integration("Companion", f"{served.url}/magento/callback", f"{served.url}/magento/identity")
+    yield served
+    served.stop()
+
+
+def csrf_from(html: str) -> str:
+    m = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html) or \
+        re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert m, "no CSRF token on the page"
+    return m.group(1)
+
+
+@pytest.fixture
+def log_records(caplog):
+    caplog.set_level(logging.DEBUG)
+    return caplog

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request, url_for
 
 from .extensions import db, login_manager
 from .models import User
@@ -39,7 +39,15 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def _globals():
-        return {"self_registration": app.config.get("SELF_REGISTRATION", False)}
+        return {"self_registration": app.config.get("SELF_REGISTRATION", False), "public_url_for": public_url_for}
+
+
+def public_url_for(endpoint: str, **values) -> str:
+    """The address Magento must use: ``INTEGRATION_PUBLIC_URL`` when set (behind a proxy)."""
+    base = current_app.config.get("PUBLIC_URL")
+    if base:
+        return base + url_for(endpoint, **values)
+    return url_for(endpoint, _external=True, **values)
 
 
 def remote_addr() -> str | None:

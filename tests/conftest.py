@@ -165,3 +165,11 @@ def csrf_from(html: str) -> str:
 def log_records(caplog):
     caplog.set_level(logging.DEBUG)
     return caplog
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.rep_call = report

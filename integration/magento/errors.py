@@ -91,8 +91,8 @@ _PROBLEM_TYPES: list[tuple[re.Pattern[str], type[OAuthProblem]]] = [
     (re.compile(r"has expired", re.I), ConsumerExpired),
     (re.compile(r"consumer having the specified key does not exist|Consumer key is not the correct length", re.I), UnknownConsumer),
     (re.compile(r"signature is invalid|signature.*not supported", re.I), InvalidSignature),
-    (re.compile(r"verifier", re.I), VerifierRejected),
     (re.compile(r"not a verifier token|already being used|token does not exist|not associated", re.I), TokenAlreadyUsed),
+    (re.compile(r"verifier", re.I), VerifierRejected),
     (re.compile(r"timestamp", re.I), ClockSkew),
 ]
 

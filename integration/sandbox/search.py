@@ -32,9 +32,16 @@ def _indexed(node) -> list:
     return [node[k] for k in sorted(node, key=lambda k: int(k) if k.isdigit() else 0)]
 
 
+def _field(record: dict, name: str):
+    # Magento filters and sorts products and customers by entity_id, but answers "id".
+    if name == "entity_id" and "entity_id" not in record:
+        return record.get("id")
+    return record.get(name)
+
+
 def _match(record: dict, f: dict) -> bool:
     field, value, cond = f.get("field", ""), f.get("value", ""), (f.get("condition_type") or "eq").lower()
-    actual = record.get(field)
+    actual = _field(record, field)
     if cond == "null":
         return actual is None
     if cond == "notnull":
@@ -82,7 +89,7 @@ def apply(records: list[dict], criteria: dict) -> dict:
     for order in reversed(_indexed(criteria.get("sortOrders"))):
         if isinstance(order, dict) and order.get("field"):
             field = order["field"]
-            hits = sorted(hits, key=lambda r: (r.get(field) is None, r.get(field)),
+            hits = sorted(hits, key=lambda r, f=field: (_field(r, f) is None, _field(r, f)),
                           reverse=(order.get("direction", "ASC").upper() == "DESC"))
     total = len(hits)
     try:

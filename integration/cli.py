@@ -65,6 +65,211 @@ def sandbox(host: str, port: int, profile: str, products: int, latency: float, b
     run_simple(host, port, create_sandbox(state), threaded=True)
 
 
+
+
+# --- stores ---------------------------------------------------------------------------
+
+stores = AppGroup("stores", help="Linked Magento stores: list, check, signed calls, exports.")
+
+
+def _link(link_id: int):
+    from .models import StoreLink
+
+    link = db.session.get(StoreLink, link_id)
+    if link is None:
+        raise click.ClickException(f"no store with id {link_id}")
+    return link
+
+
+def _fail(exc) -> click.ClickException:
+    from .magento.errors import MagentoError
+
+    if isinstance(exc, MagentoError):
+        status = f"HTTP {exc.status}: " if exc.status else ""
+        hint = f"\n  {exc.hint}" if exc.hint else ""
+        return click.ClickException(f"{status}{exc.message}{hint}")
+    return click.ClickException(str(exc))
+
+
+def _summary(link) -> dict:
+    return {
+        "id": link.id, "base_url": link.base_url, "status": link.status,
+        "owner": link.owner.email if link.owner else None, "signature_profile": link.signature_profile,
+        "magento_version": link.magento_version,
+        "linked_at": link.linked_at.isoformat() if link.linked_at else None,
+        "last_contact_at": link.last_contact_at.isoformat() if link.last_contact_at else None,
+        "last_error": link.last_error,
+    }
+
+
+@stores.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def list_stores(as_json: bool) -> None:
+    """List store links."""
+    import json
+
+    from .models import StoreLink
+
+    for link in db.session.scalars(select(StoreLink).order_by(StoreLink.id)):
+        s = _summary(link)
+        if as_json:
+            click.echo(json.dumps(s))
+        else:
+            click.echo(f"{s['id']}\t{s['status']}\t{s['base_url']}\t{s['owner'] or '-'}\t"
+                       f"{s['signature_profile'] or '-'}\t{s['last_contact_at'] or '-'}")
+
+
+@stores.command("show")
+@click.argument("link_id", type=int)
+def show_store(link_id: int) -> None:
+    """Details and activation history of one store."""
+    link = _link(link_id)
+    for key, value in _summary(link).items():
+        click.echo(f"{key:18} {value if value is not None else '-'}")
+    click.echo("activations:")
+    for a in link.activations:
+        click.echo(f"  {a.received_at:%Y-%m-%d %H:%M:%S}  {a.kind:11} {a.state:10} "
+                   f"{a.user.email if a.user else '-'}  {a.error or ''}")
+
+
+@stores.command("check")
+@click.argument("link_id", type=int)
+def check_store(link_id: int) -> None:
+    """A test call: prints the Magento version and the store configs."""
+    import json
+
+    from . import stores as store_service
+    from .magento.errors import MagentoError
+
+    link = _link(link_id)
+    try:
+        result = store_service.check(link)
+    except MagentoError as exc:
+        raise _fail(exc) from None
+    click.echo(f"magento_version: {result['magento_version'] or 'hidden'}")
+    click.echo(f"signature_profile: {link.signature_profile or 'not known yet'}")
+    click.echo(json.dumps(result["store_configs"], indent=2, ensure_ascii=False))
+
+
+@stores.command("call")
+@click.argument("link_id", type=int)
+@click.argument("method", type=click.Choice(["GET", "POST", "PUT", "DELETE"], case_sensitive=False))
+@click.argument("path")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Query parameter (repeatable).")
+@click.option("--data", metavar="JSON|@FILE", help="JSON body, or @file to read it from a file (@- for stdin).")
+@click.option("--store-code", default="default", show_default=True, help="default, all, or a store view code.")
+def call_store(link_id: int, method: str, path: str, params: tuple[str, ...], data: str | None,
+               store_code: str) -> None:
+    """A signed call, e.g. `stores call 1 GET products --param searchCriteria[pageSize]=5`; prints the JSON."""
+    import json
+
+    from . import stores as store_service
+    from .magento.errors import MagentoError
+
+    pairs = []
+    for p in params:
+        name, sep, value = p.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{p!r} is not NAME=VALUE", param_hint="--param")
+        pairs.append((name, value))
+    body = None
+    if data is not None:
+        text = click.open_file(data[1:], encoding="utf-8").read() if data.startswith("@") else data
+        try:
+            body = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from None
+    link = _link(link_id)
+    try:
+        with store_service.contact(link) as client:
+            result = client.request(method, path, params=pairs or None, json=body, store_code=store_code)
+    except (MagentoError, ValueError) as exc:
+        raise _fail(exc) from None
+    click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+@stores.command("add")
+@click.option("--base-url", prompt="Store base URL", help="e.g. https://shop.example.com/")
+@click.option("--consumer-key", prompt="Consumer key")
+@click.option("--owner", metavar="EMAIL", help="Account the store belongs to.")
+def add_store(base_url: str, consumer_key: str, owner: str | None) -> None:
+    """Link an integration activated without a callback. The three secrets are prompted for
+    (or read from standard input, one per line), never taken from the command line."""
+    from . import stores as store_service
+    from .magento.client import Credentials
+    from .magento.errors import MagentoError
+
+    owner_user = None
+    if owner:
+        owner_user = User.by_email(owner)
+        if owner_user is None:
+            raise click.ClickException(f"no account {owner}")
+    secrets = [click.prompt(label, hide_input=True).strip()
+               for label in ("Consumer secret", "Access token", "Access token secret")]
+    creds = Credentials(consumer_key.strip(), *secrets)
+    try:
+        link = store_service.add_manual(base_url, creds, owner=owner_user)
+    except (MagentoError, ValueError) as exc:
+        raise _fail(exc) from None
+    click.echo(f"linked store {link.id}: {link.base_url}")
+
+
+@stores.command("unlink")
+@click.argument("link_id", type=int)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def unlink_store(link_id: int, yes: bool) -> None:
+    """Forget a store's tokens (history is kept)."""
+    from . import stores as store_service
+
+    link = _link(link_id)
+    if not yes:
+        click.confirm(f"Unlink {link.base_url}?", abort=True)
+    store_service.unlink(link)
+    click.echo(f"unlinked store {link.id}")
+
+
+@stores.command("export")
+@click.argument("link_id", type=int)
+@click.argument("entity", type=click.Choice(["products", "orders", "customers"]))
+@click.option("--since", metavar="ISO-DATE", help="Only records updated since then (updated_at).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False), help="File to write; an existing one is resumed.")
+@click.option("--concurrency", type=click.IntRange(1, 16), default=4, show_default=True)
+@click.option("--page-size", type=click.IntRange(1, 1000), default=100, show_default=True)
+def export_store(link_id: int, entity: str, since: str | None, fmt: str, output: str | None, concurrency: int,
+                 page_size: int) -> None:
+    """Stream every record to a file (or standard output), resuming an interrupted file."""
+    import sys
+
+    from . import stores as store_service
+    from .magento.errors import MagentoError
+    from .magento.export import ExportError, export
+
+    link = _link(link_id)
+    show_progress = output is not None and sys.stderr.isatty()
+    bar = None
+
+    def on_total(total: int) -> None:
+        nonlocal bar
+        if show_progress:
+            bar = click.progressbar(length=total, label=f"{entity}", file=sys.stderr)
+            bar.__enter__()
+
+    try:
+        with store_service.contact(link, pool_size=max(concurrency, 4)) as client:
+            count = export(client, entity, output, fmt=fmt, since=since, concurrency=concurrency,
+                           page_size=page_size, stdout=sys.stdout, on_total=on_total,
+                           on_record=(lambda: bar.update(1)) if show_progress else None)
+    except (MagentoError, ExportError) as exc:
+        raise _fail(exc) from None
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if output:
+        click.echo(f"wrote {count} {entity} to {output}", err=True)
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(users)
+    app.cli.add_command(stores)
     app.cli.add_command(sandbox)

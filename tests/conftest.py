@@ -126,7 +126,7 @@ class Served:
     def __init__(self, wsgi):
         self.server = make_server("127.0.0.1", 0, wsgi, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def stop(self):
@@ -173,3 +173,25 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.when == "call":
         item.rep_call = report
+
+
+@pytest.fixture
+def linked(app, sandbox, user):
+    """A store linked through the real callback + identity flow; returns (link id, sandbox integration)."""
+    from integration.models import StoreLink
+    from integration.sandbox.oauth_provider import new_verifier
+
+    client = app.test_client()
+    integration = sandbox.state.add_integration("Linked", "x", "y")
+    verifier = new_verifier(integration).verifier
+    assert client.post("/magento/callback", data={
+        "oauth_consumer_key": integration.consumer_key, "oauth_consumer_secret": integration.consumer_secret,
+        "store_base_url": sandbox.url + "/", "oauth_verifier": verifier}).status_code == 200
+    url = f"/magento/identity?oauth_consumer_key={integration.consumer_key}&success_call_back="
+    page = client.get(url).get_data(as_text=True)
+    response = client.post("/magento/identity", data={
+        "csrf_token": csrf_from(page), "oauth_consumer_key": integration.consumer_key, "success_call_back": "",
+        "email": "owner@example.com", "password": PASSWORD})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    with app.app_context():
+        return StoreLink.by_consumer_key(integration.consumer_key).id, integration

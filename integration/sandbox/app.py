@@ -119,7 +119,8 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
             store_code = segments.pop(0)
         if not segments or segments[0] != "V1":
             return error(f'Request does not match any route.', 404)
-        route = "/" + "/".join(segments[1:])
+        # Magento's REST router matches on the trimmed path: /V1/products/ is /V1/products.
+        route = "/" + "/".join(segments[1:]).strip("/")
         failure = state.take_failure(route)
         if failure:
             headers = {"Retry-After": "0"} if failure == 429 else {}

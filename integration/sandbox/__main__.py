@@ -1,0 +1,45 @@
+"""``python -m integration.sandbox``: serve a sandbox store, optionally with a ready integration.
+
+``--seed-credentials`` creates an Active integration and prints its four credentials as one
+JSON line on stdout (for benchmarks and scripted demos), then serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from werkzeug.serving import make_server
+
+from . import create_sandbox
+from .state import SandboxState, Token, random_string
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m integration.sandbox")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5001)
+    parser.add_argument("--products", type=int, default=2000)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each REST call")
+    parser.add_argument("--profile", default="2.4.8+", choices=["2.4.8+", "2.4.4-2.4.7", "patch-37278"])
+    parser.add_argument("--bearer", action="store_true", help="accept access tokens as bearer tokens")
+    parser.add_argument("--seed-credentials", action="store_true")
+    args = parser.parse_args(argv)
+    state = SandboxState(profile=args.profile, products=args.products, latency=args.latency, bearer=args.bearer)
+    server = make_server(args.host, args.port, create_sandbox(state), threaded=True)
+    if args.seed_credentials:
+        integration = state.add_integration("Seeded", "", "")
+        integration.token = Token("access", random_string(), random_string(), "")
+        integration.status = "Active"
+        print(json.dumps({"base_url": f"http://{args.host}:{server.server_port}/",
+                          "consumer_key": integration.consumer_key, "consumer_secret": integration.consumer_secret,
+                          "access_token": integration.token.token,
+                          "access_token_secret": integration.token.secret}), flush=True)
+    else:
+        print(f"sandbox store on http://{args.host}:{server.server_port}/admin/integrations", file=sys.stderr)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

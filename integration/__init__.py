@@ -50,8 +50,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     with app.app_context():
         _tune_sqlite(db.engine)
 
-    from . import auth, callback, cli, dashboard, errors, identity, web
+    from . import accounts, auth, callback, cli, dashboard, errors, identity, web
 
+    app.register_blueprint(accounts.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(callback.bp)
     app.register_blueprint(identity.bp)

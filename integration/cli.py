@@ -19,20 +19,60 @@ users = AppGroup("users", help="Accounts of this app (the people who link stores
 @click.option("--admin", is_flag=True, help="Admins see every store and manage accounts.")
 def create_user(email: str, password: str | None, admin: bool) -> None:
     """Create an account."""
-    email = email.strip().lower()
-    if "@" not in email or len(email) > 254:
-        raise click.BadParameter("not an email address", param_hint="EMAIL")
-    if User.by_email(email):
-        raise click.ClickException(f"an account for {email} already exists")
-    if password is None:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if len(password) < 10:
-        raise click.BadParameter("use at least 10 characters", param_hint="--password")
-    user = User(email=email, role="admin" if admin else "member")
-    user.set_password(password)
-    db.session.add(user)
-    db.session.commit()
-    click.echo(f"created {'admin' if admin else 'member'} {email} (id {user.id})")
+    from .accounts import service
+
+    try:
+        email = service.normalise_email(email)
+        if User.by_email(email):
+            raise service.AccountError(f"an account for {email} already exists")
+        if password is None:
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        user = service.create(email, password, role="admin" if admin else "member")
+    except service.AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"created {user.role} {user.email} (id {user.id})")
+
+
+def _user(email: str) -> User:
+    user = User.by_email(email)
+    if user is None:
+        raise click.ClickException(f"no account {email}")
+    return user
+
+
+@users.command("disable")
+@click.argument("email")
+def disable_user(email: str) -> None:
+    """Disable an account (it can no longer log in)."""
+    from .accounts import service
+
+    service.set_active(_user(email), False)
+    click.echo(f"disabled {email}")
+
+
+@users.command("enable")
+@click.argument("email")
+def enable_user(email: str) -> None:
+    """Enable a disabled account."""
+    from .accounts import service
+
+    service.set_active(_user(email), True)
+    click.echo(f"enabled {email}")
+
+
+@users.command("reset-password")
+@click.argument("email")
+def reset_password(email: str) -> None:
+    """Set a new password (prompted, hidden)."""
+    from .accounts import service
+
+    user = _user(email)
+    password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    try:
+        service.reset_password(user, password)
+    except service.AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"password changed for {email}")
 
 
 @users.command("list")

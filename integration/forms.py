@@ -2,7 +2,7 @@
 
 from flask_wtf import FlaskForm
 from wtforms import EmailField, HiddenField, PasswordField, SubmitField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, EqualTo, Length
 
 
 class LoginForm(FlaskForm):
@@ -24,3 +24,10 @@ class IdentityLoginForm(IdentityFields, LoginForm):
 
 class IdentityConfirmForm(IdentityFields, FlaskForm):
     submit = SubmitField("Link store")
+
+
+class IdentityRegisterForm(IdentityFields, FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("Password (at least 10 characters)", validators=[DataRequired(), Length(min=10, max=1024)])
+    confirm = PasswordField("Repeat password", validators=[DataRequired(), EqualTo("password", "The passwords differ")])
+    submit = SubmitField("Create account and link store")

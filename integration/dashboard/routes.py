@@ -1,13 +1,21 @@
-"""The operators' view of linked stores."""
+"""The operators' view of linked stores: list, details, test, unlink, API console, manual link."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template, request
+import json
+import time
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
+from sqlalchemy.orm import joinedload
 
+from .. import stores
 from ..extensions import db
-from ..models import AuditEvent, StoreLink
+from ..magento.client import Credentials
+from ..magento.errors import MagentoError
+from ..models import AuditEvent, StoreLink, audit
+from .forms import ActionForm, ConsoleForm, ManualLinkForm
 
 bp = Blueprint("dashboard", __name__)
 
@@ -22,6 +30,18 @@ def visible_links():
     return query
 
 
+def admin_required(view):
+    from functools import wraps
+
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        if not current_user.is_authenticated or not current_user.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
 @bp.get("/")
 @login_required
 def index():
@@ -33,20 +53,126 @@ def index():
     if term:
         query = query.where(StoreLink.base_url.contains(term, autoescape=True))
     page = max(request.args.get("page", 1, type=int), 1)
-    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
-    links = db.session.scalars(
-        query.order_by(StoreLink.updated_at.desc(), StoreLink.id.desc()).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
+    # One query per page: the total rides along as a window count, the owner as a join.
+    rows = db.session.execute(
+        query.add_columns(func.count().over().label("total"))
+        .options(joinedload(StoreLink.owner))
+        .order_by(StoreLink.updated_at.desc(), StoreLink.id.desc())
+        .limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
     ).all()
+    links = [row[0] for row in rows]
+    total = rows[0].total if rows else (0 if page == 1 else db.session.scalar(
+        select(func.count()).select_from(query.subquery())))
     return render_template("dashboard/index.html", links=links, total=total, page=page,
                            pages=max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1), status=status, q=term,
                            statuses=STATUSES)
 
 
+def _visible(link_id: int) -> StoreLink:
+    return db.session.scalar(visible_links().where(StoreLink.id == link_id)) or abort(404)
+
+
 @bp.get("/stores/<int:link_id>")
 @login_required
 def store(link_id: int):
-    link = db.session.scalar(visible_links().where(StoreLink.id == link_id)) or abort(404)
+    link = _visible(link_id)
+    return _store_page(link, ConsoleForm(formdata=None))
+
+
+def _store_page(link: StoreLink, console: ConsoleForm, result: dict | None = None, status: int = 200):
     events = db.session.scalars(
-        select(AuditEvent).where(AuditEvent.store_link_id == link.id).order_by(AuditEvent.id.desc()).limit(100)
+        select(AuditEvent).options(joinedload(AuditEvent.user))
+        .where(AuditEvent.store_link_id == link.id).order_by(AuditEvent.id.desc()).limit(100)
     ).all()
-    return render_template("dashboard/store.html", link=link, events=events)
+    return render_template("dashboard/store.html", link=link, events=events, action=ActionForm(),
+                           console=console, result=result), status
+
+
+@bp.post("/stores/<int:link_id>/test")
+@login_required
+def test_connection(link_id: int):
+    link = _visible(link_id)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        result = stores.check(link, user=current_user, remote_addr=request.remote_addr)
+    except MagentoError as exc:
+        audit("store.tested", user=current_user, store_link=link, remote_addr=request.remote_addr,
+              detail=f"failed: {exc.message}")
+        db.session.commit()
+        flash(f"Test failed: {exc.message} {exc.hint}", "error")
+    else:
+        audit("store.tested", user=current_user, store_link=link, remote_addr=request.remote_addr, detail="ok")
+        db.session.commit()
+        configs = result["store_configs"]
+        code = configs[0].get("code") if isinstance(configs, list) and configs else "?"
+        flash(f"Connection works: {result['magento_version'] or 'Magento (version hidden)'}, store view {code}.",
+              "success")
+    return redirect(url_for("dashboard.store", link_id=link.id))
+
+
+@bp.post("/stores/<int:link_id>/unlink")
+@login_required
+def unlink(link_id: int):
+    link = _visible(link_id)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    stores.unlink(link, user=current_user, remote_addr=request.remote_addr)
+    flash("Store unlinked: its tokens are deleted; the history is kept. Reauthorize in Magento to link it again.",
+          "info")
+    return redirect(url_for("dashboard.store", link_id=link.id))
+
+
+@bp.post("/stores/<int:link_id>/console")
+@login_required
+@admin_required
+def console(link_id: int):
+    link = _visible(link_id)
+    form = ConsoleForm()
+    if not form.validate_on_submit():
+        return _store_page(link, form, status=400)
+    method, path = form.method.data, form.path.data.strip()
+    audit("console.call", user=current_user, store_link=link, remote_addr=request.remote_addr,
+          detail=f"{method} {path[:300]}")
+    db.session.commit()
+    started = time.perf_counter()
+    try:
+        with stores.contact(link, user=current_user, remote_addr=request.remote_addr) as client:
+            payload = client.request(method, path, params=form.pairs() or None, json=form.json_body(),
+                                     store_code=form.store_code.data)
+        result = {"ok": True, "status": 200, "body": json.dumps(payload, indent=2, ensure_ascii=False)}
+    except (MagentoError, ValueError) as exc:
+        result = {"ok": False, "status": getattr(exc, "status", None), "body": str(exc),
+                  "hint": getattr(exc, "hint", "")}
+    result["ms"] = (time.perf_counter() - started) * 1000
+    return _store_page(link, form, result)
+
+
+@bp.route("/stores/new", methods=["GET", "POST"])
+@login_required
+def manual_link():
+    form = ManualLinkForm()
+    if form.validate_on_submit():
+        creds = Credentials(form.consumer_key.data, form.consumer_secret.data, form.access_token.data,
+                            form.access_token_secret.data)
+        try:
+            link = stores.add_manual(form.base_url.data, creds, owner=current_user, remote_addr=request.remote_addr)
+        except (MagentoError, ValueError) as exc:
+            flash(f"Not linked: {exc} {getattr(exc, 'hint', '')}", "error")
+            return render_template("dashboard/manual_link.html", form=form), 400
+        flash("Store linked: the test call succeeded.", "success")
+        return redirect(url_for("dashboard.store", link_id=link.id))
+    return render_template("dashboard/manual_link.html", form=form), (400 if form.is_submitted() else 200)
+
+
+@bp.get("/audit")
+@login_required
+@admin_required
+def audit_trail():
+    page = max(request.args.get("page", 1, type=int), 1)
+    events = db.session.scalars(
+        select(AuditEvent).options(joinedload(AuditEvent.user), joinedload(AuditEvent.store_link))
+        .order_by(AuditEvent.id.desc()).limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)
+    ).all()
+    return render_template("dashboard/audit.html", events=events[:PAGE_SIZE], page=page,
+                           more=len(events) > PAGE_SIZE)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, redirect, render_template, request
+from flask import Blueprint, abort, current_app, redirect, render_template, request
 from flask_login import current_user
 
 from .. import activation as activations
 from ..auth import authenticate
 from ..auth.routes import GENERIC_FAILURE, login_limits
-from ..forms import IdentityConfirmForm, IdentityLoginForm
+from ..accounts import service
+from ..forms import IdentityConfirmForm, IdentityLoginForm, IdentityRegisterForm
 from ..magento.errors import MagentoError
 from ..magento.store_url import safe_session
 from ..magento.token_exchange import TokenExchange
@@ -30,7 +31,8 @@ def start():
     if activation is None:
         return render_template("identity/no_callback.html", consumer_key=key[:64]), 404
     form = _form(key, request.args.get("success_call_back", ""))
-    return render_template("identity/link.html", form=form, link=link, activation=activation)
+    return render_template("identity/link.html", form=form, link=link, activation=activation,
+                           register=_register_form(key, request.args.get("success_call_back", "")))
 
 
 @bp.post("/identity")
@@ -47,6 +49,34 @@ def submit():
             form.password.errors = [GENERIC_FAILURE]
             return render_template("identity/link.html", form=_form(link.consumer_key, form.success_call_back.data),
                                    link=link, activation=activation, error=GENERIC_FAILURE), 401
+    return _link_store(link, activation, form.success_call_back.data or "")
+
+
+@bp.post("/identity/register")
+@login_limits
+def register():
+    """Self-registration (when enabled): a new merchant signs up and links the store in one step."""
+    if not current_app.config.get("SELF_REGISTRATION"):
+        abort(404)
+    form = IdentityRegisterForm()
+    link, activation = _lookup(form.oauth_consumer_key.data or "")
+    if activation is None:
+        return render_template("identity/no_callback.html", consumer_key=(form.oauth_consumer_key.data or "")[:64]), 404
+    if form.validate_on_submit():
+        try:
+            service.create(form.email.data, form.password.data, remote_addr=request.remote_addr)
+        except service.AccountError as exc:
+            form.email.errors = [str(exc)]
+        else:
+            authenticate(form.email.data, form.password.data)
+            return _link_store(link, activation, form.success_call_back.data or "")
+    login_form = _form(link.consumer_key, form.success_call_back.data or "")
+    return render_template("identity/link.html", form=login_form, register=form, link=link,
+                           activation=activation), 400
+
+
+def _link_store(link: StoreLink, activation: Activation, success_call_back: str):
+    """Run (or wait for) the token exchange, then send the pop-up back to Magento."""
     user = current_user._get_current_object()
     if link.owner_id not in (None, user.id) and not user.is_admin:
         return render_template("identity/error.html", link=link, title="This store is linked to another account",
@@ -69,7 +99,7 @@ def submit():
             if activation.state != Activation.LINKED:
                 return render_template("identity/error.html", link=link, title="The store refused the link",
                                        message=activation.error or "The token exchange failed."), 502
-    return _back_to_magento(link, form.success_call_back.data or "")
+    return _back_to_magento(link, success_call_back)
 
 
 def _lookup(key: str) -> tuple[StoreLink | None, Activation | None]:
@@ -84,6 +114,13 @@ def _form(key: str, success_call_back: str):
     if current_user.is_authenticated:
         return IdentityConfirmForm(data=data)
     return IdentityLoginForm(data=data)
+
+
+def _register_form(key: str, success_call_back: str):
+    if current_user.is_authenticated or not current_app.config.get("SELF_REGISTRATION"):
+        return None
+    return IdentityRegisterForm(formdata=None, data={"oauth_consumer_key": key,
+                                                     "success_call_back": success_call_back})
 
 
 def _back_to_magento(link: StoreLink, target: str):

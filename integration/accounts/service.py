@@ -1,0 +1,59 @@
+"""Creating and managing accounts; one place for the rules the UI and the CLI share."""
+
+from __future__ import annotations
+
+import re
+
+from ..extensions import db
+from ..models import User, audit
+
+MIN_PASSWORD = 10
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+
+
+class AccountError(ValueError):
+    pass
+
+
+def normalise_email(email: str) -> str:
+    email = (email or "").strip().lower()
+    if len(email) > 254 or not _EMAIL.match(email):
+        raise AccountError("not an email address")
+    return email
+
+
+def check_password(password: str) -> None:
+    if len(password or "") < MIN_PASSWORD:
+        raise AccountError(f"use at least {MIN_PASSWORD} characters for the password")
+
+
+def create(email: str, password: str, *, role: str = "member", by: User | None = None,
+           remote_addr: str | None = None) -> User:
+    email = normalise_email(email)
+    check_password(password)
+    if role not in ("member", "admin"):
+        raise AccountError("role must be member or admin")
+    if User.by_email(email):
+        raise AccountError(f"an account for {email} already exists")
+    user = User(email=email, role=role)
+    user.set_password(password)
+    db.session.add(user)
+    db.session.flush()
+    audit("account.created", user=by or user, remote_addr=remote_addr, detail=f"{email} ({role})")
+    db.session.commit()
+    return user
+
+
+def set_active(user: User, active: bool, *, by: User | None = None, remote_addr: str | None = None) -> None:
+    if by is not None and by.id == user.id and not active:
+        raise AccountError("you cannot disable your own account")
+    user.active = active
+    audit("account.enabled" if active else "account.disabled", user=by, remote_addr=remote_addr, detail=user.email)
+    db.session.commit()
+
+
+def reset_password(user: User, password: str, *, by: User | None = None, remote_addr: str | None = None) -> None:
+    check_password(password)
+    user.set_password(password)
+    audit("account.password_reset", user=by, remote_addr=remote_addr, detail=user.email)
+    db.session.commit()

@@ -51,23 +51,25 @@ class StoreLink(db.Model):
     """One Magento integration (consumer) linked, or being linked, to this app."""
 
     __tablename__ = "store_links"
+    __table_args__ = (Index("ix_store_links_updated_at_id", "updated_at", "id"),)
 
     PENDING, LINKED, FAILED, REVOKED = "pending", "linked", "failed", "revoked"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     consumer_key: Mapped[str] = mapped_column(String(32), unique=True)
-    consumer_secret: Mapped[str] = mapped_column(EncryptedText)
+    # Secrets are deferred: decrypted only when a caller reads them, never for a list page.
+    consumer_secret: Mapped[str] = mapped_column(EncryptedText, deferred=True)
     base_url: Mapped[str] = mapped_column(String(2048))
     store_host: Mapped[str] = mapped_column(String(255), index=True)
     status: Mapped[str] = mapped_column(String(16), default=PENDING, index=True)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
-    access_token: Mapped[str | None] = mapped_column(EncryptedText)
-    access_token_secret: Mapped[str | None] = mapped_column(EncryptedText)
+    access_token: Mapped[str | None] = mapped_column(EncryptedText, deferred=True)
+    access_token_secret: Mapped[str | None] = mapped_column(EncryptedText, deferred=True)
     signature_profile: Mapped[str | None] = mapped_column(String(16))
     magento_version: Mapped[str | None] = mapped_column(String(64))
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     linked_at: Mapped[dt.datetime | None]
     last_contact_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]

@@ -20,8 +20,10 @@ def run(app, *args, input=None):
 
 
 def link_of(app, link_id):
+    from sqlalchemy.orm import undefer
+
     with app.app_context():
-        return db.session.get(StoreLink, link_id)
+        return db.session.get(StoreLink, link_id, options=[undefer("*")])
 
 
 def test_list_and_show(app, linked, sandbox):

@@ -53,16 +53,13 @@ def index():
     if term:
         query = query.where(StoreLink.base_url.contains(term, autoescape=True))
     page = max(request.args.get("page", 1, type=int), 1)
-    # One query per page: the total rides along as a window count, the owner as a join.
-    rows = db.session.execute(
-        query.add_columns(func.count().over().label("total"))
-        .options(joinedload(StoreLink.owner))
+    # Two indexed queries per page: the count, then the page with its owners joined.
+    total = db.session.scalar(select(func.count()).select_from(query.with_only_columns(StoreLink.id).subquery()))
+    links = db.session.scalars(
+        query.options(joinedload(StoreLink.owner))
         .order_by(StoreLink.updated_at.desc(), StoreLink.id.desc())
         .limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
     ).all()
-    links = [row[0] for row in rows]
-    total = rows[0].total if rows else (0 if page == 1 else db.session.scalar(
-        select(func.count()).select_from(query.subquery())))
     return render_template("dashboard/index.html", links=links, total=total, page=page,
                            pages=max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1), status=status, q=term,
                            statuses=STATUSES)

@@ -58,7 +58,7 @@ def test_search_status_filter_and_pagination(app, client, admin):
     add_links(app, 120)
     add_links(app, 0)
     with app.app_context():
-        db.session.get(StoreLink, 7).status = "failed"
+        StoreLink.by_consumer_key(f"{6:032d}").status = "failed"
         db.session.commit()
     login(client, "admin@example.com")
     first = client.get("/").get_data(as_text=True)

@@ -23,6 +23,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 VECTORS = json.loads((SHARED / "magento-signature-vectors.json").read_text()) if SHARED.exists() else None
 KEYS = (Fernet.generate_key().decode(), Fernet.generate_key().decode())
 PASSWORD = "correct horse battery"
+# The in-process servers log every request; keep pytest's output for pytest.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 def pytest_report_header(config):

@@ -68,3 +68,19 @@ def test_admin_activates_in_magento_and_logs_in_inside_the_popup(live_app, sandb
     page.wait_for_selector("text=Linked stores")
     row = page.locator("tbody tr", has_text=sandbox.url)
     assert row.locator(".status-linked").count() == 1
+    row.locator("a").click()
+    page.click("text=Test connection")
+    page.wait_for_selector("text=Connection works: Magento/2.4 (Community)")
+
+
+def test_phone_sized_login_and_store_list_are_usable(live_app, user, browser):
+    context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True)
+    page = context.new_page()
+    page.goto(f"{live_app.url}/auth/login")
+    # Labels are tied to their inputs, so this finds them the way a screen reader does.
+    page.get_by_label("Email").fill("owner@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_selector("text=Linked stores")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375 + 1
+    context.close()

@@ -48,7 +48,8 @@ def submit():
         if authenticate(form.email.data, form.password.data) is None:
             form.password.errors = [GENERIC_FAILURE]
             return render_template("identity/link.html", form=_form(link.consumer_key, form.success_call_back.data),
-                                   link=link, activation=activation, error=GENERIC_FAILURE), 401
+                                   link=link, activation=activation, error=GENERIC_FAILURE,
+                                   register=_register_form(link.consumer_key, form.success_call_back.data)), 401
     return _link_store(link, activation, form.success_call_back.data or "")
 
 

@@ -1,0 +1,103 @@
+"""Render the main pages in headless Chromium and save them as docs/*.png.
+
+    .venv/bin/python docs/screenshots.py
+
+Runs the sandbox store and the app on free ports with a throw-away SQLite database,
+activates a store through the real pop-up, and photographs each page on the way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "docs"
+
+
+def main() -> None:
+    from cryptography.fernet import Fernet
+    from flask_migrate import upgrade
+    from playwright.sync_api import sync_playwright
+
+    from integration import create_app
+    from integration.extensions import db
+    from integration.models import User
+    from integration.sandbox import SandboxState, create_sandbox
+    from tests.conftest import Served
+
+    tmp = tempfile.mkdtemp()
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp}/shots.sqlite", "SECRET_KEY": "d" * 64,
+                      "ENCRYPTION_KEYS": (Fernet.generate_key().decode(),),
+                      "ALLOWED_STORE_HOSTS": ("127.0.0.1",), "SELF_REGISTRATION": True})
+    with app.app_context():
+        upgrade()
+        admin = User(email="ops@example.com", role="admin")
+        admin.set_password("screenshot password")
+        db.session.add(admin)
+        db.session.commit()
+    state = SandboxState(products=200)
+    sandbox, served = Served(create_sandbox(state)), Served(app)
+    state.add_integration("Companion", f"{served.url}/magento/callback", f"{served.url}/magento/identity")
+    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"]
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=args)
+            page = browser.new_page(viewport={"width": 1200, "height": 760})
+            shot = lambda pg, name: pg.screenshot(path=str(OUT / f"{name}.png"), full_page=True)  # noqa: E731
+            page.goto(f"{sandbox.url}/admin/integrations")
+            shot(page, "01-sandbox-integrations")
+            with page.expect_popup() as info:
+                page.click("button.activate")
+            popup = info.value
+            popup.wait_for_load_state()
+            popup.set_viewport_size({"width": 680, "height": 800})
+            shot(popup, "02-identity-popup-login")
+            popup.fill("input[name=email]", "ops@example.com")
+            popup.fill("input[name=password]", "wrong password")
+            popup.click("input[type=submit][value='Log in and link store']")
+            shot(popup, "03-identity-popup-wrong-password")
+            popup.fill("input[name=email]", "ops@example.com")
+            popup.fill("input[name=password]", "screenshot password")
+            with popup.expect_event("close"):
+                popup.click("input[type=submit][value='Log in and link store']")
+            page.wait_for_selector(".status-Active")
+            shot(page, "04-sandbox-active")
+            page.goto(f"{served.url}/")
+            shot(page, "05-dashboard-stores")
+            page.click("tbody a")
+            page.click("text=Test connection")
+            page.fill("textarea[name=params]", "searchCriteria[pageSize]=2")
+            page.fill("input[name=path]", "products")
+            page.click("input[type=submit][value='Send signed request']")
+            page.wait_for_selector(".result")
+            shot(page, "06-store-page-console")
+            page.goto(f"{served.url}/accounts/")
+            shot(page, "07-accounts")
+            page.goto(f"{served.url}/audit")
+            shot(page, "08-audit")
+            page.goto(f"{served.url}/stores/new")
+            shot(page, "09-manual-link")
+            page.goto(f"{served.url}/nope")
+            shot(page, "10-error-404")
+            fresh = browser.new_page(viewport={"width": 680, "height": 700})
+            fresh.goto(f"{served.url}/magento/identity?oauth_consumer_key={'z' * 32}&success_call_back=x")
+            shot(fresh, "11-identity-no-callback")
+            fresh.goto(f"{served.url}/magento/callback")
+            shot(fresh, "12-callback-about")
+            phone = browser.new_page(viewport={"width": 375, "height": 740}, is_mobile=True)
+            phone.goto(f"{served.url}/auth/login")
+            shot(phone, "13-phone-login")
+            browser.close()
+    finally:
+        sandbox.stop()
+        served.stop()
+    print(f"screenshots in {OUT}")
+
+
+if __name__ == "__main__":
+    main()

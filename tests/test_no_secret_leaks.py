@@ -13,6 +13,7 @@ from .conftest import PASSWORD, csrf_from
 
 def test_no_secret_reaches_a_page_a_log_or_the_cli(app, live_app, sandbox, user, admin, caplog, tmp_path):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="integration")
     seen: list[str] = []
 
     def keep(response, *args, **kwargs):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -50,7 +49,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     with app.app_context():
         _tune_sqlite(db.engine)
 
-    from . import accounts, auth, callback, cli, dashboard, errors, identity, web
+    from . import accounts, auth, callback, cli, dashboard, errors, identity, logs, web
 
     app.register_blueprint(accounts.bp)
     app.register_blueprint(auth.bp)
@@ -60,7 +59,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     errors.init_app(app)
     web.init_app(app)
     cli.init_app(app)
-    logging.getLogger("integration").setLevel(logging.INFO)
+    logs.init_app(app)
     return app
 
 

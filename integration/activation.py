@@ -90,9 +90,10 @@ def _record(callback: Callback, remote_addr: str | None) -> Activation:
         # Magento never changes a consumer's secret, so a different one is not Magento.
         if not hmac.compare_digest(link.consumer_secret.encode(), callback.consumer_secret.encode()):
             raise CallbackRejected("oauth_consumer_key is already registered with a different consumer secret")
-        previous = link.activations[0] if link.activations else None
-        same = previous is not None and hmac.compare_digest(previous.verifier.encode(), callback.verifier.encode())
-        kind = "repeat" if same else "reauthorize"
+        previous = current_activation(link)
+        if previous is not None and hmac.compare_digest(previous.verifier.encode(), callback.verifier.encode()):
+            return _repeat(link, previous, remote_addr)
+        kind = "reauthorize"
         for old in link.activations:
             if old.state in (Activation.RECEIVED, Activation.FAILED):
                 old.state = Activation.SUPERSEDED
@@ -107,6 +108,21 @@ def _record(callback: Callback, remote_addr: str | None) -> Activation:
     db.session.add(activation)
     audit("callback.received", store_link=link, remote_addr=remote_addr,
           detail=f"{kind} from {callback.store_base_url}")
+    db.session.commit()
+    return activation
+
+
+def _repeat(link: StoreLink, activation: Activation, remote_addr: str | None) -> Activation:
+    """The same verifier again: a retried POST, or Activate clicked again on an Inactive
+    integration (Magento then reuses its verifier). No new row; an unfinished activation
+    is simply ready again, a finished or running one is left alone."""
+    if activation.state in (Activation.RECEIVED, Activation.FAILED):
+        activation.state = Activation.RECEIVED
+        activation.received_at = utcnow()
+        activation.error = None
+        link.status = StoreLink.PENDING
+        link.last_error = None
+    audit("callback.repeated", store_link=link, remote_addr=remote_addr, detail=f"activation {activation.state}")
     db.session.commit()
     return activation
 

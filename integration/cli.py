@@ -309,7 +309,38 @@ def export_store(link_id: int, entity: str, since: str | None, fmt: str, output:
         click.echo(f"wrote {count} {entity} to {output}", err=True)
 
 
+# --- keys -----------------------------------------------------------------------------
+
+keys = AppGroup("keys", help="Encryption keys for secrets at rest.")
+
+
+@keys.command("rotate")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 100000))
+def rotate_keys(batch_size: int) -> None:
+    """Re-encrypt every stored secret under the newest key (the first in
+    INTEGRATION_ENCRYPTION_KEYS). Commits batch by batch; safe to interrupt and run again."""
+    from .crypto import rotate_all
+
+    def progress(table: str, done: int) -> None:
+        click.echo(f"{table}: {done} rows re-encrypted so far", err=True)
+
+    counts = rotate_all(batch_size=batch_size, on_batch=progress)
+    for table, count in counts.items():
+        click.echo(f"{table}: {count} rows re-encrypted")
+    click.echo("every secret is now under the newest key; older keys can be removed from the setting")
+
+
+@keys.command("generate")
+def generate_key() -> None:
+    """Print a new Fernet key (put it first in INTEGRATION_ENCRYPTION_KEYS)."""
+    from cryptography.fernet import Fernet
+
+    click.echo(Fernet.generate_key().decode())
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(users)
     app.cli.add_command(stores)
+    app.cli.add_command(keys)
     app.cli.add_command(sandbox)
+

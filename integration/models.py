@@ -101,7 +101,7 @@ class Activation(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     store_link_id: Mapped[int] = mapped_column(ForeignKey("store_links.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # activate | reauthorize | repeat
+    kind: Mapped[str] = mapped_column(String(16))  # activate | reauthorize
     verifier: Mapped[str] = mapped_column(EncryptedText)
     store_base_url: Mapped[str] = mapped_column(String(2048))
     state: Mapped[str] = mapped_column(String(16), default=RECEIVED)

@@ -123,3 +123,32 @@ def test_same_key_with_another_secret_is_refused_and_keeps_the_link(app, client)
 def test_callback_needs_no_csrf_token_but_other_posts_do(client):
     assert post(client).status_code == 200
     assert client.post("/auth/login", data={"email": "a@b.c", "password": "x"}).status_code == 400
+
+
+def test_a_repeated_callback_adds_no_row_and_leaves_a_finished_activation_alone(app, client):
+    assert post(client).status_code == 200
+    assert post(client).status_code == 200  # a retried POST
+    assert count(app, Activation) == 1 and count(app, StoreLink) == 1
+    with app.app_context():
+        link = StoreLink.by_consumer_key(KEY)
+        link.activations[0].state = "linked"
+        link.status, link.access_token, link.access_token_secret = "linked", "a" * 32, "b" * 32
+        db.session.commit()
+    assert post(client).status_code == 200  # a replay after linking
+    with app.app_context():
+        link = StoreLink.by_consumer_key(KEY)
+        assert link.status == "linked" and link.access_token == "a" * 32 and count(app, Activation) == 1
+
+
+def test_a_repeated_callback_makes_a_failed_activation_ready_again(app, client):
+    post(client)
+    with app.app_context():
+        link = StoreLink.by_consumer_key(KEY)
+        link.activations[0].state, link.activations[0].error = "failed", "Consumer key has expired"
+        link.status = "failed"
+        db.session.commit()
+    post(client)
+    with app.app_context():
+        activation = StoreLink.by_consumer_key(KEY).activations[0]
+        assert activation.state == "received" and activation.error is None
+        assert count(app, Activation) == 1

@@ -27,7 +27,7 @@ def main() -> None:
     from integration.extensions import db
     from integration.models import User
     from integration.sandbox import SandboxState, create_sandbox
-    from tests.conftest import Served
+    from tests.servers import Served
 
     tmp = tempfile.mkdtemp()
     app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp}/shots.sqlite", "SECRET_KEY": "d" * 64,

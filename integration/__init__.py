@@ -24,8 +24,6 @@ def create_app(test_config: dict | None = None) -> Flask:
         SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
         WTF_CSRF_TIME_LIMIT=None,
         RATELIMIT_HEADERS_ENABLED=True,
-        LOGIN_RATE_LIMIT="10 per minute",
-        ACCOUNT_RATE_LIMIT="30 per hour",
     )
     app.config.update(settings.from_environment(app.instance_path))
     if test_config:

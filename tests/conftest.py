@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import threading
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
-from werkzeug.serving import make_server
 
 from integration import create_app
 from integration.extensions import db
 from integration.models import User
 from integration.sandbox import SandboxState, create_sandbox
+
+from .servers import Served, csrf_from  # noqa: F401 - fixtures and tests use them
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 VECTORS = json.loads((SHARED / "magento-signature-vectors.json").read_text()) if SHARED.exists() else None
@@ -122,20 +121,6 @@ def admin(app):
         return u.id
 
 
-class Served:
-    """A WSGI app on a real port in a background thread."""
-
-    def __init__(self, wsgi):
-        self.server = make_server("127.0.0.1", 0, wsgi, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def sandbox():
     """A sandbox store on a real port; ``sandbox.state`` is its in-memory store."""
@@ -155,18 +140,6 @@ def live_app(app, sandbox):
     yield served
     served.stop()
 
-
-def csrf_from(html: str) -> str:
-    m = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html) or \
-        re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert m, "no CSRF token on the page"
-    return m.group(1)
-
-
-@pytest.fixture
-def log_records(caplog):
-    caplog.set_level(logging.DEBUG)
-    return caplog
 
 
 @pytest.hookimpl(hookwrapper=True)

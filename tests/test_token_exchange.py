@@ -12,7 +12,7 @@ from integration.magento.store_url import StorePolicy, safe_session
 from integration.magento.token_exchange import Consumer, TokenExchange
 from integration.sandbox.oauth_provider import new_verifier
 
-from .conftest import Served
+from .servers import Served
 
 LOCAL = StorePolicy(("127.0.0.1",))
 

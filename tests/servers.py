@@ -1,0 +1,122 @@
+"""Servers for tests and benchmarks: a WSGI app on a thread, our app under gunicorn, and the
+admin's side of an activation (Activate in the sandbox, then the identity pop-up)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+from werkzeug.serving import make_server
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Served:
+    """A WSGI app on a real port in a background thread."""
+
+    def __init__(self, wsgi):
+        self.server = make_server("127.0.0.1", 0, wsgi, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gunicorn:
+    """``gunicorn app:app`` with ``workers`` processes, configured through the environment."""
+
+    def __init__(self, env: dict[str, str], workers: int = 4):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{self.port}",
+             "--timeout", "60", "--graceful-timeout", "5", "app:app"],
+            cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.url + "/magento/callback", timeout=3).status_code == 200:
+                    return
+            except requests.RequestException:
+                time.sleep(0.1)
+            if self.proc.poll() is not None:
+                break
+        self.stop()
+        raise RuntimeError(f"gunicorn did not start:\n{self.proc.stdout.read()}")
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        try:
+            out, _ = self.proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return out or ""
+
+
+def csrf_from(html: str) -> str:
+    m = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html) or \
+        re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert m, "no CSRF token on the page"
+    return m.group(1)
+
+
+def activate(sandbox_url: str, integration_id: int, email: str, password: str, *, double_submit: bool = False,
+             duplicate_callback: bool = False, sandbox_state=None, timings: dict | None = None) -> list[int]:
+    """Click Activate in the sandbox, log in in the pop-up; returns every status our app answered."""
+    statuses = []
+    t0 = time.perf_counter()
+    reply = requests.get(f"{sandbox_url}/admin/integrations/{integration_id}/tokens_exchange", timeout=60).json()
+    if timings is not None:
+        timings.setdefault("activate (callback round trip)", []).append(time.perf_counter() - t0)
+    if "error" in reply:
+        raise AssertionError(reply["error"])
+    if duplicate_callback:
+        integration = sandbox_state.integrations[integration_id]
+        callback_url = reply["identity_link_url"].replace("/magento/identity", "/magento/callback")
+        t0 = time.perf_counter()
+        statuses.append(requests.post(callback_url, timeout=30, data={
+            "oauth_consumer_key": integration.consumer_key, "oauth_consumer_secret": integration.consumer_secret,
+            "store_base_url": sandbox_url + "/", "oauth_verifier": integration.token.verifier}).status_code)
+        if timings is not None:
+            timings.setdefault("callback POST", []).append(time.perf_counter() - t0)
+    params = {"oauth_consumer_key": reply["oauth_consumer_key"], "success_call_back": reply["success_call_back"]}
+    forms, sessions = [], []
+    for _ in range(2 if double_submit else 1):
+        s = requests.Session()
+        page = s.get(reply["identity_link_url"], params=params, timeout=30)
+        statuses.append(page.status_code)
+        forms.append({**params, "csrf_token": csrf_from(page.text), "email": email, "password": password})
+        sessions.append(s)
+    results = [None] * len(forms)
+    barrier = threading.Barrier(len(forms))
+
+    def submit(i):
+        barrier.wait()
+        started = time.perf_counter()
+        results[i] = sessions[i].post(reply["identity_link_url"], data=forms[i], allow_redirects=False, timeout=60)
+        if timings is not None:
+            timings.setdefault("identity submit (login + exchange)", []).append(time.perf_counter() - started)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(len(forms))]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    statuses += [r.status_code for r in results]
+    return statuses

@@ -156,15 +156,18 @@ def wait_for(activation_id: int, timeout: float = 20.0, interval: float = 0.2) -
         activation = db.session.get(Activation, activation_id)
         if activation.state != Activation.EXCHANGING or time.monotonic() > deadline:
             return activation
+        db.session.rollback()  # hand the connection back while we wait
         time.sleep(interval)
 
 
 def exchange(activation: Activation, user: User, client: TokenExchange, remote_addr: str | None) -> StoreLink:
     """Run the token exchange for a claimed activation and record the outcome; commits."""
     link = activation.store_link
+    consumer = Consumer(link.consumer_key, link.consumer_secret)
+    base_url, verifier = activation.store_base_url, activation.verifier
+    db.session.commit()  # no connection held while the store answers (up to STORE_TIMEOUT)
     try:
-        token = client.run(activation.store_base_url, Consumer(link.consumer_key, link.consumer_secret),
-                           activation.verifier)
+        token = client.run(base_url, consumer, verifier)
     except MagentoError as exc:
         db.session.rollback()
         activation.state = Activation.FAILED

@@ -9,8 +9,16 @@ from sqlalchemy import ForeignKey, Index, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
+import threading
+
 from .crypto import EncryptedText
 from .extensions import db
+
+
+# Password hashing is deliberately expensive (scrypt, ~0.1 s of CPU). One hash at a time per
+# process keeps a burst of logins from starving the threads that answer Magento's callback,
+# which Magento abandons after 5 seconds.
+_HASHING = threading.BoundedSemaphore(1)
 
 
 def utcnow() -> dt.datetime:
@@ -37,10 +45,12 @@ class User(UserMixin, db.Model):
         return self.role == "admin"
 
     def set_password(self, password: str) -> None:
-        self.password_hash = generate_password_hash(password)
+        with _HASHING:
+            self.password_hash = generate_password_hash(password)
 
     def check_password(self, password: str) -> bool:
-        return check_password_hash(self.password_hash, password)
+        with _HASHING:
+            return check_password_hash(self.password_hash, password)
 
     @classmethod
     def by_email(cls, email: str) -> User | None:

@@ -42,12 +42,12 @@ def free_port() -> int:
 class Gunicorn:
     """``gunicorn app:app`` with ``workers`` processes, configured through the environment."""
 
-    def __init__(self, env: dict[str, str], workers: int = 4):
+    def __init__(self, env: dict[str, str], workers: int = 4, threads: int = 8):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{self.port}",
-             "--timeout", "60", "--graceful-timeout", "5", "app:app"],
+            [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", str(threads),
+             "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "5", "--access-logfile", os.environ.get("GUNICORN_ACCESS_LOG", "/dev/null"), "--access-logformat", "%(r)s %(s)s %(D)s", "app:app"],
             cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

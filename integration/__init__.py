@@ -32,6 +32,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["RATELIMIT_STORAGE_URI"] = app.config.get("RATELIMIT_STORAGE_URI") or "memory://"
     app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
 
+    if app.config.get("TRUSTED_PROXIES"):
+        # Behind N proxies: client address and scheme from their X-Forwarded-* headers
+        # (rate limits and the audit trail need the real address).
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = int(app.config["TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+
     from .crypto import Vault
     from .extensions import csrf, db, limiter, login_manager, migrate
 

@@ -47,6 +47,7 @@ def from_environment(instance_path: str) -> dict:
         "LOGIN_RATE_LIMIT": _env("LOGIN_RATE_LIMIT", "10 per minute"),
         "ACCOUNT_RATE_LIMIT": _env("ACCOUNT_RATE_LIMIT", "30 per hour"),
         "SESSION_COOKIE_SECURE": (_env("PUBLIC_URL") or "").startswith("https://"),
+        "TRUSTED_PROXIES": int(_env("TRUSTED_PROXIES", "0")),
     }
     if env == "development":
         instance.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ one when connected (DNS rebinding) still fails.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -21,6 +22,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from .errors import UnsafeStoreURL
 
 MAX_URL_LENGTH = 2048
+_HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$")
 
 
 def normalise_base_url(url: str) -> str:
@@ -52,7 +54,12 @@ def normalise_base_url(url: str) -> str:
     except UnicodeError:
         raise UnsafeStoreURL("store_base_url has an invalid host name") from None
     if ":" in host:
-        host = f"[{host}]"
+        try:
+            host = f"[{ipaddress.IPv6Address(host.split('%', 1)[0])}]"
+        except ValueError:
+            raise UnsafeStoreURL("store_base_url has an invalid IPv6 address") from None
+    elif not _HOST.match(host):
+        raise UnsafeStoreURL("store_base_url has an invalid host name")
     if port is not None and not ((scheme, port) in (("http", 80), ("https", 443))):
         host = f"{host}:{port}"
     path = parts.path or "/"

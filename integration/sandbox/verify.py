@@ -8,6 +8,7 @@ with the client's signer in ``integration.magento``: a bug there must not be mir
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -102,8 +103,47 @@ def collect(profile: str, environ, body: str) -> dict[str, str]:
     return params
 
 
-def _natural_key(s: str):
-    return [int(run) if run.isdigit() else run for run in re.split(r"(\d+)", s)]
+def php_strnatcmp(a: str, b: str) -> int:
+    """PHP's ``strnatcmp`` (ext/standard/strnatcmp.c), as a plain comparator on bytes."""
+    x, y = a.encode("utf-8", "surrogateescape") + b"\0", b.encode("utf-8", "surrogateescape") + b"\0"
+    xl, yl = len(x) - 1, len(y) - 1
+    if xl == 0 or yl == 0:
+        return (xl > yl) - (xl < yl)
+    digit = lambda c: 48 <= c <= 57  # noqa: E731
+    space = lambda c: c in b" \t\n\v\f\r"  # noqa: E731
+    i = j = 0
+    while x[i] == 48 and i + 1 < xl and digit(x[i + 1]):
+        i += 1
+    while y[j] == 48 and j + 1 < yl and digit(y[j + 1]):
+        j += 1
+    while True:
+        while space(x[i]):
+            i += 1
+        while space(y[j]):
+            j += 1
+        if digit(x[i]) and digit(y[j]):
+            left = x[i] == 48 or y[j] == 48  # "fractional": compare left-aligned
+            bias = 0
+            while True:
+                dx, dy = digit(x[i]), digit(y[j])
+                if not dx or not dy:
+                    if dx != dy:
+                        return 1 if dx else -1
+                    break
+                if x[i] != y[j]:
+                    if left:
+                        return 1 if x[i] > y[j] else -1
+                    bias = bias or (1 if x[i] > y[j] else -1)
+                i, j = i + 1, j + 1
+            if bias:
+                return bias
+            if i >= xl or j >= yl:
+                return (i < xl) - (j < yl)
+        if x[i] != y[j]:
+            return 1 if x[i] > y[j] else -1
+        i, j = i + 1, j + 1
+        if i >= xl or j >= yl:
+            return (i < xl) - (j < yl)
 
 
 def _laminas_uri(url: str, decode_set: str) -> str:
@@ -151,7 +191,7 @@ def base_string(profile: str, method: str, url: str, params: dict[str, str]) -> 
         base = f"{m.group(1)}://{m.group(2)}{m.group(3)}"
     else:
         encoded = [(rawurlencode(k), rawurlencode(v)) for k, v in params.items()]
-        encoded.sort(key=lambda kv: _natural_key(kv[0]))
+        encoded.sort(key=functools.cmp_to_key(lambda p, q: php_strnatcmp(p[0], q[0])))
         normalized = "&".join(f"{k}={v}" for k, v in encoded)
         decode_set = UNRESERVED + (":@&=+$,/;%" if profile == "2.4.4-2.4.7" else "")
         base = _laminas_uri(url, decode_set)

@@ -1,0 +1,141 @@
+"""Hypothesis properties for the parsers, validators and the signer."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from werkzeug.datastructures import MultiDict
+
+from integration.activation import CallbackRejected, parse_callback
+from integration.identity.routes import is_safe_callback
+from integration.magento import signing
+from integration.magento.client import query_string, segment
+from integration.magento.errors import UnsafeStoreURL
+from integration.magento.oauth import magento_auth
+from integration.magento.store_url import normalise_base_url
+from integration.models import StoreLink
+from integration.sandbox import verify
+
+FIXTURES = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=150, deadline=None)
+credential = st.one_of(st.text(min_size=0, max_size=40), st.text("abcdefghijklmnopqrstuvwxyz0123456789",
+                                                                 min_size=32, max_size=32))
+url_text = st.one_of(
+    st.text(max_size=60),
+    st.builds(lambda s, h, p, path: f"{s}://{h}{p}{path}", st.sampled_from(["http", "https", "HTTP", "ftp", "javascript"]),
+              st.sampled_from(["127.0.0.1", "localhost", "10.0.0.1", "[::1]", "user@127.0.0.1", "", "LOCALHOST"]),
+              st.sampled_from(["", ":80", ":443", ":8080", ":99999", ":x"]),
+              st.text(max_size=20)),
+)
+
+
+@FIXTURES
+@given(key=credential, secret=credential, verifier=credential, url=url_text, drop=st.sets(st.integers(0, 3)))
+def test_callback_parser_accepts_only_what_magento_sends(app, key, secret, verifier, url, drop):
+    fields = [("oauth_consumer_key", key), ("oauth_consumer_secret", secret), ("store_base_url", url),
+              ("oauth_verifier", verifier)]
+    form = MultiDict([f for i, f in enumerate(fields) if i not in drop])
+    with app.test_request_context():
+        try:
+            callback = parse_callback(form)
+        except CallbackRejected as exc:
+            assert str(exc)
+            return
+    assert not drop
+    for value in (callback.consumer_key, callback.consumer_secret, callback.verifier):
+        assert len(value) == 32 and value.isalnum()
+    assert callback.store_base_url == normalise_base_url(url)
+
+
+@settings(max_examples=400, deadline=None)
+@given(url=url_text)
+def test_normalised_store_urls_are_canonical(url):
+    try:
+        out = normalise_base_url(url)
+    except UnsafeStoreURL:
+        return
+    parts = urlsplit(out)
+    assert parts.scheme in ("http", "https") and out.endswith("/") and parts.hostname
+    assert parts.username is None and not parts.query and not parts.fragment
+    assert not any(c.isspace() for c in out)
+    assert normalise_base_url(out) == out  # idempotent
+
+
+@FIXTURES
+@given(target=st.one_of(url_text, st.builds(lambda h, p: f"https://{h}/{p}", st.sampled_from(
+    ["shop.example.com", "SHOP.example.com", "evil.example", "shop.example.com.evil.example", "127.0.0.1"]),
+    st.text(max_size=10))))
+def test_success_call_back_only_leads_back_to_the_store(app, target):
+    link = StoreLink(base_url="https://shop.example.com/", store_host="shop.example.com")
+    with app.test_request_context():
+        safe = is_safe_callback(target, link)
+    if safe:
+        parts = urlsplit(target)
+        assert parts.scheme in ("http", "https")
+        assert parts.hostname in ("shop.example.com", "127.0.0.1", "localhost")  # the store, or allow-listed
+
+
+name = st.builds(lambda head, tail: head + tail, st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True),
+                 st.sampled_from(["", "[0]", "[2]", "[10]", "[pageSize]", "[filter_groups][0][filters][1][value]"]))
+value = st.text(max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(profile=st.sampled_from(signing.PROFILES), method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]),
+       sku=st.text(min_size=1, max_size=12), pairs=st.dictionaries(name, value, max_size=6),
+       form=st.one_of(st.none(), st.dictionaries(st.from_regex(r"[a-z]{1,6}", fullmatch=True), value, max_size=3)),
+       store=st.sampled_from(["default", "all", "de"]))
+def test_what_the_client_signs_the_sandbox_verifies_and_tampering_breaks_it(profile, method, sku, pairs, form,
+                                                                              store):
+    assume(not any("oauth_" in k for k in pairs))
+    if method == "GET":
+        form = None
+    url = f"http://127.0.0.1:8080/rest/{store}/V1/products/{segment(sku)}"
+    if pairs:
+        url += "?" + query_string(pairs)
+    body = query_string(form) if form else None
+    headers = {"Content-Type": signing.FORM_CONTENT_TYPE} if body else {}
+    auth = magento_auth("c" * 32, "s" * 32, "t" * 32, "u" * 32, profile=profile)
+    try:
+        prepared = requests.Request(method, url, data=body, headers=headers, auth=auth).prepare()
+    except signing.UnsignableRequest:
+        return
+    environ = _environ(prepared, body)
+    params = verify.collect(profile, environ, body or "")
+    given_signature = verify.rawurldecode(params["oauth_signature"])
+
+    def expected(env, method=method, token_secret="u" * 32):
+        p = verify.collect(profile, env, body or "")
+        return verify.expected_signature(profile, method, verify.request_url(env), p, "s" * 32, token_secret)
+
+    assert expected(environ) == given_signature
+    assert expected(environ, token_secret="v" * 32) != given_signature
+    assert expected(environ, method="PATCH") != given_signature
+    moved = dict(environ, REQUEST_URI=environ["REQUEST_URI"].replace(f"/V1/", "/V2/", 1))
+    assert expected(moved) != given_signature
+    if pairs:
+        tampered = dict(environ, REQUEST_URI=environ["REQUEST_URI"].replace("?", "?zz9=1&", 1))
+        assert expected(tampered) != given_signature
+
+
+def _environ(prepared, body):
+    parts = urlsplit(prepared.url)
+    return {"REQUEST_METHOD": prepared.method, "REQUEST_URI": parts.path + (f"?{parts.query}" if parts.query else ""),
+            "HTTP_HOST": parts.netloc, "wsgi.url_scheme": parts.scheme,
+            "HTTP_AUTHORIZATION": prepared.headers["Authorization"],
+            "CONTENT_TYPE": prepared.headers.get("Content-Type", "")}
+
+
+def test_property_tests_are_wired_to_the_real_signer():
+    with pytest.raises(ValueError):
+        query_string([("a", 1), ("a", 2)])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(a=st.text("0123456789ab %[] ", max_size=12), b=st.text("0123456789ab %[] ", max_size=12))
+def test_both_strnatcmp_ports_agree(a, b):
+    """Client and sandbox each port PHP's strnatcmp on their own; they must agree."""
+    assert signing.strnatcmp(a, b) == verify.php_strnatcmp(a, b)

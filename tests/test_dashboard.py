@@ -216,3 +216,22 @@ def test_error_pages_are_html_for_browsers_and_json_for_clients(client):
                                                        "message": js.get_json()["message"]}
     assert client.put("/magento/callback").status_code == 405
     assert client.post("/auth/login", data={}).status_code == 400
+
+
+def test_unexpected_errors_are_a_500_page_that_says_nothing_inside(app_config, caplog):
+    from integration import create_app
+
+    app = create_app(app_config)
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("internal detail oauth_token_secret=abc")
+
+    client = app.test_client()
+    html = client.get("/boom")
+    assert html.status_code == 500 and "Internal Server Error" in html.get_data(as_text=True)
+    assert "internal detail" not in html.get_data(as_text=True)
+    js = client.get("/boom", headers={"Accept": "application/json"})
+    assert js.status_code == 500 and js.get_json()["status"] == 500
+    assert client.get("/auth/login", headers={"Accept": "application/json"}).status_code == 200
+    assert client.get("/stores/1").status_code == 302  # 403/404 pages are behind login

@@ -22,8 +22,9 @@ sys.path.insert(0, ROOT)
 
 def main() -> None:
     from cryptography.fernet import Fernet
-    from flask_migrate import upgrade
-    from sqlalchemy import insert, text
+    from sqlalchemy import insert
+
+    from bench._db import fresh_schema
 
     from integration import create_app
     from integration.extensions import db
@@ -39,12 +40,8 @@ def main() -> None:
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "b" * 64, "WTF_CSRF_ENABLED": False,
                       "ENCRYPTION_KEYS": (Fernet.generate_key().decode(),), "LOGIN_RATE_LIMIT": "10000/minute",
                       "ACCOUNT_RATE_LIMIT": "10000/minute"})
+    fresh_schema(app)
     with app.app_context():
-        if url.startswith("postgresql"):
-            with db.engine.begin() as conn:
-                conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-                conn.execute(text("CREATE SCHEMA public"))
-        upgrade()
         admin = User(email="admin@example.com", role="admin")
         member = User(email="member@example.com")
         for u in (admin, member):

@@ -26,8 +26,7 @@ sys.path.insert(0, ROOT)
 
 def main() -> None:
     from cryptography.fernet import Fernet
-    from flask_migrate import upgrade
-    from sqlalchemy import text
+    from bench._db import fresh_schema
 
     from integration import create_app
     from integration.extensions import db
@@ -44,12 +43,8 @@ def main() -> None:
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/load.sqlite"
     key = Fernet.generate_key().decode()
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "l" * 64, "ENCRYPTION_KEYS": (key,)})
+    fresh_schema(app)
     with app.app_context():
-        if url.startswith("postgresql"):
-            with db.engine.begin() as conn:
-                conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-                conn.execute(text("CREATE SCHEMA public"))
-        upgrade()
         user = User(email="load@example.com")
         user.set_password("load test password")
         db.session.add(user)

@@ -101,24 +101,23 @@ def client(app):
     return app.test_client()
 
 
-@pytest.fixture
-def user(app):
+def _account(app, email: str, role: str) -> int:
     with app.app_context():
-        u = User(email="owner@example.com", role="member")
+        u = User(email=email, role=role)
         u.set_password(PASSWORD)
         db.session.add(u)
         db.session.commit()
         return u.id
+
+
+@pytest.fixture
+def user(app):
+    return _account(app, "owner@example.com", "member")
 
 
 @pytest.fixture
 def admin(app):
-    with app.app_context():
-        u = User(email="admin@example.com", role="admin")
-        u.set_password(PASSWORD)
-        db.session.add(u)
-        db.session.commit()
-        return u.id
+    return _account(app, "admin@example.com", "admin")
 
 
 @pytest.fixture

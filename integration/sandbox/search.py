@@ -86,8 +86,13 @@ def apply(records: list[dict], criteria: dict) -> dict:
         filters = _indexed(group.get("filters") if isinstance(group, dict) else None)
         if filters:
             hits = [r for r in hits if any(_match(r, f) for f in filters if isinstance(f, dict))]
+    in_id_order = True  # records are kept in id order, as a primary-key index returns them
     for order in reversed(_indexed(criteria.get("sortOrders"))):
+        if isinstance(order, dict) and order.get("field") in ("entity_id", "id") and \
+                order.get("direction", "ASC").upper() == "ASC" and in_id_order:
+            continue
         if isinstance(order, dict) and order.get("field"):
+            in_id_order = False
             field = order["field"]
             hits = sorted(hits, key=lambda r, f=field: (_field(r, f) is None, _field(r, f)),
                           reverse=(order.get("direction", "ASC").upper() == "DESC"))

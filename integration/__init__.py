@@ -1,84 +1,13 @@
-"""Magento Integration Companion: link Magento 2 stores through their Integrations screen."""
+"""Magento Integration Companion: link Magento 2 stores through their Integrations screen.
+
+``integration.magento`` (the protocol library) and ``integration.sandbox`` import without
+the web app; ``create_app`` loads Flask and the rest only when called.
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
-from flask import Flask
+def create_app(test_config: dict | None = None):
+    from .factory import create_app as factory
 
-from . import config as settings
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def create_app(test_config: dict | None = None) -> Flask:
-    app = Flask(__name__, instance_path=os.environ.get("INTEGRATION_INSTANCE_PATH") or str(ROOT / "instance"),
-                template_folder=str(ROOT / "templates"), static_folder="static")
-    app.config.update(
-        MAX_CONTENT_LENGTH=1024 * 1024,
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        REMEMBER_COOKIE_HTTPONLY=True,
-        REMEMBER_COOKIE_SAMESITE="Lax",
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
-        WTF_CSRF_TIME_LIMIT=None,
-        RATELIMIT_HEADERS_ENABLED=True,
-    )
-    app.config.update(settings.from_environment(app.instance_path))
-    if test_config:
-        app.config.update(test_config)
-    settings.check(app.config)
-    app.config["RATELIMIT_STORAGE_URI"] = app.config.get("RATELIMIT_STORAGE_URI") or "memory://"
-    app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
-
-    if app.config.get("TRUSTED_PROXIES"):
-        # Behind N proxies: client address and scheme from their X-Forwarded-* headers
-        # (rate limits and the audit trail need the real address).
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
-        n = int(app.config["TRUSTED_PROXIES"])
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
-
-    from .crypto import Vault
-    from .extensions import csrf, db, limiter, login_manager, migrate
-
-    app.extensions["vault"] = Vault(tuple(app.config["ENCRYPTION_KEYS"]))
-    db.init_app(app)
-    migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
-    csrf.init_app(app)
-    limiter.init_app(app)
-    login_manager.init_app(app)
-    login_manager.login_view = "auth.login"
-    login_manager.session_protection = "strong"
-
-    with app.app_context():
-        _tune_sqlite(db.engine)
-
-    from . import accounts, auth, callback, cli, dashboard, errors, identity, logs, web
-
-    app.register_blueprint(accounts.bp)
-    app.register_blueprint(auth.bp)
-    app.register_blueprint(callback.bp)
-    app.register_blueprint(identity.bp)
-    app.register_blueprint(dashboard.bp)
-    errors.init_app(app)
-    web.init_app(app)
-    cli.init_app(app)
-    logs.init_app(app)
-    return app
-
-
-def _tune_sqlite(engine) -> None:
-    """WAL and a busy timeout, so several threads or workers can share the file."""
-    if engine.dialect.name != "sqlite":
-        return
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
+    return factory(test_config)

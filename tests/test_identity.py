@@ -187,3 +187,24 @@ def test_double_submit_runs_exactly_one_exchange(app, live_app, sandbox, user):
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(StoreLink)) == 1
         assert db.session.scalar(select(func.count()).select_from(Activation)) == 1
+
+
+def test_a_used_activation_of_an_unlinked_store_says_to_reauthorize(app, client, sandbox, user):
+    login(client)
+    integration = activate(client, sandbox)
+    assert submit(client, integration, "").status_code == 200
+    with app.app_context():
+        from integration import stores
+
+        stores.unlink(StoreLink.by_consumer_key(integration.consumer_key))
+    response = submit(client, integration, "")
+    assert response.status_code == 409 and "Reauthorize" in response.get_data(as_text=True)
+
+
+def test_a_password_typed_into_the_email_field_is_not_audited(app, client, user):
+    page = client.get("/auth/login").get_data(as_text=True)
+    client.post("/auth/login", data={"csrf_token": csrf_from(page), "email": "MyS3cretPassw0rd",
+                                     "password": "x"})
+    with app.app_context():
+        details = db.session.scalars(select(AuditEvent.detail)).all()
+    assert details == ["(not an email address)"]

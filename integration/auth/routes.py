@@ -37,7 +37,10 @@ def authenticate(email: str, password: str) -> User | None:
     if user is None:
         _DUMMY_HASH.check_password(password)
     if user is None or not user.check_password(password) or not user.active:
-        audit("login.failed", user=user, remote_addr=request.remote_addr, detail=email.strip().lower()[:254])
+        # The attempted name, unless it is not an email: people type passwords into the wrong field.
+        attempted = email.strip().lower()[:254]
+        audit("login.failed", user=user, remote_addr=request.remote_addr,
+              detail=attempted if "@" in attempted else "(not an email address)")
         db.session.commit()
         return None
     keep = {k: session[k] for k in ("_flashes",) if k in session}

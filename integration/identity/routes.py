@@ -82,6 +82,10 @@ def _link_store(link: StoreLink, activation: Activation, success_call_back: str)
     if link.owner_id not in (None, user.id) and not user.is_admin:
         return render_template("identity/error.html", link=link, title="This store is linked to another account",
                                message="Log in with the account that linked it, or ask an administrator."), 403
+    if activation.state == Activation.LINKED and not link.has_token:
+        return render_template("identity/error.html", link=link, title="This activation was already used",
+                               message="The store was unlinked after this activation completed.",
+                               hint="Click Reauthorize on the integration in Magento's admin to link it again."), 409
     if activation.state != Activation.LINKED:
         if activations.claim(activation):
             client = TokenExchange(safe_session(activations.store_policy()),

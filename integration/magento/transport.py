@@ -26,6 +26,8 @@ def send(session: requests.Session, method: str, url: str, *, timeout, **kwargs)
         raise StoreUnreachable(f"TLS handshake with the store failed: {_reason(exc)}") from None
     except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
         raise StoreUnreachable(f"could not connect to the store: {_reason(exc)}") from None
+    except requests.RequestException as exc:  # malformed URL, bad headers, content decoding...
+        raise StoreUnreachable(f"could not talk to the store: {_reason(exc)}") from None
     if 300 <= response.status_code < 400:
         location = response.headers.get("Location", "")
         raise BadStoreResponse(

@@ -235,3 +235,24 @@ def test_unexpected_errors_are_a_500_page_that_says_nothing_inside(app_config, c
     assert js.status_code == 500 and js.get_json()["status"] == 500
     assert client.get("/auth/login", headers={"Accept": "application/json"}).status_code == 200
     assert client.get("/stores/1").status_code == 302  # 403/404 pages are behind login
+
+
+def test_a_store_list_page_is_one_query_whatever_the_number_of_links(app, client, admin, user):
+    from sqlalchemy import event
+
+    add_links(app, 120, owner_id=user)
+    login(client, "admin@example.com")
+    statements = []
+    with app.app_context():
+        engine = db.engine
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        page = client.get("/?page=2").get_data(as_text=True)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert "page 2 of 3" in page and page.count("owner@example.com") == 50
+    assert len([s for s in statements if "store_links" in s]) == 1

@@ -53,13 +53,18 @@ def index():
     if term:
         query = query.where(StoreLink.base_url.contains(term, autoescape=True))
     page = max(request.args.get("page", 1, type=int), 1)
-    # Two indexed queries per page: the count, then the page with its owners joined.
-    total = db.session.scalar(select(func.count()).select_from(query.with_only_columns(StoreLink.id).subquery()))
-    links = db.session.scalars(
-        query.options(joinedload(StoreLink.owner))
+    # One query per page: the page's rows, their owners joined, and the total as an
+    # uncorrelated subquery (evaluated once, from the indexes).
+    count = select(func.count()).select_from(query.with_only_columns(StoreLink.id).subquery()).scalar_subquery()
+    rows = db.session.execute(
+        query.add_columns(count.label("total"))
+        .options(joinedload(StoreLink.owner))
         .order_by(StoreLink.updated_at.desc(), StoreLink.id.desc())
         .limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
     ).all()
+    links = [row[0] for row in rows]
+    # A page past the end has no row to carry the total; only then is it asked for alone.
+    total = rows[0].total if rows else db.session.scalar(select(count))
     return render_template("dashboard/index.html", links=links, total=total, page=page,
                            pages=max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1), status=status, q=term,
                            statuses=STATUSES)

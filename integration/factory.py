@@ -24,6 +24,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
         WTF_CSRF_TIME_LIMIT=None,
         RATELIMIT_HEADERS_ENABLED=True,
+        # Redis down must not lock everyone out: count in memory until it is back.
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=True,
     )
     app.config.update(settings.from_environment(app.instance_path))
     if test_config:

@@ -186,3 +186,10 @@ def test_log_records_get_masked_tracebacks_and_a_request_id(app):
     assert record.request_id == "rid-1"
     assert "pw-123456" not in record.getMessage() and "s3cr3t" not in record.exc_text
     assert "ValueError" in record.exc_text
+
+
+def test_logins_keep_working_and_limited_when_redis_is_down(app_config, user):
+    app = create_app({**app_config, "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:9/0", "LOGIN_RATE_LIMIT": "2 per minute"})
+    client = app.test_client()
+    codes = [_login(client, "owner@example.com", "wrong").status_code for _ in range(3)]
+    assert codes == [401, 401, 429]  # counted in memory meanwhile

@@ -191,3 +191,20 @@ def test_base_url_keeps_index_php_and_store_segments():
     client = StoreClient("https://Shop.Example.com/index.php/", Credentials("a", "b", "c", "d"))
     assert client.url("products", "all") == "https://shop.example.com/index.php/rest/all/V1/products"
     assert client.url("/V1/orders") == "https://shop.example.com/index.php/rest/default/V1/orders"
+
+
+def test_error_bodies_become_typed_errors_with_placeholders_and_errors_list():
+    from integration.magento.client import api_error
+
+    err = api_error(400, {"message": "One or more input exceptions have occurred.", "errors": [
+        {"message": '"%fieldName" is required. Enter and try again.', "parameters": {"fieldName": "sku"}},
+        {"message": "The %1 value is invalid.", "parameters": ["price"]}]}, "POST", "https://s.example/rest/V1/x")
+    assert isinstance(err, errors.BadRequest)
+    assert err.errors == ['"sku" is required. Enter and try again.', "The price value is invalid."]
+    assert str(err).startswith("One or more input exceptions have occurred. (\"sku\" is required")
+    acl = api_error(401, {"message": "The consumer isn't authorized to access %resources.",
+                          "parameters": {"resources": "Magento_Sales::sales"}}, "GET", "u")
+    assert isinstance(acl, errors.NotAuthorized) and str(acl).endswith("access Magento_Sales::sales.")
+    assert isinstance(api_error(503, None, "GET", "https://s.example/rest/V1/x?a=1"), errors.ServerError)
+    assert str(api_error(418, "teapot", "GET", "https://s.example/x?secret=1")) == \
+        "GET https://s.example/x answered HTTP 418"

@@ -8,7 +8,6 @@ activates a store through the real pop-up, and photographs each page on the way.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from pathlib import Path

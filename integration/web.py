@@ -49,6 +49,3 @@ def public_url_for(endpoint: str, **values) -> str:
         return base + url_for(endpoint, **values)
     return url_for(endpoint, _external=True, **values)
 
-
-def remote_addr() -> str | None:
-    return request.remote_addr

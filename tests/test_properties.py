@@ -114,7 +114,7 @@ def test_what_the_client_signs_the_sandbox_verifies_and_tampering_breaks_it(prof
     assert expected(environ) == given_signature
     assert expected(environ, token_secret="v" * 32) != given_signature
     assert expected(environ, method="PATCH") != given_signature
-    moved = dict(environ, REQUEST_URI=environ["REQUEST_URI"].replace(f"/V1/", "/V2/", 1))
+    moved = dict(environ, REQUEST_URI=environ["REQUEST_URI"].replace("/V1/", "/V2/", 1))
     assert expected(moved) != given_signature
     if pairs:
         tampered = dict(environ, REQUEST_URI=environ["REQUEST_URI"].replace("?", "?zz9=1&", 1))

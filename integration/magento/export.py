@@ -132,7 +132,7 @@ def _resume_point(path: str, fmt: str, spec: Entity) -> tuple[object | None, lis
         header = next(csv.reader(io.StringIO(head)))
         if last == head:
             return None, header
-        row = dict(zip(header, next(csv.reader(io.StringIO(last)))))
+        row = dict(zip(header, next(csv.reader(io.StringIO(last))), strict=False))
         return int(row[spec.id_field]), header
     except (ValueError, KeyError, StopIteration) as exc:
         raise ExportError(f"{path} does not look like an earlier {fmt} export of this kind ({exc}); "

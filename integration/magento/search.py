@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 CONDITIONS = frozenset({
@@ -90,6 +89,3 @@ def _value(value: object) -> str:
         return "1" if value else "0"
     return str(value)
 
-
-def merge(*groups: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [pair for group in groups for pair in group]

@@ -61,15 +61,13 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
         if not integration.is_token_exchange:
             return jsonify(error="This sandbox only does token-exchange integrations.")
         try:
-            state.counters.callback_posts += 1
             requests.post(integration.callback_url, timeout=5, allow_redirects=False, data={
                 "oauth_consumer_key": integration.consumer_key,
                 "oauth_consumer_secret": integration.consumer_secret,
                 "store_base_url": store_base_url(),
                 "oauth_verifier": verifier,
             })
-        except requests.RequestException as exc:
-            integration.last_error = f"{type(exc).__name__}"
+        except requests.RequestException:
             return jsonify(error=POST_FAILED)
         return jsonify(identity_link_url=integration.identity_url, oauth_consumer_key=integration.consumer_key,
                        success_call_back=url_for("login_success", _external=True))
@@ -77,11 +75,6 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
     @app.get("/admin/integration/loginSuccessCallback")
     def login_success():
         return '<html><body><script>setTimeout("self.close()",1000)</script>Done.</body></html>'
-
-    @app.get("/admin/integrations.json")
-    def integrations_json():
-        return jsonify([{"id": i.id, "name": i.name, "status": i.status, "consumer_key": i.consumer_key}
-                        for i in state.integrations.values()])
 
     # --- OAuth ------------------------------------------------------------------------
 
@@ -118,7 +111,7 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
         if segments and segments[0] != "V1":
             store_code = segments.pop(0)
         if not segments or segments[0] != "V1":
-            return error(f'Request does not match any route.', 404)
+            return error('Request does not match any route.', 404)
         # Magento's REST router matches on the trimmed path: /V1/products/ is /V1/products.
         route = "/" + "/".join(segments[1:]).strip("/")
         failure = state.take_failure(route)

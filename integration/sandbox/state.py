@@ -41,7 +41,6 @@ class Integration:
     status: str = "Inactive"
     token: Token | None = None
     resources: tuple[str, ...] = ("Magento_Backend::all",)
-    last_error: str = ""
 
     @property
     def is_token_exchange(self) -> bool:
@@ -53,7 +52,6 @@ class Counters:
     request_token_calls: int = 0
     access_token_calls: int = 0
     rest_calls: int = 0
-    callback_posts: int = 0
 
 
 class SandboxState:

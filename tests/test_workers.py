@@ -50,13 +50,17 @@ def test_fifty_activations_at_once_on_four_workers(app, app_config, sandbox, use
     try:
         ids = [sandbox.state.add_integration(f"Store {i}", f"{server.url}/magento/callback",
                                              f"{server.url}/magento/identity").id for i in range(50)]
+        timings: dict[str, list[float]] = {}
         with ThreadPoolExecutor(max_workers=50) as pool:
             results = list(pool.map(lambda i: activate(sandbox.url, i, "owner@example.com", PASSWORD,
                                                        double_submit=True, duplicate_callback=True,
-                                                       sandbox_state=sandbox.state), ids))
+                                                       sandbox_state=sandbox.state, timings=timings), ids))
     finally:
         log = server.stop()
     statuses = [s for r in results for s in r]
+    # Magento gives the callback 5 s; the sandbox enforces that, so every activation above
+    # already made it. Report the margin for whoever reads a slow CI log.
+    print(f"slowest callback round trip: {max(timings['activate (callback round trip)']):.2f} s")
     assert all(s < 500 for s in statuses), (statuses, log[-3000:])
     assert statuses.count(302) == 100  # both submits of every store end back in Magento
     assert all(sandbox.state.integrations[i].status == "Active" for i in ids)

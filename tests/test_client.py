@@ -208,3 +208,12 @@ def test_error_bodies_become_typed_errors_with_placeholders_and_errors_list():
     assert isinstance(api_error(503, None, "GET", "https://s.example/rest/V1/x?a=1"), errors.ServerError)
     assert str(api_error(418, "teapot", "GET", "https://s.example/x?secret=1")) == \
         "GET https://s.example/x answered HTTP 418"
+
+
+def test_a_patched_store_is_detected_too(sandbox):
+    sandbox.state.profile = "patch-37278"
+    seen = []
+    client, _ = linked(sandbox, on_profile=seen.append)
+    criteria = SearchCriteria().where("name", "Sandbox product 7", "eq")  # a space in a bracketed value
+    assert client.search("products", criteria)["total_count"] == 1
+    assert seen == ["patch-37278"]

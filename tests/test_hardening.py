@@ -193,3 +193,20 @@ def test_logins_keep_working_and_limited_when_redis_is_down(app_config, user):
     client = app.test_client()
     codes = [_login(client, "owner@example.com", "wrong").status_code for _ in range(3)]
     assert codes == [401, 401, 429]  # counted in memory meanwhile
+
+
+def test_a_store_whose_dns_hangs_is_refused_within_magentos_budget(client, monkeypatch):
+    import time
+
+    real = socket.getaddrinfo
+
+    def slow(host, *args, **kwargs):
+        if host == "slow-dns.example":
+            time.sleep(3)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    started = time.monotonic()
+    response = post(client, store_base_url="https://slow-dns.example/")
+    assert response.status_code == 400 and "did not resolve within 2 s" in response.get_data(as_text=True)
+    assert time.monotonic() - started < 2.8

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
@@ -127,10 +129,18 @@ class StorePolicy:
             raise UnsafeStoreURL(f"refused to connect to {host}: it resolved to a non-public address ({address})")
 
 
-def resolve_host(host: str) -> list[str]:
+#: getaddrinfo has no timeout of its own; Magento waits only 5 s for the whole callback.
+RESOLVE_TIMEOUT = 2.0
+_resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
+
+
+def resolve_host(host: str, timeout: float = RESOLVE_TIMEOUT) -> list[str]:
     host = host.strip("[]")
+    future = _resolver.submit(socket.getaddrinfo, host, None, proto=socket.IPPROTO_TCP)
     try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        infos = future.result(timeout=timeout)
+    except FutureTimeout:
+        raise UnsafeStoreURL(f"store host {host} did not resolve within {timeout:g} s") from None
     except (socket.gaierror, UnicodeError) as exc:
         raise UnsafeStoreURL(f"store host {host} does not resolve ({exc})") from None
     return sorted({info[4][0] for info in infos})

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
 from .magento.errors import MagentoError, UnsafeStoreURL
-from .magento.store_url import StorePolicy, host_of
+from .magento.store_url import StorePolicy, host_of, safe_session
 from .magento.token_exchange import Consumer, TokenExchange
 from .models import Activation, StoreLink, User, audit, utcnow
 
@@ -148,6 +148,42 @@ def claim(activation: Activation) -> bool:
     return result.rowcount == 1
 
 
+class LinkRefused(Exception):
+    """Linking did not happen; ``title``, ``message`` and ``hint`` are for the admin's pop-up."""
+
+    def __init__(self, title: str, message: str, hint: str = "", status: int = 502):
+        super().__init__(message)
+        self.title, self.message, self.hint, self.status = title, message, hint, status
+
+
+def link_store(activation: Activation, user: User, remote_addr: str | None) -> StoreLink:
+    """Make sure this activation's token exchange has run exactly once, here or in another
+    worker, and that ``user`` may link the store; ``LinkRefused`` says why not."""
+    link = activation.store_link
+    if link.owner_id not in (None, user.id) and not user.is_admin:
+        raise LinkRefused("This store is linked to another account",
+                          "Log in with the account that linked it, or ask an administrator.", status=403)
+    if activation.state == Activation.LINKED:
+        if not link.has_token:
+            raise LinkRefused("This activation was already used",
+                              "The store was unlinked after this activation completed.",
+                              "Click Reauthorize on the integration in Magento's admin to link it again.", 409)
+        return link
+    if claim(activation):
+        client = TokenExchange(safe_session(store_policy()), timeout=(5.0, current_app.config["STORE_TIMEOUT"]))
+        try:
+            return exchange(activation, user, client, remote_addr)
+        except MagentoError as exc:
+            raise LinkRefused("The store refused the link", exc.message, exc.hint) from None
+    activation = wait_for(activation.id)
+    if activation.state == Activation.EXCHANGING:
+        raise LinkRefused("Still linking", "Another request is exchanging tokens with the store.",
+                          "Wait a moment and submit again.", 409)
+    if activation.state != Activation.LINKED:
+        raise LinkRefused("The store refused the link", activation.error or "The token exchange failed.")
+    return activation.store_link
+
+
 def wait_for(activation_id: int, timeout: float = 20.0, interval: float = 0.2) -> Activation:
     """The activation once no worker is exchanging it any more (or ``timeout`` passed)."""
     deadline = time.monotonic() + timeout
@@ -169,7 +205,6 @@ def exchange(activation: Activation, user: User, client: TokenExchange, remote_a
     try:
         token = client.run(base_url, consumer, verifier)
     except MagentoError as exc:
-        db.session.rollback()
         activation.state = Activation.FAILED
         activation.error = _describe(exc)
         activation.finished_at = utcnow()

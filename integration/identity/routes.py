@@ -16,9 +16,6 @@ from ..auth import authenticate
 from ..auth.routes import GENERIC_FAILURE, login_limits
 from ..accounts import service
 from ..forms import IdentityConfirmForm, IdentityLoginForm, IdentityRegisterForm
-from ..magento.errors import MagentoError
-from ..magento.store_url import safe_session
-from ..magento.token_exchange import TokenExchange
 from ..models import Activation, StoreLink
 
 bp = Blueprint("identity", __name__, url_prefix="/magento")
@@ -29,7 +26,7 @@ def start():
     key = request.args.get("oauth_consumer_key", "")
     link, activation = _lookup(key)
     if activation is None:
-        return render_template("identity/no_callback.html", consumer_key=key[:64]), 404
+        return _no_callback(key)
     form = _form(key, request.args.get("success_call_back", ""))
     return render_template("identity/link.html", form=form, link=link, activation=activation,
                            register=_register_form(key, request.args.get("success_call_back", "")))
@@ -41,12 +38,11 @@ def submit():
     form = _form(request.form.get("oauth_consumer_key", ""), request.form.get("success_call_back", ""))
     link, activation = _lookup(form.oauth_consumer_key.data or "")
     if activation is None:
-        return render_template("identity/no_callback.html", consumer_key=(form.oauth_consumer_key.data or "")[:64]), 404
+        return _no_callback(form.oauth_consumer_key.data or "")
     if not form.validate_on_submit():
         return render_template("identity/link.html", form=form, link=link, activation=activation), 400
     if isinstance(form, IdentityLoginForm):
         if authenticate(form.email.data, form.password.data) is None:
-            form.password.errors = [GENERIC_FAILURE]
             return render_template("identity/link.html", form=_form(link.consumer_key, form.success_call_back.data),
                                    link=link, activation=activation, error=GENERIC_FAILURE,
                                    register=_register_form(link.consumer_key, form.success_call_back.data)), 401
@@ -62,7 +58,7 @@ def register():
     form = IdentityRegisterForm()
     link, activation = _lookup(form.oauth_consumer_key.data or "")
     if activation is None:
-        return render_template("identity/no_callback.html", consumer_key=(form.oauth_consumer_key.data or "")[:64]), 404
+        return _no_callback(form.oauth_consumer_key.data or "")
     if form.validate_on_submit():
         try:
             service.create(form.email.data, form.password.data, remote_addr=request.remote_addr)
@@ -78,33 +74,16 @@ def register():
 
 def _link_store(link: StoreLink, activation: Activation, success_call_back: str):
     """Run (or wait for) the token exchange, then send the pop-up back to Magento."""
-    user = current_user._get_current_object()
-    if link.owner_id not in (None, user.id) and not user.is_admin:
-        return render_template("identity/error.html", link=link, title="This store is linked to another account",
-                               message="Log in with the account that linked it, or ask an administrator."), 403
-    if activation.state == Activation.LINKED and not link.has_token:
-        return render_template("identity/error.html", link=link, title="This activation was already used",
-                               message="The store was unlinked after this activation completed.",
-                               hint="Click Reauthorize on the integration in Magento's admin to link it again."), 409
-    if activation.state != Activation.LINKED:
-        if activations.claim(activation):
-            client = TokenExchange(safe_session(activations.store_policy()),
-                                   timeout=(5.0, current_app.config["STORE_TIMEOUT"]))
-            try:
-                activations.exchange(activation, user, client, request.remote_addr)
-            except MagentoError as exc:
-                return render_template("identity/error.html", link=link, title="The store refused the link",
-                                       message=exc.message, hint=exc.hint), 502
-        else:
-            activation = activations.wait_for(activation.id)
-            if activation.state == Activation.EXCHANGING:
-                return render_template("identity/error.html", link=link, title="Still linking",
-                                       message="Another request is exchanging tokens with the store.",
-                                       hint="Wait a moment and submit again."), 409
-            if activation.state != Activation.LINKED:
-                return render_template("identity/error.html", link=link, title="The store refused the link",
-                                       message=activation.error or "The token exchange failed."), 502
+    try:
+        activations.link_store(activation, current_user._get_current_object(), request.remote_addr)
+    except activations.LinkRefused as refused:
+        return render_template("identity/error.html", link=link, title=refused.title, message=refused.message,
+                               hint=refused.hint), refused.status
     return _back_to_magento(link, success_call_back)
+
+
+def _no_callback(key: str):
+    return render_template("identity/no_callback.html", consumer_key=key[:64]), 404
 
 
 def _lookup(key: str) -> tuple[StoreLink | None, Activation | None]:

@@ -272,11 +272,12 @@ def unlink_store(link_id: int, yes: bool) -> None:
 @click.argument("link_id", type=int)
 @click.argument("entity", type=click.Choice(["products", "orders", "customers"]))
 @click.option("--since", metavar="ISO-DATE", help="Only records updated since then (updated_at).")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
-@click.option("--output", type=click.Path(dir_okay=False), help="File to write; an existing one is resumed.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]),
+              help="Default: csv for an --output ending in .csv, else jsonl.")
+@click.option("--output", type=click.Path(dir_okay=False), help="File to write; an interrupted export is resumed.")
 @click.option("--concurrency", type=click.IntRange(1, 16), default=4, show_default=True)
 @click.option("--page-size", type=click.IntRange(1, 1000), default=100, show_default=True)
-def export_store(link_id: int, entity: str, since: str | None, fmt: str, output: str | None, concurrency: int,
+def export_store(link_id: int, entity: str, since: str | None, fmt: str | None, output: str | None, concurrency: int,
                  page_size: int) -> None:
     """Stream every record to a file (or standard output), resuming an interrupted file."""
     import sys

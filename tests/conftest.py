@@ -32,6 +32,16 @@ def _database_url_for_header():
     return os.environ.get("INTEGRATION_TEST_DATABASE_URL") or "sqlite (temporary file)"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def instance_folder(tmp_path_factory):
+    """Never the checkout's own instance/ (its settings.env, keys or sandbox state)."""
+    import os
+
+    path = tmp_path_factory.mktemp("instance")
+    os.environ["INTEGRATION_INSTANCE_PATH"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory):
     import os

@@ -198,16 +198,10 @@ class _Job:
     def finish(self) -> None:
         """Every record is in: write the CSV (when asked for) and drop the state."""
         if self.state["format"] == "csv":
-            fd, tmp = tempfile.mkstemp(prefix=os.path.basename(self.output) + ".", suffix=".tmp",
-                                       dir=os.path.dirname(os.path.abspath(self.output)))
-            try:
-                with open(fd, "w", encoding="utf-8", newline="") as out, \
-                        open(self.data_path, encoding="utf-8") as part:
-                    _write_csv(part, self.state["columns"], out)
-                os.replace(tmp, self.output)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            tmp = self.output + ".tmp"  # created like any output file (umask), renamed when whole
+            with open(tmp, "w", encoding="utf-8", newline="") as out, open(self.data_path, encoding="utf-8") as part:
+                _write_csv(part, self.state["columns"], out)
+            os.replace(tmp, self.output)
             os.unlink(self.data_path)
         os.unlink(self.state_path)
 

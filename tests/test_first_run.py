@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -113,9 +114,9 @@ class Run:
         """The pid of the script's child whose command line contains ``marker``."""
         for entry in os.listdir("/proc"):
             try:
-                stat = open(f"/proc/{entry}/stat").read()
-                cmdline = open(f"/proc/{entry}/cmdline").read().replace("\0", " ")
-            except (OSError, ValueError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                cmdline = Path(f"/proc/{entry}/cmdline").read_text().replace("\0", " ")
+            except OSError:
                 continue
             if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid and marker in cmdline:
                 return int(entry)

@@ -78,14 +78,14 @@ def check(config: dict) -> None:
     if len(key) < 32 or key.lower() in ("dev", "changeme", "secret"):
         raise ConfigError(
             f"{PREFIX}SECRET_KEY must be set to a random value of at least 32 characters "
-            f"(for example: python -c 'import secrets; print(secrets.token_hex(32))'), "
+            f"(for example: python3 -c 'import secrets; print(secrets.token_hex(32))'), "
             f"or run with {PREFIX}ENV=development to have one created in the instance folder."
         )
     keys = config.get("ENCRYPTION_KEYS") or ()
     if not keys:
         raise ConfigError(
             f"{PREFIX}ENCRYPTION_KEYS must list at least one Fernet key, newest first "
-            f"(make one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')."
+            f"(make one with: .venv/bin/python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')."
         )
     for k in keys:
         try:

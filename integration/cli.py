@@ -91,16 +91,30 @@ def list_users() -> None:
 @click.option("--latency", default=0.0, show_default=True, type=float, help="Seconds added to each REST call.")
 @click.option("--bearer", is_flag=True, help="Accept access tokens as bearer tokens (enable_integration_as_bearer).")
 @click.option("--app-url", default="http://127.0.0.1:5000", show_default=True,
-              help="Where this app runs: the sandbox's first integration points its URLs here.")
-def sandbox(host: str, port: int, profile: str, products: int, latency: float, bearer: bool, app_url: str) -> None:
+              help="Where this app runs: the sandbox offers an integration whose URLs point here.")
+@click.option("--state", "state_file", type=click.Path(dir_okay=False),
+              help="File that keeps the integrations across restarts  [default: INSTANCE/sandbox.json]")
+def sandbox(host: str, port: int, profile: str, products: int, latency: float, bearer: bool, app_url: str,
+            state_file: str | None) -> None:
     """Run the sandbox Magento store (for trying an activation locally)."""
+    import os
+
+    from flask import current_app
     from werkzeug.serving import run_simple
 
-    from .sandbox import SandboxState, create_sandbox
+    from .sandbox import SandboxState, StateFileError, create_sandbox
 
-    state = SandboxState(profile=profile, products=products, latency=latency, bearer=bearer)
+    if state_file is None:
+        os.makedirs(current_app.instance_path, exist_ok=True)
+        state_file = os.path.join(current_app.instance_path, "sandbox.json")
+    try:
+        state = SandboxState(profile=profile, products=products, latency=latency, bearer=bearer, path=state_file)
+    except StateFileError as exc:
+        raise click.ClickException(str(exc)) from None
     app_url = app_url.rstrip("/")
-    state.add_integration("Companion (local)", f"{app_url}/magento/callback", f"{app_url}/magento/identity")
+    callback_url = f"{app_url}/magento/callback"
+    if not any(i.callback_url == callback_url for i in state.integrations.values()):
+        state.add_integration("Companion (local)", callback_url, f"{app_url}/magento/identity")
     click.echo(f"Sandbox store on http://{host}:{port}/admin/integrations — click Activate.")
     run_simple(host, port, create_sandbox(state), threaded=True)
 
@@ -272,11 +286,12 @@ def unlink_store(link_id: int, yes: bool) -> None:
 @click.argument("link_id", type=int)
 @click.argument("entity", type=click.Choice(["products", "orders", "customers"]))
 @click.option("--since", metavar="ISO-DATE", help="Only records updated since then (updated_at).")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
-@click.option("--output", type=click.Path(dir_okay=False), help="File to write; an existing one is resumed.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]),
+              help="Default: csv for an --output ending in .csv, else jsonl.")
+@click.option("--output", type=click.Path(dir_okay=False), help="File to write; an interrupted export is resumed.")
 @click.option("--concurrency", type=click.IntRange(1, 16), default=4, show_default=True)
 @click.option("--page-size", type=click.IntRange(1, 1000), default=100, show_default=True)
-def export_store(link_id: int, entity: str, since: str | None, fmt: str, output: str | None, concurrency: int,
+def export_store(link_id: int, entity: str, since: str | None, fmt: str | None, output: str | None, concurrency: int,
                  page_size: int) -> None:
     """Stream every record to a file (or standard output), resuming an interrupted file."""
     import sys

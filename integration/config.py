@@ -1,4 +1,5 @@
-"""Settings, read from ``INTEGRATION_*`` environment variables (see the README's table)."""
+"""Settings, read from ``INTEGRATION_*`` environment variables (see the README's table), and from
+``settings.env`` in the instance folder for those the environment does not set."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import secrets
 from pathlib import Path
 
 from cryptography.fernet import Fernet
+from dotenv import load_dotenv
 
 PREFIX = "INTEGRATION_"
+SETTINGS_FILE = "settings.env"
 
 
 class ConfigError(RuntimeError):
@@ -28,7 +31,19 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _number(name: str, default: str, kind: type = float):
+    value = _env(name, default)
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name} must be a{'n integer' if kind is int else ' number'}, "
+                          f"not {value!r}") from None
+
+
 def from_environment(instance_path: str) -> dict:
+    # ./scripts/run writes the development settings here, so every entry point (flask run, the
+    # CLI in another terminal, gunicorn) sees the same ones. The environment wins over the file.
+    load_dotenv(Path(instance_path) / SETTINGS_FILE, override=False)
     env = _env("ENV", "production")
     if env not in ("production", "development"):
         raise ConfigError(f"{PREFIX}ENV must be 'production' or 'development', not {env!r}")
@@ -43,11 +58,11 @@ def from_environment(instance_path: str) -> dict:
         "STRICT_STORE_HOSTS": _flag(_env("STRICT_STORE_HOSTS")),
         "SELF_REGISTRATION": _flag(_env("SELF_REGISTRATION")),
         "RATELIMIT_STORAGE_URI": _env("REDIS_URL", "memory://"),
-        "STORE_TIMEOUT": float(_env("STORE_TIMEOUT", "20")),
+        "STORE_TIMEOUT": _number("STORE_TIMEOUT", "20"),
         "LOGIN_RATE_LIMIT": _env("LOGIN_RATE_LIMIT", "10 per minute"),
         "ACCOUNT_RATE_LIMIT": _env("ACCOUNT_RATE_LIMIT", "30 per hour"),
         "SESSION_COOKIE_SECURE": (_env("PUBLIC_URL") or "").startswith("https://"),
-        "TRUSTED_PROXIES": int(_env("TRUSTED_PROXIES", "0")),
+        "TRUSTED_PROXIES": _number("TRUSTED_PROXIES", "0", int),
     }
     if env == "development":
         instance.mkdir(parents=True, exist_ok=True)
@@ -63,14 +78,14 @@ def check(config: dict) -> None:
     if len(key) < 32 or key.lower() in ("dev", "changeme", "secret"):
         raise ConfigError(
             f"{PREFIX}SECRET_KEY must be set to a random value of at least 32 characters "
-            f"(for example: python -c 'import secrets; print(secrets.token_hex(32))'), "
+            f"(for example: python3 -c 'import secrets; print(secrets.token_hex(32))'), "
             f"or run with {PREFIX}ENV=development to have one created in the instance folder."
         )
     keys = config.get("ENCRYPTION_KEYS") or ()
     if not keys:
         raise ConfigError(
             f"{PREFIX}ENCRYPTION_KEYS must list at least one Fernet key, newest first "
-            f"(make one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')."
+            f"(make one with: .venv/bin/python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')."
         )
     for k in keys:
         try:

@@ -3,9 +3,7 @@ served over real HTTP, and our app served over real HTTP for end-to-end flows.""
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
@@ -18,8 +16,6 @@ from integration.sandbox import SandboxState, create_sandbox
 
 from .servers import Served, csrf_from  # noqa: F401 - fixtures and tests use them
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-VECTORS = json.loads((SHARED / "magento-signature-vectors.json").read_text()) if SHARED.exists() else None
 KEYS = (Fernet.generate_key().decode(), Fernet.generate_key().decode())
 PASSWORD = "correct horse battery"
 # The in-process servers log every request; keep pytest's output for pytest.
@@ -34,6 +30,16 @@ def _database_url_for_header():
     import os
 
     return os.environ.get("INTEGRATION_TEST_DATABASE_URL") or "sqlite (temporary file)"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def instance_folder(tmp_path_factory):
+    """Never the checkout's own instance/ (its settings.env, keys or sandbox state)."""
+    import os
+
+    path = tmp_path_factory.mktemp("instance")
+    os.environ["INTEGRATION_INSTANCE_PATH"] = str(path)
+    return path
 
 
 @pytest.fixture(scope="session")

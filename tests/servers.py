@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 class Served:
     """A WSGI app on a real port in a background thread."""
 
-    def __init__(self, wsgi):
-        self.server = make_server("127.0.0.1", 0, wsgi, threaded=True)
+    def __init__(self, wsgi, port: int = 0):
+        self.server = make_server("127.0.0.1", port, wsgi, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                        daemon=True)

@@ -147,14 +147,18 @@ def test_store_linked_by_someone_else_is_refused(app, client, sandbox, user, adm
         other.set_password(PASSWORD)
         db.session.add(other)
         db.session.commit()
-    verifier = sandbox.state.integrations[integration.id].token
+    exchanges = sandbox.state.counters.request_token_calls
     integration.token = None
     new_verifier(integration)
     client.post("/magento/callback", data={
         "oauth_consumer_key": integration.consumer_key, "oauth_consumer_secret": integration.consumer_secret,
         "store_base_url": sandbox.url + "/", "oauth_verifier": integration.token.verifier})
     response = submit(client, integration, "", email="other@example.com", password=PASSWORD)
-    assert response.status_code == 403 and verifier is not None
+    assert response.status_code == 403 and "linked to another account" in response.get_data(as_text=True)
+    assert sandbox.state.counters.request_token_calls == exchanges  # no exchange for the other account
+    with app.app_context():
+        link = StoreLink.by_consumer_key(integration.consumer_key)
+        assert link.owner.email == "owner@example.com" and link.access_token is None
 
 
 def test_double_submit_runs_exactly_one_exchange(app, live_app, sandbox, user):

@@ -1,19 +1,27 @@
 """Streaming exports of a store's products, orders or customers, resumable without duplicates.
 
-Records are fetched in ascending ``entity_id`` order and written one line each, so an
-interrupted file ends in a known record: a rerun drops any half-written last line and
-asks only for ids above the last complete one (keyset paging, not page numbers, which
-would shift when records are added meanwhile).
+Records are fetched in ascending ``entity_id`` order, page by page (memory stays bounded).
+Writing to a file, every page is flushed and then recorded in a sidecar state file
+(``<output>.state.json``: how many bytes of the data are complete, the last id, the CSV columns
+seen so far). A rerun after an interruption cuts the data back to that length and asks only for
+ids above the last one (keyset paging, not page numbers, which would shift when records are
+added meanwhile). Nothing is ever read back out of a CSV line.
+
+CSV needs every column before the first row, and Magento leaves out fields that are null, so a
+field can first appear on the last page. A CSV export therefore collects the records as JSON
+Lines (``<output>.part.jsonl``) and writes the CSV, with every column any record had, once all
+of them are in: the file appears complete or not at all. Cells hold strings as they are and
+everything else as JSON (numbers, ``true``/``false``, arrays, objects); null is an empty cell.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 import json
 import os
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO
 
@@ -34,6 +42,8 @@ ENTITIES = {
     "customers": Entity("customers/search", "id"),
 }
 FORMATS = ("jsonl", "csv")
+STATE_SUFFIX = ".state.json"
+PART_SUFFIX = ".part.jsonl"
 
 
 class ExportError(ValueError):
@@ -52,121 +62,178 @@ def parse_since(value: str) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def export(client: StoreClient, entity: str, output: str | None, *, fmt: str = "jsonl", since: str | None = None,
-           concurrency: int = 1, page_size: int = 100, stdout: IO[str] | None = None,
-           on_total: Callable[[int], None] | None = None, on_record: Callable[[], None] | None = None) -> int:
-    """Write every record to ``output`` (or ``stdout``); returns how many were written this run."""
-    if entity not in ENTITIES:
-        raise ExportError(f"unknown entity {entity!r}; choose one of {', '.join(ENTITIES)}")
+def format_for(fmt: str | None, output: str | None) -> str:
+    """``fmt`` if given, else CSV for an ``--output`` ending in ``.csv``, else JSON Lines."""
+    if fmt is None:
+        return "csv" if output and output.lower().endswith(".csv") else "jsonl"
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose jsonl or csv")
+    return fmt
+
+
+def export(client: StoreClient, entity: str, output: str | None, *, fmt: str | None = None,
+           since: str | None = None, concurrency: int = 1, page_size: int = 100, stdout: IO[str] | None = None,
+           on_total: Callable[[int], None] | None = None, on_record: Callable[[], None] | None = None) -> int:
+    """Write every record to ``output`` (or ``stdout``); returns how many were fetched this run."""
+    if entity not in ENTITIES:
+        raise ExportError(f"unknown entity {entity!r}; choose one of {', '.join(ENTITIES)}")
+    fmt = format_for(fmt, output)
     spec = ENTITIES[entity]
+    since = parse_since(since) if since else None
     criteria = SearchCriteria().order_by(spec.filter_field, "ASC")
     if since:
-        criteria.where("updated_at", parse_since(since), "gteq")
-    header: list[str] | None = None
-    if output:
-        last_id, header = _resume_point(output, fmt, spec)
-        if last_id is not None:
-            criteria.where(spec.filter_field, last_id, "gt")
-        stream = open(output, "a", encoding="utf-8", newline="")
-    else:
-        stream = stdout
-    written = 0
-    try:
-        writer = _Writer(stream, fmt, header)
-        for record in client.iter_search(spec.path, criteria, page_size=page_size, concurrency=concurrency,
+        criteria.where("updated_at", since, "gteq")
+
+    def fetch(after) -> Iterable[dict]:
+        c = criteria.copy()
+        if after is not None:
+            c.where(spec.filter_field, after, "gt")
+        for record in client.iter_search(spec.path, c, page_size=page_size, concurrency=concurrency,
                                          on_total=on_total):
-            writer.write(record)
-            written += 1
+            yield record
             if on_record:
                 on_record()
-            if written % page_size == 0:
-                stream.flush()
-    finally:
-        if output:
-            stream.close()
-        elif stream is not None:
-            stream.flush()
+
+    if output is None:
+        return _to_stream(fetch(None), fmt, stdout, page_size)
+    job = _Job.open(output, entity, fmt, since)
+    written = job.run(fetch(job.state["last_id"]), spec.id_field, page_size)
+    job.finish()
     return written
 
 
-class _Writer:
-    def __init__(self, stream: IO[str], fmt: str, header: list[str] | None):
-        self.stream, self.fmt, self.header = stream, fmt, header
-        self.csv = None
-
-    def write(self, record: dict) -> None:
-        if self.fmt == "jsonl":
-            self.stream.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-            return
-        if self.csv is None:
-            new_file = self.header is None
-            self.header = self.header or list(record)
-            self.csv = csv.DictWriter(self.stream, fieldnames=self.header, extrasaction="ignore", lineterminator="\n")
-            if new_file:
-                self.csv.writeheader()
-        self.csv.writerow({k: _cell(record.get(k)) for k in self.header})
+def _json_line(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
-def _cell(value):
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return value
+def _to_stream(records: Iterable[dict], fmt: str, stdout: IO[str], page_size: int) -> int:
+    written = 0
+    if fmt == "jsonl":
+        for record in records:
+            stdout.write(_json_line(record))
+            written += 1
+            if written % page_size == 0:
+                stdout.flush()
+        stdout.flush()
+        return written
+    columns: dict[str, None] = {}
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as part:
+        for record in records:
+            columns.update(dict.fromkeys(record))
+            part.write(_json_line(record))
+            written += 1
+        part.seek(0)
+        _write_csv(part, list(columns), stdout)
+    stdout.flush()
+    return written
 
 
-def _resume_point(path: str, fmt: str, spec: Entity) -> tuple[object | None, list[str] | None]:
-    """The id of the last complete record in ``path`` (after dropping a torn last line)."""
-    if not os.path.exists(path) or os.path.getsize(path) == 0:
-        return None, None
-    with open(path, "rb+") as f:
-        data_end = _truncate_torn_line(f)
-        if data_end == 0:
-            return None, None
-        f.seek(0)
-        head = f.readline().decode("utf-8")
-        last = _last_line(f, data_end).decode("utf-8")
+class _Job:
+    """One export to a file: the data (the output itself for JSON Lines, a part file for CSV) and
+    its state file, which only ever describes data already flushed to disk."""
+
+    def __init__(self, output: str, state: dict):
+        self.output, self.state = output, state
+        self.state_path = output + STATE_SUFFIX
+        self.data_path = output + PART_SUFFIX if state["format"] == "csv" else output
+
+    @classmethod
+    def open(cls, output: str, entity: str, fmt: str, since: str | None) -> _Job:
+        fresh = {"entity": entity, "format": fmt, "since": since, "last_id": None, "bytes": 0, "columns": []}
+        state_path = output + STATE_SUFFIX
+        if not os.path.exists(state_path):
+            if os.path.exists(output) and os.path.getsize(output) > 0:
+                raise ExportError(f"{output} exists and is not an interrupted export (there is no {state_path}); "
+                                  "choose another --output or delete it")
+            job = cls(output, fresh)
+            with open(job.data_path, "w", encoding="utf-8"):
+                pass
+            job._save()
+            return job
+        try:
+            with open(state_path, encoding="utf-8") as f:
+                state = json.load(f)
+            started = {key: state[key] for key in ("entity", "format", "since")}
+            int(state["bytes"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ExportError(f"{state_path} is damaged ({exc}); delete it and {output} to start over") from None
+        if started != {"entity": entity, "format": fmt, "since": since}:
+            raise ExportError(f"{output} is an interrupted export of {started['entity']} as {started['format']}"
+                              f"{' since ' + started['since'] if started['since'] else ''}; run that again to "
+                              "finish it, or choose another --output")
+        job = cls(output, {**fresh, **state})
+        size = os.path.getsize(job.data_path) if os.path.exists(job.data_path) else -1
+        if size < state["bytes"]:
+            raise ExportError(f"{job.data_path} is shorter than {state_path} says; delete both to start over")
+        return job
+
+    def run(self, records: Iterable[dict], id_field: str, page_size: int) -> int:
+        """Append ``records``, checkpointing after every ``page_size`` of them."""
+        written = 0
+        columns = dict.fromkeys(self.state["columns"])
+        with open(self.data_path, "r+b") as data:
+            data.truncate(self.state["bytes"])  # whatever an interrupted run wrote after its last checkpoint
+            data.seek(self.state["bytes"])
+            last_id = None
+            for record in records:
+                try:
+                    last_id = record[id_field]
+                except (KeyError, TypeError):
+                    raise ExportError(f"the store sent a record without {id_field!r}") from None
+                columns.update(dict.fromkeys(record))
+                data.write(_json_line(record).encode("utf-8"))
+                written += 1
+                if written % page_size == 0:
+                    self._checkpoint(data, last_id, columns)
+            if written % page_size:
+                self._checkpoint(data, last_id, columns)
+        return written
+
+    def _checkpoint(self, data: IO[bytes], last_id, columns: dict) -> None:
+        data.flush()
+        os.fsync(data.fileno())  # the data is on disk before the state says it is
+        self.state.update(last_id=last_id, bytes=data.tell(), columns=list(columns))
+        self._save()
+
+    def finish(self) -> None:
+        """Every record is in: write the CSV (when asked for) and drop the state."""
+        if self.state["format"] == "csv":
+            tmp = self.output + ".tmp"  # created like any output file (umask), renamed when whole
+            with open(tmp, "w", encoding="utf-8", newline="") as out, open(self.data_path, encoding="utf-8") as part:
+                _write_csv(part, self.state["columns"], out)
+            os.replace(tmp, self.output)
+            os.unlink(self.data_path)
+        os.unlink(self.state_path)
+
+    def _save(self) -> None:
+        _replace_atomically(self.state_path, json.dumps(self.state, ensure_ascii=False))
+
+
+def _replace_atomically(path: str, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
+                               dir=os.path.dirname(os.path.abspath(path)))
     try:
-        if fmt == "jsonl":
-            return json.loads(last)[spec.id_field], None
-        header = next(csv.reader(io.StringIO(head)))
-        if last == head:
-            return None, header
-        row = dict(zip(header, next(csv.reader(io.StringIO(last))), strict=False))
-        return int(row[spec.id_field]), header
-    except (ValueError, KeyError, StopIteration) as exc:
-        raise ExportError(f"{path} does not look like an earlier {fmt} export of this kind ({exc}); "
-                          "choose another --output or delete it") from None
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
-def _truncate_torn_line(f) -> int:
-    f.seek(0, os.SEEK_END)
-    size = f.tell()
-    pos = size
-    while pos > 0:
-        step = min(65536, pos)
-        f.seek(pos - step)
-        chunk = f.read(step)
-        nl = chunk.rfind(b"\n")
-        if nl >= 0:
-            end = pos - step + nl + 1
-            if end != size:
-                f.truncate(end)
-            return end
-        pos -= step
-    f.truncate(0)
-    return 0
+def _write_csv(lines: Iterable[str], columns: list[str], out: IO[str]) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for line in lines:
+        record = json.loads(line)
+        writer.writerow([_cell(record.get(name)) for name in columns])
 
 
-def _last_line(f, end: int) -> bytes:
-    """The line before the final newline at ``end - 1``, read backwards in chunks."""
-    pos, buf = end - 1, b""
-    while pos > 0:
-        step = min(65536, pos)
-        pos -= step
-        f.seek(pos)
-        buf = f.read(step) + buf
-        nl = buf.rfind(b"\n")
-        if nl >= 0:
-            return buf[nl + 1:]
-    return buf
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

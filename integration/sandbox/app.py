@@ -19,7 +19,7 @@ from flask import Flask, Response, abort, jsonify, redirect, render_template_str
 
 from . import oauth_provider, search
 from .catalogue import product as make_product
-from .state import SandboxState
+from .state import SandboxLimit, SandboxState
 
 POST_FAILED = "The attempt to post data to consumer failed due to an unexpected error. Please try again later."
 
@@ -45,8 +45,11 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
     @app.post("/admin/integrations")
     def create_integration():
         name = request.form.get("name", "").strip() or "Integration"
-        state.add_integration(name, request.form.get("callback_url", "").strip(),
-                              request.form.get("identity_url", "").strip())
+        try:
+            state.add_integration(name, request.form.get("callback_url", "").strip(),
+                                  request.form.get("identity_url", "").strip())
+        except SandboxLimit as exc:
+            return Response(f"Not saved: {exc}.", 400, content_type="text/plain; charset=utf-8")
         return redirect(url_for("integrations"))
 
     @app.get("/admin/integrations/<int:integration_id>/tokens_exchange")
@@ -71,6 +74,12 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
             return jsonify(error=POST_FAILED)
         return jsonify(identity_link_url=integration.identity_url, oauth_consumer_key=integration.consumer_key,
                        success_call_back=url_for("login_success", _external=True))
+
+    @app.after_request
+    def keep_state(response: Response) -> Response:
+        if request.endpoint in ("tokens_exchange", "token"):  # what changes integrations and their tokens
+            state.save()
+        return response
 
     @app.get("/admin/integration/loginSuccessCallback")
     def login_success():

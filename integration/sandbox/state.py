@@ -1,17 +1,36 @@
-"""In-memory state of the sandbox store: integrations, OAuth tokens, nonces, catalogue.
+"""State of the sandbox store: integrations, OAuth tokens, nonces, catalogue.
 
-A sandbox is a test double and a demo; nothing in it needs to survive a restart.
+With a ``path`` the integrations and their tokens are kept in that file (written atomically
+after every change, bounded in size), so a restarted sandbox still accepts the tokens our
+database holds, as a real store would. Nonces and the generated catalogue live in memory only.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import secrets
 import string
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 
 ALPHABET = string.ascii_lowercase + string.digits
+# Bounds that keep the state file under MAX_STATE_BYTES: 200 integrations of at most ~4.6 KB.
+MAX_INTEGRATIONS = 200
+MAX_NAME_LENGTH = 255
+MAX_URL_LENGTH = 2048
+MAX_STATE_BYTES = 1024 * 1024
+
+
+class SandboxLimit(Exception):
+    """An integration the sandbox refuses to keep (too many, or a field too long)."""
+
+
+class StateFileError(Exception):
+    """The state file cannot be used; the message says which file and what to do."""
 
 
 def random_string(n: int = 32) -> str:
@@ -56,8 +75,9 @@ class Counters:
 
 class SandboxState:
     def __init__(self, *, profile: str = "2.4.8+", consumer_expiry: int = 300, bearer: bool = False,
-                 latency: float = 0.0, products: int = 0, version: str = "2.4.8"):
+                 latency: float = 0.0, products: int = 0, version: str = "2.4.8", path: str | None = None):
         self.lock = threading.RLock()
+        self.path = path
         self.integrations: dict[int, Integration] = {}
         self.nonces: set[tuple[int, str]] = set()
         self.profile = profile
@@ -74,12 +94,58 @@ class SandboxState:
         from .catalogue import generate
 
         generate(self, products)
+        if path is not None:
+            self._load()
 
     def add_integration(self, name: str, callback_url: str = "", identity_url: str = "") -> Integration:
+        if len(name) > MAX_NAME_LENGTH or max(len(callback_url), len(identity_url)) > MAX_URL_LENGTH:
+            raise SandboxLimit(f"names are at most {MAX_NAME_LENGTH} characters, URLs at most {MAX_URL_LENGTH}")
         with self.lock:
-            integration = Integration(len(self.integrations) + 1, name, callback_url, identity_url)
+            if len(self.integrations) >= MAX_INTEGRATIONS:
+                raise SandboxLimit(f"this sandbox keeps at most {MAX_INTEGRATIONS} integrations")
+            integration = Integration(max(self.integrations, default=0) + 1, name, callback_url, identity_url)
             self.integrations[integration.id] = integration
+            self.save()
             return integration
+
+    def save(self) -> None:
+        """Write the integrations to ``path`` (if any): a new file renamed over the old one, so a
+        crash leaves either the old state or the new, never half of one."""
+        if self.path is None:
+            return
+        with self.lock:
+            text = json.dumps({"integrations": [dataclasses.asdict(i) for i in self.integrations.values()]})
+            folder = os.path.dirname(os.path.abspath(self.path))
+            fd, tmp = tempfile.mkstemp(prefix=".sandbox-", suffix=".tmp", dir=folder)  # mode 0600: it holds secrets
+            try:
+                with open(fd, "w", encoding="utf-8") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+
+    def _load(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read(MAX_STATE_BYTES + 1)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StateFileError(f"cannot read {self.path}: {exc.strerror}") from None
+        if len(raw) > MAX_STATE_BYTES:
+            raise StateFileError(f"{self.path} is larger than {MAX_STATE_BYTES} bytes; delete it to start afresh")
+        try:
+            for item in json.loads(raw)["integrations"][:MAX_INTEGRATIONS]:
+                token = item.pop("token")
+                integration = Integration(**{**item, "resources": tuple(item["resources"]),
+                                             "token": Token(**token) if token else None})
+                self.integrations[integration.id] = integration
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StateFileError(f"{self.path} is not a sandbox state file ({type(exc).__name__}: {exc}); "
+                                 "delete it to start afresh") from None
 
     def by_consumer_key(self, key: str) -> Integration | None:
         return next((i for i in self.integrations.values() if i.consumer_key == key), None)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
 from integration.magento import errors
 from integration.magento.client import Credentials, StoreClient, query_string, segment
+from integration.magento.oauth import magento_auth
 from integration.magento.search import Filter, SearchCriteria
 from integration.magento.store_url import StorePolicy
 from integration.sandbox.oauth_provider import new_verifier
@@ -128,6 +130,21 @@ def test_get_put_delete_are_retried_with_a_fresh_nonce(sandbox, status):
     assert client.get("store/storeConfigs")[0]["code"] == "default"
     sandbox.state.failures.append(["/products/SB-00001", status, 1])
     assert client.put("products/SB-00001", json={"product": {"price": 1}})["price"] == 1
+
+
+def test_a_replayed_nonce_is_refused_even_after_a_failure(sandbox):
+    """The sandbox spends the nonce before it injects a failure, as a store behind a gateway that
+    times out does; so the retry test above fails for a client that reuses the nonce."""
+    client, _ = linked(sandbox)
+    c = client.credentials
+    session = requests.Session()
+    signed = session.prepare_request(requests.Request(
+        "GET", client.url("store/storeConfigs"),
+        auth=magento_auth(c.consumer_key, c.consumer_secret, c.access_token, c.access_token_secret)))
+    sandbox.state.failures.append(["/store/storeConfigs", 503, 1])
+    assert session.send(signed).status_code == 503
+    replayed = session.send(signed)
+    assert replayed.status_code == 401 and "nonce is already being used" in replayed.json()["message"]
 
 
 def test_post_is_never_retried(sandbox):

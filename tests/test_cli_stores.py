@@ -83,7 +83,8 @@ def test_deleted_integration_marks_the_link_revoked_with_the_time(app, linked, s
 def test_older_store_generation_is_remembered_on_the_link(app, linked, sandbox):
     link_id, _ = linked
     sandbox.state.profile = "2.4.4-2.4.7"
-    params = []
+    # [2]/[10] tells 2.4.8+ from the older two, a space in a plain value 2.4.4-2.4.7 from patch-37278.
+    params = ["--param", "q=a b"]
     for i in (2, 10):
         params += ["--param", f"searchCriteria[filter_groups][0][filters][{i}][field]=sku",
                    "--param", f"searchCriteria[filter_groups][0][filters][{i}][value]=SB-00001"]

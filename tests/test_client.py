@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from integration.magento import errors
+from integration.magento import errors, signing
 from integration.magento.client import Credentials, StoreClient, query_string, segment
 from integration.magento.oauth import magento_auth
 from integration.magento.search import Filter, SearchCriteria
@@ -98,29 +98,76 @@ def test_revoked_token_is_its_own_error(sandbox):
         client.get("store/storeConfigs")
 
 
-def test_older_store_is_detected_and_remembered(sandbox):
+def attempts(client: StoreClient) -> list[tuple[str, int]]:
+    """Every request the client puts on the wire, re-signed ones included: (method, status)."""
+    sent: list[tuple[str, int]] = []
+    client.session.hooks["response"].append(lambda r, *a, **k: sent.append((r.request.method, r.status_code)))
+    return sent
+
+
+#: [2] and [10] sort differently in 2.4.8+ (byte order) than in the older generations (natural order).
+ORDER_2_10 = {f"searchCriteria[filter_groups][0][filters][{i}][{k}]": v
+              for i in (2, 10) for k, v in (("field", "sku"), ("value", f"SB-0000{i % 9}"))}
+
+
+def test_a_success_proves_a_profile_only_when_every_other_profile_signs_it_differently(sandbox):
     sandbox.state.profile = "2.4.4-2.4.7"
     seen = []
     client, _ = linked(sandbox, on_profile=seen.append)
-    # Plain request: every profile signs it alike, so it tells nothing.
-    client.get("store/storeConfigs")
-    assert seen == [] and not client.profile_known
-    # [2] and [10] sort differently: 2.4.8+ is refused, 2.4.4-2.4.7 accepted and remembered.
-    params = {f"searchCriteria[filter_groups][0][filters][{i}][field]": "sku" for i in (2, 10)}
-    params.update({f"searchCriteria[filter_groups][0][filters][{i}][value]": f"SB-0000{i % 9}" for i in (2, 10)})
-    client.get("products", params=params)
-    assert seen == ["2.4.4-2.4.7"] and client.profile == "2.4.4-2.4.7"
-    calls = sandbox.state.counters.rest_calls
-    client.get("products", params=params)
-    assert sandbox.state.counters.rest_calls == calls + 1  # no second try any more
+    sent = attempts(client)
+    client.get("store/storeConfigs")  # every profile signs this alike
+    # Signed as 2.4.8+ and accepted, but 2.4.4-2.4.7 signs it the same: only patch-37278 is ruled out.
+    client.get("products", params={"q": "a b"})
+    assert seen == [] and not client.profile_known and "patch-37278" not in client.candidates
+    # Refused as 2.4.8+, accepted as 2.4.4-2.4.7: now nothing else is left.
+    client.get("products", params=ORDER_2_10)
+    assert seen == ["2.4.4-2.4.7"] and client.profile == "2.4.4-2.4.7" and client.profile_known
+    del sent[:]
+    client.request("POST", "products", params=ORDER_2_10, json={"product": {"sku": "ONCE"}})
+    assert sent == [("POST", 200)]  # signed right the first time, sent once
+
+
+def test_until_the_profile_is_known_a_request_one_profile_cannot_sign_is_tried_under_the_others(sandbox):
+    sandbox.state.profile = "2.4.4-2.4.7"
+    client, _ = linked(sandbox)
+    # 2.4.8+ answers 500 to an integer parameter name; the older generations take it.
+    assert client.get("products", params={"5": "x", "searchCriteria[pageSize]": 1})["total_count"] == 60
+    assert "2.4.8+" not in client.candidates
+    # Once 2.4.8+ is known, the same request is refused before anything is sent.
+    known, _ = linked(sandbox, profile="2.4.8+")
+    sent = attempts(known)
+    with pytest.raises(signing.UnsignableRequest, match="integer"):
+        known.get("products", params={"5": "x"})
+    assert sent == []
+
+
+def test_a_recorded_profile_the_store_refuses_is_corrected(sandbox):
+    sandbox.state.profile = "2.4.4-2.4.7"
+    seen = []
+    client, _ = linked(sandbox, profile="2.4.8+", on_profile=seen.append)
+    client.get("products", params={"q": "a b", **ORDER_2_10})  # all three sign this differently
+    assert seen == ["2.4.4-2.4.7"] and client.profile_known
 
 
 def test_signature_error_when_no_profile_works(sandbox):
     client, _ = linked(sandbox)
     client.credentials = Credentials(client.credentials.consumer_key, "wrong" * 6 + "xx",
                                      client.credentials.access_token, client.credentials.access_token_secret)
+    sent = attempts(client)
     with pytest.raises(errors.SignatureRejected, match="signature is invalid"):
         client.get("store/storeConfigs")
+    assert sent == [("GET", 401)]  # every profile signs it alike: no point sending it again
+    with pytest.raises(errors.SignatureRejected):
+        client.get("products", params=ORDER_2_10)
+    assert sent[1:] == [("GET", 401), ("GET", 401)]  # 2.4.8+, then the older two (alike here)
+
+
+def test_a_post_refused_for_any_other_reason_is_not_sent_again(sandbox):
+    client, _ = linked(sandbox)
+    sent = attempts(client)
+    with pytest.raises(errors.BadRequest):
+        client.request("POST", "products", params=ORDER_2_10, json={"nope": 1})
+    assert sent == [("POST", 400)]
 
 
 @pytest.mark.parametrize("status", [429, 502, 503, 504])

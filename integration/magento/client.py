@@ -3,7 +3,11 @@
 Every call is signed (HMAC-SHA256, all ``oauth_*`` in the Authorization header) under the
 store's signature profile. When the store answers "The signature is invalid" and another
 profile would sign *this* request differently, the call is re-signed under that profile
-(fresh nonce) and the profile that worked is remembered.
+(fresh nonce); nothing else is ever re-sent under another profile.
+
+While a store's generation is not known, it is learnt from evidence only: an accepted
+request rules out every profile that would have signed it differently (or not at all),
+and the generation is known once a single profile is left.
 """
 
 from __future__ import annotations
@@ -79,8 +83,9 @@ class StoreClient:
     ):
         self.base_url = normalise_base_url(base_url)
         self.credentials = credentials
-        self.profile = profile or signing.PROFILE_248
-        self.profile_known = profile is not None
+        self.profile = profile or signing.PROFILES[0]
+        #: The generations the store may run: those not ruled out by an accepted request.
+        self.candidates: tuple[str, ...] = (profile,) if profile else signing.PROFILES
         self.store_code = store_code
         self.session = session or safe_session(policy or StorePolicy(), pool_size=pool_size)
         self.timeout = timeout
@@ -88,6 +93,10 @@ class StoreClient:
         self.backoff = backoff
         self.on_profile = on_profile
         self.sleep = sleep
+
+    @property
+    def profile_known(self) -> bool:
+        return self.candidates == (self.profile,)
 
     # --- URLs -------------------------------------------------------------------------
 
@@ -185,31 +194,36 @@ class StoreClient:
                             profile=profile)
 
     def _send_signed(self, method: str, url: str, headers: dict, body: str | None) -> requests.Response:
-        response = self._send_with_retries(method, url, headers, body, self.profile)
         content_type = headers.get("Content-Type")
-        signed_as = _probe_base(self.profile, method, url, body, content_type)
-        others = [p for p in signing.PROFILES if p != self.profile]
-        if response.status_code == 401 and _signature_rejected(response):
-            for profile in others:
-                probe = _probe_base(profile, method, url, body, content_type)
-                if probe is None or probe == signed_as:
-                    continue  # this profile would send the very same signature
-                retry = self._send_with_retries(method, url, headers, body, profile)
-                if not (retry.status_code == 401 and _signature_rejected(retry)):
-                    if retry.status_code < 400:
-                        self._confirm(profile)
-                    return retry
-            return response
-        # A success only tells which generation the store runs if the profiles disagree here.
-        if response.status_code < 400 and not self.profile_known and any(
-                _probe_base(p, method, url, body, content_type) != signed_as for p in others):
-            self._confirm(self.profile)
+        bases = {p: _probe_base(p, method, url, body, content_type) for p in signing.PROFILES}
+        # The presumed profile, then the others not ruled out, then the rest (a store can be
+        # upgraded); a profile that cannot sign the request is only skipped while unknown.
+        order = [p for p in sorted(signing.PROFILES, key=lambda p: (p != self.profile, p not in self.candidates))
+                 if bases[p] is not None]
+        if bases[self.profile] is None and (self.profile_known or not order):
+            _probe_base(self.profile, method, url, body, content_type, refuse=True)  # raises, saying why
+        refused: set[str | None] = set()
+        for profile in order:
+            if bases[profile] in refused:
+                continue  # the very signature the store just refused
+            response = self._send_with_retries(method, url, headers, body, profile)
+            # Only "signature invalid" proves the store did not act on the request: anything
+            # else is final, a POST that may have been accepted is never sent again.
+            if not (response.status_code == 401 and _signature_rejected(response)):
+                if response.status_code < 400:
+                    self._accepted(profile, bases)
+                return response
+            refused.add(bases[profile])
         return response
 
-    def _confirm(self, profile: str) -> None:
-        changed = profile != self.profile or not self.profile_known
-        self.profile, self.profile_known = profile, True
-        if changed and self.on_profile:
+    def _accepted(self, profile: str, bases: Mapping[str, str | None]) -> None:
+        """The store accepted this request signed as ``profile``: it does not run any profile
+        that signs the request differently, or cannot sign it."""
+        was_known, was = self.profile_known, self.profile
+        pool = self.candidates if profile in self.candidates else signing.PROFILES
+        self.candidates = tuple(p for p in pool if bases[p] == bases[profile])
+        self.profile = profile
+        if self.profile_known and not (was_known and was == profile) and self.on_profile:
             self.on_profile(profile)
 
     def _send_with_retries(self, method, url, headers, body, profile) -> requests.Response:
@@ -253,12 +267,18 @@ class StoreClient:
         raise api_error(response.status_code, payload, method, url)
 
 
-def _probe_base(profile: str, method: str, url: str, body: str | None, content_type: str | None) -> str | None:
+def _probe_base(profile: str, method: str, url: str, body: str | None, content_type: str | None, *,
+                refuse: bool = False) -> str | None:
+    """The base string ``profile`` builds for this request (with stand-in ``oauth_*`` values of
+    the same alphabet as real ones), or ``None`` if that generation cannot verify it; with
+    ``refuse``, ``UnsignableRequest`` says why."""
     probe = [("oauth_consumer_key", "k"), ("oauth_nonce", "n"), ("oauth_signature_method", signing.SIGNATURE_METHOD),
              ("oauth_timestamp", "1"), ("oauth_token", "t"), ("oauth_version", "1.0")]
     try:
         return signing.base_string(profile, method, url, probe, body, content_type)
     except signing.UnsignableRequest:
+        if refuse:
+            raise
         return None
 
 

@@ -94,6 +94,20 @@ def test_older_store_generation_is_remembered_on_the_link(app, linked, sandbox):
     assert "2.4.4-2.4.7" in run(app, "list").output
 
 
+def test_a_recorded_profile_the_store_refuses_is_forgotten_until_proven_again(app, linked, sandbox):
+    link_id, _ = linked
+    with app.app_context():
+        db.session.get(StoreLink, link_id).signature_profile = "2.4.8+"
+        db.session.commit()
+    sandbox.state.profile = "2.4.4-2.4.7"  # e.g. restored from an older backup
+    # Refused as 2.4.8+, accepted as 2.4.4-2.4.7, which patch-37278 signs alike here.
+    params = []
+    for i in (2, 10):
+        params += ["--param", f"searchCriteria[filter_groups][0][filters][{i}][field]=sku"]
+    assert run(app, "call", link_id, "GET", "products", *params).exit_code == 0
+    assert link_of(app, link_id).signature_profile is None
+
+
 def test_add_a_manually_activated_integration_with_secrets_on_stdin(app, sandbox, user):
     integration = sandbox.state.add_integration("Manual", "", "")
     integration.token = Token("access", random_string(), random_string(), "")

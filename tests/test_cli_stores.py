@@ -69,6 +69,14 @@ def test_call_errors_exit_non_zero_with_magentos_message(app, linked):
     assert "no store with id 999" in run(app, "call", 999, "GET", "x").output
 
 
+def test_call_refuses_dot_segments(app, linked, sandbox):
+    link_id, _ = linked
+    for path in ("products/..", "products/%2E%2E", "../../x"):
+        result = run(app, "call", link_id, "DELETE", path)
+        assert result.exit_code == 2 and "path segment is not allowed" in result.output
+    assert len(sandbox.state.products) == 60
+
+
 def test_deleted_integration_marks_the_link_revoked_with_the_time(app, linked, sandbox):
     link_id, integration = linked
     sandbox.state.integrations.pop(integration.id)

@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from integration.magento import errors, signing
-from integration.magento.client import Credentials, StoreClient, query_string, segment
+from integration.magento.client import Credentials, StoreClient, query_string, rest_path, segment
 from integration.magento.oauth import magento_auth
 from integration.magento.search import Filter, SearchCriteria
 from integration.magento.store_url import StorePolicy
@@ -64,6 +64,57 @@ def test_json_bodies_post_put_delete(sandbox):
     assert client.delete(f"products/{segment('NEW 1/2')}") is True
     with pytest.raises(errors.NotFound, match="doesn't exist"):
         client.get(f"products/{segment('NEW 1/2')}")
+
+
+@pytest.mark.parametrize("profile", signing.PROFILES)
+def test_a_dot_sku_is_escaped_signed_and_reaches_that_product(sandbox, profile):
+    sandbox.state.profile = profile
+    client, _ = linked(sandbox)
+    targets: list[str] = []
+    client.session.hooks["response"].append(lambda r, *a, **k: targets.append(r.request.path_url))
+    for sku in (".", ".."):
+        client.post("products", json={"product": {"sku": sku, "name": f"named {sku}"}})
+    assert client.get(f"products/{segment('.')}")["name"] == "named ."  # not the product search
+    assert client.delete(f"products/{segment('..')}") is True  # not a DELETE of /V1/
+    assert targets[-1] == "/rest/default/V1/products/%2E%2E"  # as written, not resolved on the way
+    assert "." in sandbox.state.products and ".." not in sandbox.state.products
+    assert len(sandbox.state.products) == 61
+
+
+def test_an_escaped_dot_is_signed_as_each_generation_reads_the_path():
+    """2.4.8+ signs the path as sent; laminas-uri removes dot segments, then decodes %2E."""
+    oauth = [("oauth_consumer_key", "k"), ("oauth_nonce", "n"), ("oauth_signature_method", "HMAC-SHA256"),
+             ("oauth_timestamp", "1"), ("oauth_token", "t"), ("oauth_version", "1.0")]
+    url = "http://127.0.0.1:8765/rest/V1/products/%2E%2E"
+    assert signing.base_string("2.4.8+", "GET", url, oauth).split("&")[1] == signing.enc(url)
+    for profile in ("2.4.4-2.4.7", "patch-37278"):
+        assert signing.base_string(profile, "GET", url, oauth).split("&")[1] == \
+            signing.enc("http://127.0.0.1:8765/rest/V1/products/..")
+
+
+def test_a_path_with_a_literal_dot_segment_or_a_bad_store_code_is_never_sent(sandbox):
+    client, _ = linked(sandbox)
+    sent = attempts(client)
+    with pytest.raises(errors.UnsafePath, match="segment"):
+        client.delete("products/..")
+    with pytest.raises(errors.UnsafePath, match="store code"):
+        client.get("store/storeConfigs", store_code="..")
+    with pytest.raises(errors.UnsafePath, match="store code"):
+        client.get("store/storeConfigs", store_code="default\n")
+    assert sent == [] and len(sandbox.state.products) == 60
+
+
+@pytest.mark.parametrize("path", [".", "..", "../../../../x", "products/..", "products/./x", "%2e", "%2E%2e/x",
+                                  "products/%252e%252E", "a%2F..%2Fb", "products/.?x=1", " .. "])
+def test_rest_paths_from_people_refuse_dot_segments_in_any_encoding(path):
+    with pytest.raises(errors.UnsafePath, match="not allowed"):
+        rest_path(path)
+
+
+@pytest.mark.parametrize("path", ["products", "/V1/products/SB-1", "products/a.b", "products/...",
+                                  "products/%2E%2E%2E", "products?q=../x"])
+def test_rest_paths_from_people_keep_everything_else(path):
+    assert rest_path(path) == path
 
 
 def test_form_body_is_signed(sandbox):

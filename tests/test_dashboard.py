@@ -139,6 +139,18 @@ def test_the_signature_profile_is_not_known_until_a_request_tells_the_profiles_a
         assert db.session.get(StoreLink, link_id).signature_profile == "2.4.8+"
 
 
+def test_api_console_refuses_dot_segments(app, client, linked, admin, sandbox):
+    link_id, _ = linked
+    login(client, "admin@example.com")
+    for path in ("../../../../x", "products/%2e%2E", "products/..%2Fx"):
+        response = post(client, f"/stores/{link_id}/console", f"/stores/{link_id}", method="DELETE", path=path,
+                        store_code="default", confirm="y")
+        assert response.status_code == 400 and "path segment is not allowed" in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalars(select(AuditEvent).where(AuditEvent.action == "console.call")).all() == []
+    assert len(sandbox.state.products) == 60
+
+
 def test_api_console_is_admin_only(client, linked):
     link_id, _ = linked
     login(client)

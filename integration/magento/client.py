@@ -15,12 +15,13 @@ from __future__ import annotations
 import email.utils
 import json as jsonlib
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import requests
 
@@ -33,6 +34,8 @@ from .transport import send
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 MAX_RETRY_AFTER = 60.0
+# Store codes ("default", "all", a view's code) are letters, digits and underscores.
+_STORE_CODE = re.compile(r"[A-Za-z0-9_]+")
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,30 @@ class Credentials:
 
 
 def segment(value: object) -> str:
-    """One path segment (a SKU, an id), percent-encoded: ``ABC/10`` becomes ``ABC%2F10``."""
-    return quote(str(value), safe="-._~")
+    """One path segment (a SKU, an id), percent-encoded: ``ABC/10`` becomes ``ABC%2F10``, and
+    dots too, so that a SKU ``..`` (``%2E%2E``) is not read as "the parent folder"."""
+    return quote(str(value), safe="-_~").replace(".", "%2E")  # quote() never escapes a dot
+
+
+def rest_path(path: str) -> str:
+    """A REST path (what follows ``/V1/``) as a person gives it: console, CLI, proxy.
+
+    A ``.`` or ``..`` segment is refused, also percent-encoded (``%2e%2E``, ``%252e``) or
+    behind an encoded slash: clients, proxies and servers resolve it, so ``../../x`` would
+    reach any URL on the store's host. Raises ``UnsafePath``.
+    """
+    path = path.strip()
+    if _has_dot_segment(path, decode=True):
+        raise errors.UnsafePath(f"{path[:200]!r}: a '.' or '..' path segment is not allowed, "
+                                "even percent-encoded; name the resource itself")
+    return path
+
+
+def _has_dot_segment(path: str, *, decode: bool) -> bool:
+    route = path.split("?", 1)[0].split("#", 1)[0]
+    while decode and "%" in route and unquote(route) != route:
+        route = unquote(route)  # each pass is shorter, so this ends
+    return any(part in (".", "..") for part in route.split("/"))
 
 
 def query_string(pairs: Iterable[tuple[str, object]] | Mapping[str, object]) -> str:
@@ -102,10 +127,15 @@ class StoreClient:
 
     def url(self, path: str, store_code: str | None = None) -> str:
         """``{base}rest/{store}/V1/{path}``; the base keeps any ``index.php/`` or store segment."""
+        store_code = store_code or self.store_code
+        if not _STORE_CODE.fullmatch(store_code):
+            raise errors.UnsafePath(f"{store_code[:100]!r} is not a store code (letters, digits, _)")
+        if _has_dot_segment(path, decode=False):  # the URL would lose it on the way
+            raise errors.UnsafePath(f"{path[:200]!r} has a '.' or '..' segment; build paths with segment()")
         path = path.lstrip("/")
         if path.startswith("V1/"):
             path = path[3:]
-        return f"{self.base_url}rest/{store_code or self.store_code}/V1/{path}"
+        return f"{self.base_url}rest/{store_code}/V1/{path}"
 
     # --- calls ------------------------------------------------------------------------
 

@@ -192,6 +192,16 @@ def test_until_the_profile_is_known_a_request_one_profile_cannot_sign_is_tried_u
     assert sent == []
 
 
+def test_what_proves_a_profile_is_the_url_as_sent(sandbox):
+    """requests sends products/a%2Eb (and %61.b) as products/a.b, which every profile signs alike."""
+    sandbox.state.profile = "2.4.4-2.4.7"
+    client, _ = linked(sandbox)
+    client.post("products", json={"product": {"sku": "a.b"}})
+    assert client.get(f"products/{segment('a.b')}")["sku"] == "a.b"
+    assert client.get("products/%61.b")["sku"] == "a.b"  # as a person may type it
+    assert not client.profile_known and client.candidates == signing.PROFILES
+
+
 def test_a_recorded_profile_the_store_refuses_is_corrected(sandbox):
     sandbox.state.profile = "2.4.4-2.4.7"
     seen = []

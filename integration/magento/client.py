@@ -26,7 +26,7 @@ from urllib.parse import quote, unquote
 import requests
 
 from . import errors, signing
-from .oauth import magento_auth
+from .oauth import magento_auth, signed_url
 from .search import SearchCriteria
 from .store_url import StorePolicy, normalise_base_url, safe_session
 from .transport import send
@@ -225,13 +225,14 @@ class StoreClient:
 
     def _send_signed(self, method: str, url: str, headers: dict, body: str | None) -> requests.Response:
         content_type = headers.get("Content-Type")
-        bases = {p: _probe_base(p, method, url, body, content_type) for p in signing.PROFILES}
+        sent = signed_url(url)
+        bases = {p: _probe_base(p, method, sent, body, content_type) for p in signing.PROFILES}
         # The presumed profile, then the others not ruled out, then the rest (a store can be
         # upgraded); a profile that cannot sign the request is only skipped while unknown.
         order = [p for p in sorted(signing.PROFILES, key=lambda p: (p != self.profile, p not in self.candidates))
                  if bases[p] is not None]
         if bases[self.profile] is None and (self.profile_known or not order):
-            _probe_base(self.profile, method, url, body, content_type, refuse=True)  # raises, saying why
+            _probe_base(self.profile, method, sent, body, content_type, refuse=True)  # raises, saying why
         refused: set[str | None] = set()
         for profile in order:
             if bases[profile] in refused:

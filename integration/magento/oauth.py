@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import requests
 from oauthlib.common import generate_token
 from oauthlib.oauth1 import Client
 from requests_oauthlib import OAuth1
@@ -61,6 +62,14 @@ class MagentoOAuthClient(Client):
             body=body,
             content_type=content_type,
         )
+
+
+def signed_url(url: str) -> str:
+    """``url`` as it is sent and signed: requests re-quotes it (``%41`` becomes ``A``, ``%2E`` a
+    dot) before the signing hook puts dot segments back as escapes."""
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, None)
+    return _escape_dot_segments(prepared.url)
 
 
 def _escape_dot_segments(uri: str) -> str:

@@ -342,3 +342,8 @@ def test_a_patched_store_is_detected_too(sandbox):
     criteria = SearchCriteria().where("name", "Sandbox product 7", "eq")  # a space in a bracketed value
     assert client.search("products", criteria)["total_count"] == 1
     assert seen == ["patch-37278"]
+
+
+def test_an_unknown_recorded_profile_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown signature profile '2.4.9'"):
+        StoreClient("https://shop.example.com/", Credentials("a", "b", "c", "d"), profile="2.4.9")

@@ -108,6 +108,8 @@ class StoreClient:
     ):
         self.base_url = normalise_base_url(base_url)
         self.credentials = credentials
+        if profile is not None and profile not in signing.PROFILES:
+            raise ValueError(f"unknown signature profile {profile!r}; expected one of {', '.join(signing.PROFILES)}")
         self.profile = profile or signing.PROFILES[0]
         #: The generations the store may run: those not ruled out by an accepted request.
         self.candidates: tuple[str, ...] = (profile,) if profile else signing.PROFILES

@@ -28,6 +28,18 @@ def linked(sandbox, **client_kwargs) -> tuple[StoreClient, object]:
     return StoreClient(sandbox.url + "/", creds, **kwargs), integration
 
 
+def attempts(client: StoreClient) -> list[tuple[str, int]]:
+    """Every request the client puts on the wire, re-signed ones included: (method, status)."""
+    sent: list[tuple[str, int]] = []
+    client.session.hooks["response"].append(lambda r, *a, **k: sent.append((r.request.method, r.status_code)))
+    return sent
+
+
+#: [2] and [10] sort differently in 2.4.8+ (byte order) than in the older generations (natural order).
+ORDER_2_10 = {f"searchCriteria[filter_groups][0][filters][{i}][{k}]": v
+              for i in (2, 10) for k, v in (("field", "sku"), ("value", f"SB-0000{i % 9}"))}
+
+
 def test_signed_get_with_store_code_and_search_criteria(sandbox):
     client, _ = linked(sandbox)
     configs = client.get("store/storeConfigs", store_code="all")
@@ -147,18 +159,6 @@ def test_revoked_token_is_its_own_error(sandbox):
     sandbox.state.integrations.pop(integration.id)  # integration deleted in Magento
     with pytest.raises(errors.TokenRevoked, match="does not exist"):
         client.get("store/storeConfigs")
-
-
-def attempts(client: StoreClient) -> list[tuple[str, int]]:
-    """Every request the client puts on the wire, re-signed ones included: (method, status)."""
-    sent: list[tuple[str, int]] = []
-    client.session.hooks["response"].append(lambda r, *a, **k: sent.append((r.request.method, r.status_code)))
-    return sent
-
-
-#: [2] and [10] sort differently in 2.4.8+ (byte order) than in the older generations (natural order).
-ORDER_2_10 = {f"searchCriteria[filter_groups][0][filters][{i}][{k}]": v
-              for i in (2, 10) for k, v in (("field", "sku"), ("value", f"SB-0000{i % 9}"))}
 
 
 def test_a_success_proves_a_profile_only_when_every_other_profile_signs_it_differently(sandbox):

@@ -13,6 +13,7 @@ and the generation is known once a single profile is left.
 from __future__ import annotations
 
 import email.utils
+import functools
 import json as jsonlib
 import random
 import re
@@ -226,35 +227,38 @@ class StoreClient:
                             profile=profile)
 
     def _send_signed(self, method: str, url: str, headers: dict, body: str | None) -> requests.Response:
-        content_type = headers.get("Content-Type")
-        sent = signed_url(url)
-        bases = {p: _probe_base(p, method, sent, body, content_type) for p in signing.PROFILES}
-        # The presumed profile, then the others not ruled out, then the rest (a store can be
-        # upgraded); a profile that cannot sign the request is only skipped while unknown.
-        order = [p for p in sorted(signing.PROFILES, key=lambda p: (p != self.profile, p not in self.candidates))
-                 if bases[p] is not None]
-        if bases[self.profile] is None and (self.profile_known or not order):
+        content_type, sent = headers.get("Content-Type"), signed_url(url)
+
+        @functools.cache
+        def base(profile: str) -> str | None:  # only worked out where a decision needs it
+            return _probe_base(profile, method, sent, body, content_type)
+
+        # The presumed profile, then the others not ruled out, then the rest (a store can be upgraded).
+        order = sorted(signing.PROFILES, key=lambda p: (p != self.profile, p not in self.candidates))
+        if base(self.profile) is None and (self.profile_known or all(base(p) is None for p in order)):
+            # Known and unable to sign it, or none can: the store would answer 500.
             _probe_base(self.profile, method, sent, body, content_type, refuse=True)  # raises, saying why
-        refused: set[str | None] = set()
+        refused: set[str] = set()
         for profile in order:
-            if bases[profile] in refused:
-                continue  # the very signature the store just refused
+            signed_as = base(profile)
+            if signed_as is None or signed_as in refused:
+                continue  # this generation cannot verify it, or the store just refused this very signature
             response = self._send_with_retries(method, url, headers, body, profile)
             # Only "signature invalid" proves the store did not act on the request: anything
             # else is final, a POST that may have been accepted is never sent again.
             if not (response.status_code == 401 and _signature_rejected(response)):
-                if response.status_code < 400:
-                    self._accepted(profile, bases)
+                if response.status_code < 400 and not (self.profile_known and profile == self.profile):
+                    self._accepted(profile, base)
                 return response
-            refused.add(bases[profile])
+            refused.add(signed_as)
         return response
 
-    def _accepted(self, profile: str, bases: Mapping[str, str | None]) -> None:
+    def _accepted(self, profile: str, base: Callable[[str], str | None]) -> None:
         """The store accepted this request signed as ``profile``: it does not run any profile
         that signs the request differently, or cannot sign it."""
         was_known, was = self.profile_known, self.profile
         pool = self.candidates if profile in self.candidates else signing.PROFILES
-        self.candidates = tuple(p for p in pool if bases[p] == bases[profile])
+        self.candidates = tuple(p for p in pool if base(p) == base(profile))
         self.profile = profile
         if self.profile_known and not (was_known and was == profile) and self.on_profile:
             self.on_profile(profile)

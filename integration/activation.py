@@ -221,7 +221,6 @@ def exchange(activation: Activation, user: User, client: TokenExchange, remote_a
     link.linked_at = link.last_contact_at = now
     link.revoked_at = None
     link.last_error = None
-    link.signature_profile = link.signature_profile or client.profile
     activation.state = Activation.LINKED
     activation.finished_at = now
     activation.user = user

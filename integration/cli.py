@@ -218,8 +218,13 @@ def call_store(link_id: int, method: str, path: str, params: tuple[str, ...], da
     import json
 
     from . import stores as store_service
-    from .magento.errors import MagentoError
+    from .magento.client import rest_path
+    from .magento.errors import MagentoError, UnsafePath
 
+    try:
+        path = rest_path(path)
+    except UnsafePath as exc:
+        raise click.BadParameter(str(exc), param_hint="PATH") from None
     pairs = []
     for p in params:
         name, sep, value = p.partition("=")

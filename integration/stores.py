@@ -55,8 +55,8 @@ def contact(link: StoreLink, *, user: User | None = None, remote_addr: str | Non
         if link.status in (StoreLink.REVOKED, StoreLink.FAILED):
             link.status = StoreLink.LINKED
             link.revoked_at = None
-        if client.profile_known:
-            link.signature_profile = client.profile
+        # Only what a request proved; a recorded profile the store now refuses is forgotten.
+        link.signature_profile = client.profile if client.profile_known else None
         db.session.commit()
 
 

@@ -69,6 +69,14 @@ def test_call_errors_exit_non_zero_with_magentos_message(app, linked):
     assert "no store with id 999" in run(app, "call", 999, "GET", "x").output
 
 
+def test_call_refuses_dot_segments(app, linked, sandbox):
+    link_id, _ = linked
+    for path in ("products/..", "products/%2E%2E", "../../x"):
+        result = run(app, "call", link_id, "DELETE", path)
+        assert result.exit_code == 2 and "path segment is not allowed" in result.output
+    assert len(sandbox.state.products) == 60
+
+
 def test_deleted_integration_marks_the_link_revoked_with_the_time(app, linked, sandbox):
     link_id, integration = linked
     sandbox.state.integrations.pop(integration.id)
@@ -83,7 +91,8 @@ def test_deleted_integration_marks_the_link_revoked_with_the_time(app, linked, s
 def test_older_store_generation_is_remembered_on_the_link(app, linked, sandbox):
     link_id, _ = linked
     sandbox.state.profile = "2.4.4-2.4.7"
-    params = []
+    # [2]/[10] tells 2.4.8+ from the older two, a space in a plain value 2.4.4-2.4.7 from patch-37278.
+    params = ["--param", "q=a b"]
     for i in (2, 10):
         params += ["--param", f"searchCriteria[filter_groups][0][filters][{i}][field]=sku",
                    "--param", f"searchCriteria[filter_groups][0][filters][{i}][value]=SB-00001"]
@@ -91,6 +100,20 @@ def test_older_store_generation_is_remembered_on_the_link(app, linked, sandbox):
     assert result.exit_code == 0, result.output
     assert link_of(app, link_id).signature_profile == "2.4.4-2.4.7"
     assert "2.4.4-2.4.7" in run(app, "list").output
+
+
+def test_a_recorded_profile_the_store_refuses_is_forgotten_until_proven_again(app, linked, sandbox):
+    link_id, _ = linked
+    with app.app_context():
+        db.session.get(StoreLink, link_id).signature_profile = "2.4.8+"
+        db.session.commit()
+    sandbox.state.profile = "2.4.4-2.4.7"  # e.g. restored from an older backup
+    # Refused as 2.4.8+, accepted as 2.4.4-2.4.7, which patch-37278 signs alike here.
+    params = []
+    for i in (2, 10):
+        params += ["--param", f"searchCriteria[filter_groups][0][filters][{i}][field]=sku"]
+    assert run(app, "call", link_id, "GET", "products", *params).exit_code == 0
+    assert link_of(app, link_id).signature_profile is None
 
 
 def test_add_a_manually_activated_integration_with_secrets_on_stdin(app, sandbox, user):

@@ -118,6 +118,39 @@ def test_api_console_for_admins(app, client, linked, admin):
     assert not any("secret body" in d for d in details)
 
 
+def test_the_signature_profile_is_not_known_until_a_request_tells_the_profiles_apart(app, client, linked, admin):
+    link_id, _ = linked
+    login(client, "admin@example.com")
+
+    def shown() -> tuple[bool, bool]:
+        listed = "<td>not known yet</td>" in client.get("/").get_data(as_text=True)
+        details = "Signature profile</dt><dd>not known yet" in client.get(f"/stores/{link_id}").get_data(as_text=True)
+        return listed, details
+
+    assert shown() == (True, True)  # the token exchange signs alike under every profile
+    post(client, f"/stores/{link_id}/test", f"/stores/{link_id}")
+    assert shown() == (True, True)  # so does the test call
+    # [2] before [10] sets 2.4.8+ apart, a space in a plain value 2.4.4-2.4.7 from patch-37278.
+    params = "q=a b\n" + "\n".join(f"searchCriteria[filter_groups][0][filters][{i}][field]=sku" for i in (2, 10))
+    post(client, f"/stores/{link_id}/console", f"/stores/{link_id}", method="GET", path="products",
+         store_code="default", params=params)
+    assert shown() == (False, False)
+    with app.app_context():
+        assert db.session.get(StoreLink, link_id).signature_profile == "2.4.8+"
+
+
+def test_api_console_refuses_dot_segments(app, client, linked, admin, sandbox):
+    link_id, _ = linked
+    login(client, "admin@example.com")
+    for path in ("../../../../x", "products/%2e%2E", "products/..%2Fx"):
+        response = post(client, f"/stores/{link_id}/console", f"/stores/{link_id}", method="DELETE", path=path,
+                        store_code="default", confirm="y")
+        assert response.status_code == 400 and "path segment is not allowed" in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalars(select(AuditEvent).where(AuditEvent.action == "console.call")).all() == []
+    assert len(sandbox.state.products) == 60
+
+
 def test_api_console_is_admin_only(client, linked):
     link_id, _ = linked
     login(client)

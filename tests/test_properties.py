@@ -15,7 +15,7 @@ from integration.identity.routes import is_safe_callback
 from integration.magento import signing
 from integration.magento.client import query_string, segment
 from integration.magento.errors import UnsafeStoreURL
-from integration.magento.oauth import magento_auth
+from integration.magento.oauth import magento_auth, signed_url
 from integration.magento.store_url import normalise_base_url
 from integration.models import StoreLink
 from integration.sandbox import verify
@@ -85,7 +85,7 @@ value = st.text(max_size=20)
 
 @settings(max_examples=300, deadline=None)
 @given(profile=st.sampled_from(signing.PROFILES), method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]),
-       sku=st.text(min_size=1, max_size=12), pairs=st.dictionaries(name, value, max_size=6),
+       sku=st.one_of(st.sampled_from([".", "..", "a.b"]), st.text(min_size=1, max_size=12)), pairs=st.dictionaries(name, value, max_size=6),
        form=st.one_of(st.none(), st.dictionaries(st.from_regex(r"[a-z]{1,6}", fullmatch=True), value, max_size=3)),
        store=st.sampled_from(["default", "all", "de"]))
 def test_what_the_client_signs_the_sandbox_verifies_and_tampering_breaks_it(profile, method, sku, pairs, form,
@@ -103,6 +103,7 @@ def test_what_the_client_signs_the_sandbox_verifies_and_tampering_breaks_it(prof
         prepared = requests.Request(method, url, data=body, headers=headers, auth=auth).prepare()
     except signing.UnsignableRequest:
         return
+    assert signed_url(url) == prepared.url  # what the client compares profiles on is what was signed
     environ = _environ(prepared, body)
     params = verify.collect(profile, environ, body or "")
     given_signature = verify.rawurldecode(params["oauth_signature"])

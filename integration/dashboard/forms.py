@@ -8,6 +8,9 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, SelectField, StringField, SubmitField, TextAreaField
 from wtforms.validators import URL, DataRequired, Length, Optional, Regexp, ValidationError
 
+from ..magento.client import rest_path
+from ..magento.errors import UnsafePath
+
 CREDENTIAL = Regexp(r"^[A-Za-z0-9]{32}$", message="32 letters or digits, as Magento shows it")
 
 
@@ -28,6 +31,12 @@ class ConsoleForm(FlaskForm):
     body = TextAreaField("JSON body", validators=[Optional(), Length(max=100000)], render_kw={"rows": 6})
     confirm = BooleanField("I understand this changes data in the store")
     submit = SubmitField("Send signed request")
+
+    def validate_path(self, field):
+        try:
+            rest_path(field.data or "")
+        except UnsafePath as exc:
+            raise ValidationError(str(exc)) from None
 
     def validate_params(self, field):
         for line in (field.data or "").splitlines():

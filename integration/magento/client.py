@@ -3,25 +3,31 @@
 Every call is signed (HMAC-SHA256, all ``oauth_*`` in the Authorization header) under the
 store's signature profile. When the store answers "The signature is invalid" and another
 profile would sign *this* request differently, the call is re-signed under that profile
-(fresh nonce) and the profile that worked is remembered.
+(fresh nonce); nothing else is ever re-sent under another profile.
+
+While a store's generation is not known, it is learnt from evidence only: an accepted
+request rules out every profile that would have signed it differently (or not at all),
+and the generation is known once a single profile is left.
 """
 
 from __future__ import annotations
 
 import email.utils
+import functools
 import json as jsonlib
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import requests
 
 from . import errors, signing
-from .oauth import magento_auth
+from .oauth import magento_auth, signed_url
 from .search import SearchCriteria
 from .store_url import StorePolicy, normalise_base_url, safe_session
 from .transport import send
@@ -29,6 +35,8 @@ from .transport import send
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 MAX_RETRY_AFTER = 60.0
+# Store codes ("default", "all", a view's code) are letters, digits and underscores.
+_STORE_CODE = re.compile(r"[A-Za-z0-9_]+")
 
 
 @dataclass(frozen=True)
@@ -42,8 +50,30 @@ class Credentials:
 
 
 def segment(value: object) -> str:
-    """One path segment (a SKU, an id), percent-encoded: ``ABC/10`` becomes ``ABC%2F10``."""
-    return quote(str(value), safe="-._~")
+    """One path segment (a SKU, an id), percent-encoded: ``ABC/10`` becomes ``ABC%2F10``, and
+    dots too, so that a SKU ``..`` (``%2E%2E``) is not read as "the parent folder"."""
+    return quote(str(value), safe="-_~").replace(".", "%2E")  # quote() never escapes a dot
+
+
+def rest_path(path: str) -> str:
+    """A REST path (what follows ``/V1/``) as a person gives it: console, CLI, proxy.
+
+    A ``.`` or ``..`` segment is refused, also percent-encoded (``%2e%2E``, ``%252e``) or
+    behind an encoded slash: clients, proxies and servers resolve it, so ``../../x`` would
+    reach any URL on the store's host. Raises ``UnsafePath``.
+    """
+    path = path.strip()
+    if _has_dot_segment(path, decode=True):
+        raise errors.UnsafePath(f"{path[:200]!r}: a '.' or '..' path segment is not allowed, "
+                                "even percent-encoded; name the resource itself")
+    return path
+
+
+def _has_dot_segment(path: str, *, decode: bool) -> bool:
+    route = path.split("?", 1)[0].split("#", 1)[0]
+    while decode and "%" in route and unquote(route) != route:
+        route = unquote(route)  # each pass is shorter, so this ends
+    return any(part in (".", "..") for part in route.split("/"))
 
 
 def query_string(pairs: Iterable[tuple[str, object]] | Mapping[str, object]) -> str:
@@ -79,8 +109,11 @@ class StoreClient:
     ):
         self.base_url = normalise_base_url(base_url)
         self.credentials = credentials
-        self.profile = profile or signing.PROFILE_248
-        self.profile_known = profile is not None
+        if profile is not None and profile not in signing.PROFILES:
+            raise ValueError(f"unknown signature profile {profile!r}; expected one of {', '.join(signing.PROFILES)}")
+        self.profile = profile or signing.PROFILES[0]
+        #: The generations the store may run: those not ruled out by an accepted request.
+        self.candidates: tuple[str, ...] = (profile,) if profile else signing.PROFILES
         self.store_code = store_code
         self.session = session or safe_session(policy or StorePolicy(), pool_size=pool_size)
         self.timeout = timeout
@@ -89,14 +122,23 @@ class StoreClient:
         self.on_profile = on_profile
         self.sleep = sleep
 
+    @property
+    def profile_known(self) -> bool:
+        return self.candidates == (self.profile,)
+
     # --- URLs -------------------------------------------------------------------------
 
     def url(self, path: str, store_code: str | None = None) -> str:
         """``{base}rest/{store}/V1/{path}``; the base keeps any ``index.php/`` or store segment."""
+        store_code = store_code or self.store_code
+        if not _STORE_CODE.fullmatch(store_code):
+            raise errors.UnsafePath(f"{store_code[:100]!r} is not a store code (letters, digits, _)")
+        if _has_dot_segment(path, decode=False):  # the URL would lose it on the way
+            raise errors.UnsafePath(f"{path[:200]!r} has a '.' or '..' segment; build paths with segment()")
         path = path.lstrip("/")
         if path.startswith("V1/"):
             path = path[3:]
-        return f"{self.base_url}rest/{store_code or self.store_code}/V1/{path}"
+        return f"{self.base_url}rest/{store_code}/V1/{path}"
 
     # --- calls ------------------------------------------------------------------------
 
@@ -185,31 +227,40 @@ class StoreClient:
                             profile=profile)
 
     def _send_signed(self, method: str, url: str, headers: dict, body: str | None) -> requests.Response:
-        response = self._send_with_retries(method, url, headers, body, self.profile)
-        content_type = headers.get("Content-Type")
-        signed_as = _probe_base(self.profile, method, url, body, content_type)
-        others = [p for p in signing.PROFILES if p != self.profile]
-        if response.status_code == 401 and _signature_rejected(response):
-            for profile in others:
-                probe = _probe_base(profile, method, url, body, content_type)
-                if probe is None or probe == signed_as:
-                    continue  # this profile would send the very same signature
-                retry = self._send_with_retries(method, url, headers, body, profile)
-                if not (retry.status_code == 401 and _signature_rejected(retry)):
-                    if retry.status_code < 400:
-                        self._confirm(profile)
-                    return retry
-            return response
-        # A success only tells which generation the store runs if the profiles disagree here.
-        if response.status_code < 400 and not self.profile_known and any(
-                _probe_base(p, method, url, body, content_type) != signed_as for p in others):
-            self._confirm(self.profile)
+        content_type, sent = headers.get("Content-Type"), signed_url(url)
+
+        @functools.cache
+        def base(profile: str) -> str | None:  # only worked out where a decision needs it
+            return _probe_base(profile, method, sent, body, content_type)
+
+        # The presumed profile, then the others not ruled out, then the rest (a store can be upgraded).
+        order = sorted(signing.PROFILES, key=lambda p: (p != self.profile, p not in self.candidates))
+        if base(self.profile) is None and (self.profile_known or all(base(p) is None for p in order)):
+            # Known and unable to sign it, or none can: the store would answer 500.
+            _probe_base(self.profile, method, sent, body, content_type, refuse=True)  # raises, saying why
+        refused: set[str] = set()
+        for profile in order:
+            signed_as = base(profile)
+            if signed_as is None or signed_as in refused:
+                continue  # this generation cannot verify it, or the store just refused this very signature
+            response = self._send_with_retries(method, url, headers, body, profile)
+            # Only "signature invalid" proves the store did not act on the request: anything
+            # else is final, a POST that may have been accepted is never sent again.
+            if not (response.status_code == 401 and _signature_rejected(response)):
+                if response.status_code < 400 and not (self.profile_known and profile == self.profile):
+                    self._accepted(profile, base)
+                return response
+            refused.add(signed_as)
         return response
 
-    def _confirm(self, profile: str) -> None:
-        changed = profile != self.profile or not self.profile_known
-        self.profile, self.profile_known = profile, True
-        if changed and self.on_profile:
+    def _accepted(self, profile: str, base: Callable[[str], str | None]) -> None:
+        """The store accepted this request signed as ``profile``: it does not run any profile
+        that signs the request differently, or cannot sign it."""
+        was_known, was = self.profile_known, self.profile
+        pool = self.candidates if profile in self.candidates else signing.PROFILES
+        self.candidates = tuple(p for p in pool if base(p) == base(profile))
+        self.profile = profile
+        if self.profile_known and not (was_known and was == profile) and self.on_profile:
             self.on_profile(profile)
 
     def _send_with_retries(self, method, url, headers, body, profile) -> requests.Response:
@@ -253,12 +304,18 @@ class StoreClient:
         raise api_error(response.status_code, payload, method, url)
 
 
-def _probe_base(profile: str, method: str, url: str, body: str | None, content_type: str | None) -> str | None:
+def _probe_base(profile: str, method: str, url: str, body: str | None, content_type: str | None, *,
+                refuse: bool = False) -> str | None:
+    """The base string ``profile`` builds for this request (with stand-in ``oauth_*`` values of
+    the same alphabet as real ones), or ``None`` if that generation cannot verify it; with
+    ``refuse``, ``UnsignableRequest`` says why."""
     probe = [("oauth_consumer_key", "k"), ("oauth_nonce", "n"), ("oauth_signature_method", signing.SIGNATURE_METHOD),
              ("oauth_timestamp", "1"), ("oauth_token", "t"), ("oauth_version", "1.0")]
     try:
         return signing.base_string(profile, method, url, probe, body, content_type)
     except signing.UnsignableRequest:
+        if refuse:
+            raise
         return None
 
 

@@ -48,6 +48,11 @@ class BadStoreResponse(MagentoError):
     hint = "Check that the store URL points at Magento 2 and not at a proxy or error page."
 
 
+class UnsafePath(ValueError):
+    """A REST path we refuse to send: a ``.`` or ``..`` segment would take the call out of the
+    REST API. Not a ``MagentoError``: nothing reached the store, the link is fine."""
+
+
 # --- OAuth token endpoints (oauth_problem=...) ----------------------------------------
 
 class OAuthProblem(MagentoError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import requests
 from oauthlib.common import generate_token
 from oauthlib.oauth1 import Client
 from requests_oauthlib import OAuth1
@@ -42,6 +43,12 @@ class MagentoOAuthClient(Client):
             params = [(k, new_nonce() if k == "oauth_nonce" else v) for k, v in params]
         return params
 
+    def sign(self, uri, *args, **kwargs):
+        # requests turns the %2E that segment() writes back into '.', and a '.' or '..' segment
+        # is then resolved by whatever the request passes through. Put the escape back before
+        # the URL is signed: what is signed is what is sent.
+        return super().sign(_escape_dot_segments(uri), *args, **kwargs)
+
     def get_oauth_signature(self, request):
         content_type = request.headers.get("Content-Type")
         body = request.body if isinstance(request.body, str) else None
@@ -55,6 +62,25 @@ class MagentoOAuthClient(Client):
             body=body,
             content_type=content_type,
         )
+
+
+def signed_url(url: str) -> str:
+    """``url`` as it is sent and signed: requests re-quotes it (``%41`` becomes ``A``, ``%2E`` a
+    dot) before the signing hook puts dot segments back as escapes."""
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, None)
+    return _escape_dot_segments(prepared.url)
+
+
+def _escape_dot_segments(uri: str) -> str:
+    """``.``/``..`` path segments as ``%2E``/``%2E%2E``. In a URL requests has prepared, such a
+    segment can only come from an escape: literal ones were already resolved away."""
+    start = uri.find("/", uri.find("://") + 3)
+    if start < 0:
+        return uri
+    end = min((i for i in (uri.find("?", start), uri.find("#", start)) if i >= 0), default=len(uri))
+    path = "/".join({".": "%2E", "..": "%2E%2E"}.get(part, part) for part in uri[start:end].split("/"))
+    return uri[:start] + path + uri[end:]
 
 
 def magento_auth(

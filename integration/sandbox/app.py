@@ -123,10 +123,6 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
             return error('Request does not match any route.', 404)
         # Magento's REST router matches on the trimmed path: /V1/products/ is /V1/products.
         route = "/" + "/".join(segments[1:]).strip("/")
-        failure = state.take_failure(route)
-        if failure:
-            headers = {"Retry-After": "0"} if failure == 429 else {}
-            return Response("<html>upstream failure</html>", failure, headers=headers)
         body = request.get_data(as_text=True)
         try:
             integration = oauth_provider.rest_user(state, request.environ, body)
@@ -134,6 +130,12 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
             return error(exc.message, 401 if exc.status == 401 else 400)
         except Exception as exc:  # noqa: BLE001
             return error(f"Internal Error. Details are available in Magento log file. ({type(exc).__name__})", 500)
+        # Injected failures come after the nonce is spent: a gateway timeout can follow a request
+        # Magento already checked, and only then does a retry that reuses the nonce fail.
+        failure = state.take_failure(route)
+        if failure:
+            headers = {"Retry-After": "0"} if failure == 429 else {}
+            return Response("<html>upstream failure</html>", failure, headers=headers)
         resource = _resource_for(route)
         if integration is None or not _allowed(integration, resource):
             return error("The consumer isn't authorized to access %resources.", 401, {"resources": resource})

@@ -41,6 +41,28 @@ def test_dns_rebinding_is_caught_on_the_connected_address(sandbox, monkeypatch):
     assert sandbox.state.counters.request_token_calls == 0
 
 
+#: IPv6 forms that lead to a loopback, private or link-local IPv4 host, or that are never a
+#: store's public address: NAT64 (well-known and local-use), 6to4, IPv4-compatible,
+#: site-local, Teredo.
+REFUSED_IPV6 = ["64:ff9b::7f00:1", "64:ff9b::a00:5", "64:ff9b::a9fe:a9fe", "64:ff9b:1::5db8:d822",
+                "2002:7f00:1::1", "2002:c0a8:101::1", "::7f00:1", "::5db8:d822", "fec0::1",
+                "2001:0:5db8:d822::1"]
+
+
+@pytest.mark.parametrize("address", REFUSED_IPV6)
+def test_ipv6_forms_carrying_a_non_public_ipv4_are_refused_at_the_callback_and_on_the_socket(client, address):
+    response = post(client, store_base_url=f"http://[{address}]/")
+    assert response.status_code == 400 and "public address" in response.get_data(as_text=True)
+    with pytest.raises(errors.UnsafeStoreURL, match="public address"):
+        StorePolicy().check_peer("shop.example", address)
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::5db8:d822", "2002:5db8:d822::1", "2606:4700::1111"])
+def test_ipv6_forms_carrying_a_public_ipv4_are_accepted(client, address):
+    assert post(client, store_base_url=f"http://[{address}]/").status_code == 200
+    StorePolicy().check_peer("shop.example", address)
+
+
 def test_strict_mode_only_connects_to_listed_hosts():
     strict = StorePolicy(("shop.example.com", ".corp.example"), strict=True)
     assert strict.check("https://shop.example.com/") == "https://shop.example.com/"

@@ -74,10 +74,26 @@ def host_of(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
 
 
+#: IPv6 ranges that lead to IPv4 networks we cannot see from the IPv6 address (local-use NAT64,
+#: RFC 8215), or that are deprecated and never a store's public address (IPv4-compatible,
+#: site-local), or tunnel through a relay to an IPv4 host (Teredo).
+_REFUSED_IPV6 = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b:1::/48", "::/96", "fec0::/10", "2001::/32"))
+#: The well-known NAT64 prefix (RFC 6052): the last 32 bits are the IPv4 address reached.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def is_public_address(address: str) -> bool:
+    """Whether ``address`` (and any IPv4 address it carries) is globally reachable."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        elif ip.sixtofour:
+            ip = ip.sixtofour
+        elif any(ip in net for net in _REFUSED_IPV6):
+            return False
     return ip.is_global and not ip.is_multicast
 
 

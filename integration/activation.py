@@ -42,7 +42,8 @@ class Callback:
 
 def store_policy() -> StorePolicy:
     cfg = current_app.config
-    return StorePolicy(tuple(cfg["ALLOWED_STORE_HOSTS"]), bool(cfg["STRICT_STORE_HOSTS"]))
+    return StorePolicy(tuple(cfg["ALLOWED_STORE_HOSTS"]), bool(cfg["STRICT_STORE_HOSTS"]),
+                       tuple(cfg.get("DNS_SERVERS") or ()))
 
 
 def parse_callback(form) -> Callback:

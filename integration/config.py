@@ -41,6 +41,7 @@ def from_environment(instance_path: str) -> dict:
         "PUBLIC_URL": (_env("PUBLIC_URL") or "").rstrip("/"),
         "ALLOWED_STORE_HOSTS": _list(_env("ALLOWED_STORE_HOSTS")),
         "STRICT_STORE_HOSTS": _flag(_env("STRICT_STORE_HOSTS")),
+        "DNS_SERVERS": _list(_env("DNS_SERVERS")),
         "SELF_REGISTRATION": _flag(_env("SELF_REGISTRATION")),
         "RATELIMIT_STORAGE_URI": _env("REDIS_URL", "memory://"),
         "STORE_TIMEOUT": float(_env("STORE_TIMEOUT", "20")),
@@ -78,6 +79,17 @@ def check(config: dict) -> None:
         except (ValueError, TypeError):
             raise ConfigError(f"{PREFIX}ENCRYPTION_KEYS contains a value that is not a Fernet key "
                               "(32 url-safe base64-encoded bytes)") from None
+    _check_dns_servers(config)
+
+
+def _check_dns_servers(config: dict) -> None:
+    from .magento.store_url import nameserver
+
+    for text in config.get("DNS_SERVERS") or ():
+        try:
+            nameserver(text)
+        except ValueError:
+            raise ConfigError(f"{PREFIX}DNS_SERVERS: {text!r} is not an IP address with an optional :port") from None
 
 
 def _kept(path: Path, make) -> str:

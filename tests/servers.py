@@ -186,3 +186,65 @@ class TcpProxy:
                     s.close()
                 except OSError:
                     pass
+
+
+class FakeDNS:
+    """A DNS server on a loopback UDP port: ``records`` maps names to addresses (A or AAAA by
+    form), names in ``silent`` get no answer at all, anything else NXDOMAIN. ``answers``
+    (name -> list of address lists) hands out one list per query (A and AAAA are one query
+    each), the last one repeating: a name that rebinds. Stops by itself after ``lifetime``."""
+
+    def __init__(self, records: dict[str, list[str]] | None = None, silent: set[str] = frozenset(),
+                 answers: dict[str, list[list[str]]] | None = None, lifetime: float = 120.0):
+        self.records = {k.rstrip(".").lower(): v for k, v in (records or {}).items()}
+        self.silent = {name.rstrip(".").lower() for name in silent}
+        self.answers = {k.rstrip(".").lower(): list(v) for k, v in (answers or {}).items()}
+        self.queries: list[str] = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._ends = time.monotonic() + lifetime
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(2)
+        self.sock.close()
+
+    def _serve(self) -> None:
+        import dns.message
+        import dns.rcode
+        import dns.rdatatype
+        import dns.rrset
+
+        while not self._stop.is_set() and time.monotonic() < self._ends:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            query = dns.message.from_wire(data)
+            question = query.question[0]
+            name = question.name.to_text().rstrip(".").lower()
+            self.queries.append(name)
+            if name in self.silent:
+                continue
+            reply = dns.message.make_response(query)
+            if name in self.answers:
+                addresses = self.answers[name].pop(0) if len(self.answers[name]) > 1 else self.answers[name][0]
+            elif name in self.records:
+                addresses = self.records[name]
+            else:
+                reply.set_rcode(dns.rcode.NXDOMAIN)
+                addresses = []
+            rdtype = dns.rdatatype.to_text(question.rdtype)
+            wanted = [a for a in addresses if (":" in a) == (rdtype == "AAAA")]
+            if wanted and rdtype in ("A", "AAAA"):
+                reply.answer.append(dns.rrset.from_text(question.name, 0, "IN", rdtype, *wanted))
+            else:  # negative answers are not to be cached either
+                reply.authority.append(dns.rrset.from_text(question.name, 0, "IN", "SOA", ". . 1 0 0 0 0"))
+            self.sock.sendto(reply.to_wire(), peer)

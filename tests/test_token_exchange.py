@@ -130,6 +130,6 @@ def test_private_address_is_refused_at_connection_time(sandbox):
     """Not allow-listed: the check on the connected address refuses loopback."""
     _, consumer, verifier = activated(sandbox)
     client = TokenExchange(safe_session(StorePolicy()), timeout=(2, 2))
-    with pytest.raises(errors.UnsafeStoreURL, match="non-public address"):
+    with pytest.raises(errors.UnsafeStoreURL, match="not a public address"):
         client.run(sandbox.url + "/", consumer, verifier)
     assert sandbox.state.counters.request_token_calls == 0

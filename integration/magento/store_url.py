@@ -1,27 +1,37 @@
 """Store URLs arrive in an unauthenticated POST, so we never connect to one blindly.
 
-Two layers: ``normalise_base_url`` + ``StorePolicy.check`` refuse obviously bad URLs up
-front (with a clear reason), and ``safe_session`` re-checks the address *actually
-connected to*, so a name that resolves to a public address when checked and to a private
-one when connected (DNS rebinding) still fails.
+``normalise_base_url`` + ``StorePolicy.check`` refuse bad URLs up front, with a clear reason.
+When connecting, ``safe_session`` looks a host that is not allow-listed up again (our own
+lookup, bounded in time) and connects only to public addresses, then checks the address
+actually connected to; so a name that is public when checked and private when connected
+(DNS rebinding) still fails, before a packet goes to it. Messages never say which address
+a host resolves to (that would map our network for whoever asks); the log does.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import logging
 import re
 import socket
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
+import dns.exception
+import dns.nameserver
+import dns.resolver
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.util.connection import create_connection
 
-from .errors import UnsafeStoreURL
+from .errors import StoreTimeout, StoreUnreachable, UnsafeStoreURL
+
+log = logging.getLogger(__name__)
 
 MAX_URL_LENGTH = 2048
 _HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$")
@@ -97,16 +107,23 @@ def is_public_address(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+#: Magento waits 5 s for the whole callback; looking the store's host up may take 2 of them.
+RESOLVE_TIMEOUT = 2.0
+
+
 @dataclass(frozen=True)
 class StorePolicy:
-    """Which store hosts we connect to.
+    """Which store hosts we connect to, and how their names are looked up.
 
     ``allowed_hosts``: names (``shop.example.com``) or suffixes (``.example.com``) that
     may resolve to private addresses. ``strict``: connect to nothing else at all.
+    ``nameservers``: DNS servers (``ip`` or ``ip:port``) for hosts not listed; empty means
+    the system's (``/etc/resolv.conf``).
     """
 
     allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
     strict: bool = False
+    nameservers: tuple[str, ...] = field(default_factory=tuple)
 
     def is_listed(self, host: str) -> bool:
         host = host.lower().strip("[]")
@@ -120,7 +137,7 @@ class StorePolicy:
                 return True
         return False
 
-    def check(self, url: str, *, resolve: bool = True) -> str:
+    def check(self, url: str) -> str:
         """The normalised URL, if we may connect to it; ``UnsafeStoreURL`` otherwise."""
         url = normalise_base_url(url)
         host = host_of(url)
@@ -128,13 +145,23 @@ class StorePolicy:
             return url
         if self.strict:
             raise UnsafeStoreURL(f"store host {host} is not in the allow-list (strict mode)")
-        if resolve:
-            for address in resolve_host(host):
-                if not is_public_address(address):
-                    raise UnsafeStoreURL(
-                        f"store host {host} resolves to a non-public address ({address})"
-                    )
+        try:
+            self.public_addresses(host, RESOLVE_TIMEOUT)
+        except StoreTimeout:
+            raise UnsafeStoreURL(f"store host {host} did not resolve within {RESOLVE_TIMEOUT:g} s") from None
+        except StoreUnreachable:
+            raise UnsafeStoreURL(f"store host {host} does not resolve") from None
         return url
+
+    def public_addresses(self, host: str, timeout: float) -> list[str]:
+        """The addresses of a host that is not allow-listed, if every one of them is public."""
+        addresses = resolve_host(host, timeout, self.nameservers)
+        for address in addresses:
+            if not is_public_address(address):
+                # The address stays in our log: telling it to whoever asked would map our network.
+                log.warning("store host %s resolves to %s, which is not a public address", host, address)
+                raise UnsafeStoreURL(f"store host {host} is not a public address")
+        return addresses
 
     def check_peer(self, host: str, address: str) -> None:
         if self.is_listed(host):
@@ -142,24 +169,65 @@ class StorePolicy:
         if self.strict:
             raise UnsafeStoreURL(f"store host {host} is not in the allow-list (strict mode)")
         if not is_public_address(address):
-            raise UnsafeStoreURL(f"refused to connect to {host}: it resolved to a non-public address ({address})")
+            log.warning("refused the connection to store host %s at %s: not a public address", host, address)
+            raise UnsafeStoreURL(f"store host {host} is not a public address")
 
 
-#: getaddrinfo has no timeout of its own; Magento waits only 5 s for the whole callback.
-RESOLVE_TIMEOUT = 2.0
-_resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
+def resolve_host(host: str, timeout: float = RESOLVE_TIMEOUT, nameservers: tuple[str, ...] = ()) -> list[str]:
+    """The host's IPv4 and IPv6 addresses, looked up in the calling thread within ``timeout``.
 
-
-def resolve_host(host: str, timeout: float = RESOLVE_TIMEOUT) -> list[str]:
+    No shared pool: names whose DNS never answers hold only the threads that asked for
+    them, and only for ``timeout``. Raises ``StoreTimeout`` or ``StoreUnreachable``.
+    """
     host = host.strip("[]")
-    future = _resolver.submit(socket.getaddrinfo, host, None, proto=socket.IPPROTO_TCP)
     try:
-        infos = future.result(timeout=timeout)
-    except FutureTimeout:
-        raise UnsafeStoreURL(f"store host {host} did not resolve within {timeout:g} s") from None
-    except (socket.gaierror, UnicodeError) as exc:
-        raise UnsafeStoreURL(f"store host {host} does not resolve ({exc})") from None
-    return sorted({info[4][0] for info in infos})
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    ends = time.monotonic() + timeout
+    addresses: list[str] = []
+    try:
+        resolver = _resolver(nameservers)
+        for rdtype in ("A", "AAAA"):
+            left = ends - time.monotonic()
+            if left <= 0:
+                raise dns.exception.Timeout
+            answer = resolver.resolve(host, rdtype, lifetime=left, search=False, raise_on_no_answer=False)
+            addresses += [rdata.address for rdata in answer]
+    except dns.exception.Timeout:
+        if not addresses:
+            raise StoreTimeout(f"store host {host} did not resolve within {timeout:g} s") from None
+        # An A answer but no AAAA in time: some servers drop AAAA queries.
+    except (dns.exception.DNSException, ValueError) as exc:
+        log.info("store host %s does not resolve: %s", host, exc)
+        raise StoreUnreachable(f"store host {host} does not resolve") from None
+    if not addresses:
+        raise StoreUnreachable(f"store host {host} does not resolve")
+    return addresses
+
+
+@functools.lru_cache(maxsize=8)
+def _resolver(nameservers: tuple[str, ...]) -> dns.resolver.Resolver:
+    if nameservers:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [nameserver(n) for n in nameservers]
+    else:
+        resolver = dns.resolver.Resolver()  # /etc/resolv.conf
+    resolver.cache = dns.resolver.LRUCache(1000)
+    return resolver
+
+
+def nameserver(text: str) -> dns.nameserver.Nameserver:
+    """A DNS server from ``1.2.3.4``, ``1.2.3.4:5353``, ``::1`` or ``[::1]:5353``; ``ValueError`` otherwise."""
+    text = text.strip()
+    host, port = text, 53
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else 53
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = int(port_text)
+    return dns.nameserver.Do53Nameserver(str(ipaddress.ip_address(host)), port)
 
 
 # --- connection-time check ------------------------------------------------------------
@@ -169,13 +237,39 @@ def _checked(connection_cls):
         policy: StorePolicy
 
         def _new_conn(self):
-            sock = super()._new_conn()
+            if self.policy.is_listed(self.host):
+                sock = super()._new_conn()  # the operator's own host: the system resolver
+            else:
+                sock = self._connect_public()
             try:
                 self.policy.check_peer(self.host, sock.getpeername()[0])
             except UnsafeStoreURL:
                 sock.close()
                 raise
             return sock
+
+        def _connect_public(self) -> socket.socket:
+            """Look the host up ourselves (bounded) and connect only to addresses we checked:
+            a non-public one is refused before any packet goes to it, so the answer does not
+            tell an open port from a closed one."""
+            if self.policy.strict:
+                raise UnsafeStoreURL(f"store host {self.host} is not in the allow-list (strict mode)")
+            timeout = self.timeout if isinstance(self.timeout, (int, float)) else RESOLVE_TIMEOUT
+            started = time.monotonic()
+            addresses = self.policy.public_addresses(self.host, timeout)
+            error: OSError | None = None
+            for address in addresses:
+                left = timeout - (time.monotonic() - started)
+                if left <= 0:
+                    break
+                try:
+                    return create_connection((address, self.port), left, source_address=self.source_address,
+                                             socket_options=self.socket_options)
+                except OSError as exc:
+                    error = exc
+            if error is None or isinstance(error, TimeoutError):
+                raise ConnectTimeoutError(self, f"Connection to {self.host} timed out. (connect timeout={timeout})")
+            raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error
 
     return Checked
 

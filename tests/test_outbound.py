@@ -93,3 +93,12 @@ def test_a_name_that_rebinds_to_nat64_loopback_is_refused_when_connecting():
             client.get("store/storeConfigs")
     finally:
         dns.stop()
+
+
+def test_socket_errors_are_logged_not_told(caplog):
+    client = StoreClient(f"http://127.0.0.1:{free_port()}/", CREDENTIALS, policy=StorePolicy(("127.0.0.1",)),
+                         retries=0)
+    with pytest.raises(errors.StoreUnreachable) as caught:
+        client.get("store/storeConfigs")
+    assert str(caught.value) == "could not connect to the store"
+    assert "Connection refused" in caplog.text

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import requests
 
 from .errors import BadStoreResponse, StoreTimeout, StoreUnreachable
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 
@@ -22,12 +26,17 @@ def send(session: requests.Session, method: str, url: str, *, timeout, **kwargs)
         response._content = bytes(content)
     except requests.Timeout:
         raise StoreTimeout(f"the store did not answer {method} {_path(url)} within {timeout_text(timeout)}") from None
+    # The socket's own words stay in our log: "connection refused" here and "timed out" there
+    # would let whoever asked map hosts and ports they cannot reach themselves.
     except requests.exceptions.SSLError as exc:
-        raise StoreUnreachable(f"TLS handshake with the store failed: {_reason(exc)}") from None
+        log.warning("TLS with %s failed: %s", _path(url), _reason(exc))
+        raise StoreUnreachable("the TLS handshake with the store failed") from None
     except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-        raise StoreUnreachable(f"could not connect to the store: {_reason(exc)}") from None
+        log.warning("connection to %s failed: %s", _path(url), _reason(exc))
+        raise StoreUnreachable("could not connect to the store") from None
     except requests.RequestException as exc:  # malformed URL, bad headers, content decoding...
-        raise StoreUnreachable(f"could not talk to the store: {_reason(exc)}") from None
+        log.warning("request to %s failed: %s", _path(url), _reason(exc))
+        raise StoreUnreachable("could not talk to the store") from None
     if 300 <= response.status_code < 400:
         location = response.headers.get("Location", "")
         raise BadStoreResponse(

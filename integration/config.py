@@ -47,6 +47,7 @@ def from_environment(instance_path: str) -> dict:
         "STORE_TIMEOUT": float(_env("STORE_TIMEOUT", "20")),
         "LOGIN_RATE_LIMIT": _env("LOGIN_RATE_LIMIT", "10 per minute"),
         "ACCOUNT_RATE_LIMIT": _env("ACCOUNT_RATE_LIMIT", "30 per hour"),
+        "CALLBACK_RATE_LIMIT": _env("CALLBACK_RATE_LIMIT", "30 per minute"),
         "SESSION_COOKIE_SECURE": (_env("PUBLIC_URL") or "").startswith("https://"),
         "TRUSTED_PROXIES": int(_env("TRUSTED_PROXIES", "0")),
     }

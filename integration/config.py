@@ -9,6 +9,8 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 
 PREFIX = "INTEGRATION_"
+#: Well inside activation.STALE_CLAIM (90 s), after which another worker may take an exchange over.
+MAX_STORE_DEADLINE = 60.0
 
 
 class ConfigError(RuntimeError):
@@ -45,6 +47,7 @@ def from_environment(instance_path: str) -> dict:
         "SELF_REGISTRATION": _flag(_env("SELF_REGISTRATION")),
         "RATELIMIT_STORAGE_URI": _env("REDIS_URL", "memory://"),
         "STORE_TIMEOUT": float(_env("STORE_TIMEOUT", "20")),
+        "STORE_DEADLINE": float(_env("STORE_DEADLINE", "30")),
         "LOGIN_RATE_LIMIT": _env("LOGIN_RATE_LIMIT", "10 per minute"),
         "ACCOUNT_RATE_LIMIT": _env("ACCOUNT_RATE_LIMIT", "30 per hour"),
         "CALLBACK_RATE_LIMIT": _env("CALLBACK_RATE_LIMIT", "30 per minute"),
@@ -81,6 +84,10 @@ def check(config: dict) -> None:
             raise ConfigError(f"{PREFIX}ENCRYPTION_KEYS contains a value that is not a Fernet key "
                               "(32 url-safe base64-encoded bytes)") from None
     _check_dns_servers(config)
+    deadline = config.get("STORE_DEADLINE", 30)
+    if not 1 <= deadline <= MAX_STORE_DEADLINE:
+        raise ConfigError(f"{PREFIX}STORE_DEADLINE must be between 1 and {MAX_STORE_DEADLINE:g} seconds: a token "
+                          "exchange runs under it, and a longer one could be taken for a dead one and run twice")
 
 
 def _check_dns_servers(config: dict) -> None:

@@ -248,3 +248,56 @@ class FakeDNS:
             else:  # negative answers are not to be cached either
                 reply.authority.append(dns.rrset.from_text(question.name, 0, "IN", "SOA", ". . 1 0 0 0 0"))
             self.sock.sendto(reply.to_wire(), peer)
+
+
+class SlowStore:
+    """A store on a loopback port, on raw sockets, that answers as slowly as it likes: the
+    status line and headers at once (or dripped too, ``drip_headers``), then ``chunk`` every
+    ``every`` seconds of a body that never ends. Each connection is dropped after
+    ``per_connection`` seconds and the server stops by itself after ``lifetime``."""
+
+    def __init__(self, *, every: float = 0.5, chunk: bytes = b"  ", drip_headers: bool = False,
+                 per_connection: float = 20.0, lifetime: float = 60.0):
+        self.every, self.chunk, self.drip_headers, self.per_connection = every, chunk, drip_headers, per_connection
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._ends = time.monotonic() + lifetime
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set() and time.monotonic() < self._ends:
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n["
+        pieces = [head[i:i + len(self.chunk)] for i in range(0, len(head), len(self.chunk))] \
+            if self.drip_headers else [head]
+        ends = time.monotonic() + self.per_connection
+        with conn:
+            try:
+                conn.settimeout(2)
+                request = b""
+                while b"\r\n\r\n" not in request and len(request) < 65536:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    request += data
+                conn.sendall(pieces.pop(0))
+                while time.monotonic() < ends and not self._stop.wait(self.every):
+                    conn.sendall(pieces.pop(0) if pieces else self.chunk)
+            except OSError:
+                pass

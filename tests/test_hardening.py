@@ -10,7 +10,8 @@ from integration import create_app
 from integration.logs import RequestContextFilter, redact
 from integration.magento import errors
 from integration.magento.client import Credentials, StoreClient
-from integration.magento.store_url import StorePolicy, safe_session
+from integration.magento.store_url import StorePolicy
+from integration.magento.transport import safe_session
 from integration.magento.token_exchange import Consumer, TokenExchange
 
 from .conftest import PASSWORD

@@ -8,7 +8,8 @@ import pytest
 import requests
 
 from integration.magento import errors
-from integration.magento.store_url import StorePolicy, safe_session
+from integration.magento.store_url import StorePolicy
+from integration.magento.transport import safe_session
 from integration.magento.token_exchange import Consumer, TokenExchange
 from integration.sandbox.oauth_provider import new_verifier
 

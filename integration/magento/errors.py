@@ -48,6 +48,12 @@ class BadStoreResponse(MagentoError):
     hint = "Check that the store URL points at Magento 2 and not at a proxy or error page."
 
 
+class AnswerTooLarge(BadStoreResponse):
+    """The answer is larger than we are willing to read into memory."""
+
+    hint = "Ask for less at a time: a smaller page size (searchCriteria[pageSize]) or narrower filters."
+
+
 # --- OAuth token endpoints (oauth_problem=...) ----------------------------------------
 
 class OAuthProblem(MagentoError):

@@ -1,7 +1,7 @@
 """Store URLs arrive in an unauthenticated POST, so we never connect to one blindly.
 
 ``normalise_base_url`` + ``StorePolicy.check`` refuse bad URLs up front, with a clear reason.
-When connecting, ``safe_session`` looks a host that is not allow-listed up again (our own
+When connecting, ``transport.safe_session`` looks a host that is not allow-listed up again (our own
 lookup, bounded in time) and connects only to public addresses, then checks the address
 actually connected to; so a name that is public when checked and private when connected
 (DNS rebinding) still fails, before a packet goes to it. Messages never say which address
@@ -14,7 +14,6 @@ import functools
 import ipaddress
 import logging
 import re
-import socket
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -22,12 +21,6 @@ from urllib.parse import urlsplit, urlunsplit
 import dns.exception
 import dns.nameserver
 import dns.resolver
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
-from urllib3.util.connection import create_connection
 
 from .errors import StoreTimeout, StoreUnreachable, UnsafeStoreURL
 
@@ -228,77 +221,3 @@ def nameserver(text: str) -> dns.nameserver.Nameserver:
         host, _, port_text = text.partition(":")
         port = int(port_text)
     return dns.nameserver.Do53Nameserver(str(ipaddress.ip_address(host)), port)
-
-
-# --- connection-time check ------------------------------------------------------------
-
-def _checked(connection_cls):
-    class Checked(connection_cls):
-        policy: StorePolicy
-
-        def _new_conn(self):
-            if self.policy.is_listed(self.host):
-                sock = super()._new_conn()  # the operator's own host: the system resolver
-            else:
-                sock = self._connect_public()
-            try:
-                self.policy.check_peer(self.host, sock.getpeername()[0])
-            except UnsafeStoreURL:
-                sock.close()
-                raise
-            return sock
-
-        def _connect_public(self) -> socket.socket:
-            """Look the host up ourselves (bounded) and connect only to addresses we checked:
-            a non-public one is refused before any packet goes to it, so the answer does not
-            tell an open port from a closed one."""
-            if self.policy.strict:
-                raise UnsafeStoreURL(f"store host {self.host} is not in the allow-list (strict mode)")
-            timeout = self.timeout if isinstance(self.timeout, (int, float)) else RESOLVE_TIMEOUT
-            started = time.monotonic()
-            addresses = self.policy.public_addresses(self.host, timeout)
-            error: OSError | None = None
-            for address in addresses:
-                left = timeout - (time.monotonic() - started)
-                if left <= 0:
-                    break
-                try:
-                    return create_connection((address, self.port), left, source_address=self.source_address,
-                                             socket_options=self.socket_options)
-                except OSError as exc:
-                    error = exc
-            if error is None or isinstance(error, TimeoutError):
-                raise ConnectTimeoutError(self, f"Connection to {self.host} timed out. (connect timeout={timeout})")
-            raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error
-
-    return Checked
-
-
-class _SafeAdapter(HTTPAdapter):
-    def __init__(self, policy: StorePolicy, **kwargs):
-        self._policy = policy
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        http_conn = type("SafeHTTPConnection", (_checked(HTTPConnection),), {"policy": self._policy})
-        https_conn = type("SafeHTTPSConnection", (_checked(HTTPSConnection),), {"policy": self._policy})
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": type("SafeHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
-            "https": type("SafeHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
-        }
-        self.poolmanager.key_fn_by_scheme = dict(self.poolmanager.key_fn_by_scheme)
-
-
-def safe_session(policy: StorePolicy, *, pool_size: int = 10) -> requests.Session:
-    """A ``requests`` session that only ever connects to addresses ``policy`` allows.
-
-    Environment proxies are ignored: a proxy would hide the address actually reached.
-    """
-    session = requests.Session()
-    session.trust_env = False
-    adapter = _SafeAdapter(policy, pool_connections=pool_size, pool_maxsize=pool_size)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["User-Agent"] = "magento-integration-companion/0.1"
-    return session

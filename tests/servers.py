@@ -253,16 +253,18 @@ class FakeDNS:
 class SlowStore:
     """A store on a loopback port, on raw sockets, that answers as slowly as it likes: the
     status line and headers at once (or dripped too, ``drip_headers``), then ``chunk`` every
-    ``every`` seconds of a body that never ends. Each connection is dropped after
-    ``per_connection`` seconds and the server stops by itself after ``lifetime``."""
+    ``every`` seconds of a body that never ends; or, with ``tls``, a TLS handshake record
+    that never ends. Each connection is dropped after ``per_connection`` seconds and the
+    server stops by itself after ``lifetime``."""
 
-    def __init__(self, *, every: float = 0.5, chunk: bytes = b"  ", drip_headers: bool = False,
+    def __init__(self, *, every: float = 0.5, chunk: bytes = b"  ", drip_headers: bool = False, tls: bool = False,
                  per_connection: float = 20.0, lifetime: float = 60.0):
         self.every, self.chunk, self.drip_headers, self.per_connection = every, chunk, drip_headers, per_connection
+        self.tls = tls
         self.connections = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.1)
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.listener.getsockname()[1]}"
         self._stop = threading.Event()
         self._ends = time.monotonic() + lifetime
         threading.Thread(target=self._accept, daemon=True).start()
@@ -284,6 +286,8 @@ class SlowStore:
 
     def _drip(self, conn: socket.socket) -> None:
         head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n["
+        if self.tls:  # a handshake record of 16 KiB, after the client's hello
+            head = b"\x16\x03\x03\x40\x00"
         pieces = [head[i:i + len(self.chunk)] for i in range(0, len(head), len(self.chunk))] \
             if self.drip_headers else [head]
         ends = time.monotonic() + self.per_connection
@@ -291,7 +295,7 @@ class SlowStore:
             try:
                 conn.settimeout(2)
                 request = b""
-                while b"\r\n\r\n" not in request and len(request) < 65536:
+                while b"\r\n\r\n" not in request and len(request) < 65536 and not (self.tls and request):
                     data = conn.recv(65536)
                     if not data:
                         return

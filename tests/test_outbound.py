@@ -36,10 +36,10 @@ def _callback(url: str, host: str, n: int) -> requests.Response:
 
 # --- deadlines --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("drip_headers", [False, True], ids=["body", "headers"])
-def test_a_store_that_drips_its_answer_is_cut_at_the_deadline(drip_headers):
+@pytest.mark.parametrize("drip", [{}, {"drip_headers": True}, {"tls": True}], ids=["body", "headers", "handshake"])
+def test_a_store_that_drips_its_answer_is_cut_at_the_deadline(drip):
     """Two bytes every half second never trip the 20 s read timeout; the deadline ends it."""
-    store = SlowStore(drip_headers=drip_headers)
+    store = SlowStore(**drip)
     try:
         client = StoreClient(store.url + "/", CREDENTIALS, policy=LOCAL, timeout=(5, 20), deadline=Deadline(2))
         started = time.monotonic()

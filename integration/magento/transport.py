@@ -215,11 +215,11 @@ def _checked(connection_cls):
             except UnsafeStoreURL:
                 sock.close()
                 raise
-            _watch_socket(sock)  # before TLS: a handshake can drip too
+            _watch_socket(sock)  # new connections: plain http opens them inside request()
             return sock
 
         def request(self, *args, **kwargs):
-            if self.sock is not None:  # a kept-alive connection, new to this request
+            if self.sock is not None:  # kept alive, or https (connected before the request)
                 _watch_socket(self.sock)
             return super().request(*args, **kwargs)
 

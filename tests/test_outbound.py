@@ -329,3 +329,13 @@ def test_settings_for_reaching_stores_are_checked_at_start(app_config, setting, 
 
     with pytest.raises(ConfigError, match=f"INTEGRATION_{setting}"):
         create_app({**app_config, setting: value})
+
+
+def test_an_export_outlasts_the_deadline_that_bounds_each_of_its_pages(app, linked, sandbox):
+    link_id, _ = linked
+    app.config["STORE_DEADLINE"] = 1.0
+    sandbox.state.latency = 0.25  # 6 pages: 1.5 s in all, each well inside the second
+    result = app.test_cli_runner().invoke(args=["stores", "export", str(link_id), "products", "--page-size", "10",
+                                                "--concurrency", "1"])
+    assert result.exit_code == 0, result.output
+    assert len(result.output.splitlines()) == 60

@@ -339,3 +339,23 @@ def test_an_export_outlasts_the_deadline_that_bounds_each_of_its_pages(app, link
                                                 "--concurrency", "1"])
     assert result.exit_code == 0, result.output
     assert len(result.output.splitlines()) == 60
+
+
+def test_the_identity_popup_answers_by_the_deadline_when_the_store_drips(app, client, user):
+    """The token exchange gets the app's deadline: the admin reads why, instead of waiting."""
+    store = SlowStore()
+    app.config["STORE_DEADLINE"] = 1.0
+    try:
+        assert client.post("/magento/callback", data={
+            "oauth_consumer_key": "k" * 32, "oauth_consumer_secret": "s" * 32, "oauth_verifier": "v" * 32,
+            "store_base_url": store.url + "/"}).status_code == 200
+        page = client.get("/magento/identity?oauth_consumer_key=" + "k" * 32).get_data(as_text=True)
+        started = time.monotonic()
+        answer = client.post("/magento/identity", data={
+            "csrf_token": csrf_from(page), "oauth_consumer_key": "k" * 32, "success_call_back": "",
+            "email": "owner@example.com", "password": PASSWORD})
+        took = time.monotonic() - started
+    finally:
+        store.stop()
+    assert answer.status_code == 502 and "did not answer POST" in answer.get_data(as_text=True)
+    assert took < 2.0

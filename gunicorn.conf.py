@@ -1,6 +1,6 @@
 """gunicorn settings (read automatically by `gunicorn app:app` from this folder).
 
-Threads matter here: a token exchange waits on the store for up to INTEGRATION_STORE_TIMEOUT,
+Threads matter here: a token exchange waits on the store for up to INTEGRATION_STORE_DEADLINE,
 and Magento gives our callback only 5 seconds, so a worker must not be blocked by one
 slow store. Override with GUNICORN_* variables or command-line flags.
 """

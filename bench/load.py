@@ -54,7 +54,8 @@ def main() -> None:
     server = Gunicorn({"INTEGRATION_DATABASE_URL": url, "INTEGRATION_SECRET_KEY": "l" * 64,
                        "INTEGRATION_ENCRYPTION_KEYS": key, "INTEGRATION_ALLOWED_STORE_HOSTS": "127.0.0.1",
                        "INTEGRATION_LOGIN_RATE_LIMIT": "1000000 per minute",
-                       "INTEGRATION_ACCOUNT_RATE_LIMIT": "1000000 per minute"}, workers=args.workers)
+                       "INTEGRATION_ACCOUNT_RATE_LIMIT": "1000000 per minute",
+                       "INTEGRATION_CALLBACK_RATE_LIMIT": "1000000 per minute"}, workers=args.workers)
     ids = [state.add_integration(f"Load {i}", f"{server.url}/magento/callback", f"{server.url}/magento/identity").id
            for i in range(args.activations)]
     timings: dict[str, list[float]] = {}

@@ -12,15 +12,15 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from flask import current_app
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
 from .magento.errors import MagentoError, UnsafeStoreURL
-from .magento.store_url import StorePolicy, host_of, safe_session
+from .magento.store_url import host_of
 from .magento.token_exchange import Consumer, TokenExchange
 from .models import Activation, StoreLink, User, audit, utcnow
+from .outbound import store_policy, token_exchange
 
 CALLBACK_FIELDS = ("oauth_consumer_key", "oauth_consumer_secret", "store_base_url", "oauth_verifier")
 _CREDENTIAL = re.compile(r"^[A-Za-z0-9]{32}$")
@@ -38,11 +38,6 @@ class Callback:
     consumer_secret: str = field(repr=False)
     store_base_url: str
     verifier: str = field(repr=False)
-
-
-def store_policy() -> StorePolicy:
-    cfg = current_app.config
-    return StorePolicy(tuple(cfg["ALLOWED_STORE_HOSTS"]), bool(cfg["STRICT_STORE_HOSTS"]))
 
 
 def parse_callback(form) -> Callback:
@@ -170,9 +165,8 @@ def link_store(activation: Activation, user: User, remote_addr: str | None) -> S
                               "Click Reauthorize on the integration in Magento's admin to link it again.", 409)
         return link
     if claim(activation):
-        client = TokenExchange(safe_session(store_policy()), timeout=(5.0, current_app.config["STORE_TIMEOUT"]))
         try:
-            return exchange(activation, user, client, remote_addr)
+            return exchange(activation, user, token_exchange(), remote_addr)
         except MagentoError as exc:
             raise LinkRefused("The store refused the link", exc.message, exc.hint) from None
     activation = wait_for(activation.id)
@@ -201,7 +195,7 @@ def exchange(activation: Activation, user: User, client: TokenExchange, remote_a
     link = activation.store_link
     consumer = Consumer(link.consumer_key, link.consumer_secret)
     base_url, verifier = activation.store_base_url, activation.verifier
-    db.session.commit()  # no connection held while the store answers (up to STORE_TIMEOUT)
+    db.session.commit()  # no connection held while the store answers (up to STORE_DEADLINE)
     try:
         token = client.run(base_url, consumer, verifier)
     except MagentoError as exc:

@@ -316,7 +316,8 @@ def export_store(link_id: int, entity: str, since: str | None, fmt: str | None, 
             bar.__enter__()
 
     try:
-        with store_service.contact(link, pool_size=max(concurrency, 4)) as client:
+        # A deadline per page, not for the whole export.
+        with store_service.contact(link, pool_size=max(concurrency, 4), deadline=None) as client:
             count = export(client, entity, output, fmt=fmt, since=since, concurrency=concurrency,
                            page_size=page_size, stdout=sys.stdout, on_total=on_total,
                            on_record=(lambda: bar.update(1)) if show_progress else None)

@@ -12,6 +12,8 @@ from dotenv import load_dotenv
 
 PREFIX = "INTEGRATION_"
 SETTINGS_FILE = "settings.env"
+#: Well inside activation.STALE_CLAIM (90 s), after which another worker may take an exchange over.
+MAX_STORE_DEADLINE = 60.0
 
 
 class ConfigError(RuntimeError):
@@ -56,11 +58,14 @@ def from_environment(instance_path: str) -> dict:
         "PUBLIC_URL": (_env("PUBLIC_URL") or "").rstrip("/"),
         "ALLOWED_STORE_HOSTS": _list(_env("ALLOWED_STORE_HOSTS")),
         "STRICT_STORE_HOSTS": _flag(_env("STRICT_STORE_HOSTS")),
+        "DNS_SERVERS": _list(_env("DNS_SERVERS")),
         "SELF_REGISTRATION": _flag(_env("SELF_REGISTRATION")),
         "RATELIMIT_STORAGE_URI": _env("REDIS_URL", "memory://"),
         "STORE_TIMEOUT": _number("STORE_TIMEOUT", "20"),
+        "STORE_DEADLINE": _number("STORE_DEADLINE", "30"),
         "LOGIN_RATE_LIMIT": _env("LOGIN_RATE_LIMIT", "10 per minute"),
         "ACCOUNT_RATE_LIMIT": _env("ACCOUNT_RATE_LIMIT", "30 per hour"),
+        "CALLBACK_RATE_LIMIT": _env("CALLBACK_RATE_LIMIT", "30 per minute"),
         "SESSION_COOKIE_SECURE": (_env("PUBLIC_URL") or "").startswith("https://"),
         "TRUSTED_PROXIES": _number("TRUSTED_PROXIES", "0", int),
     }
@@ -93,6 +98,21 @@ def check(config: dict) -> None:
         except (ValueError, TypeError):
             raise ConfigError(f"{PREFIX}ENCRYPTION_KEYS contains a value that is not a Fernet key "
                               "(32 url-safe base64-encoded bytes)") from None
+    _check_dns_servers(config)
+    deadline = config.get("STORE_DEADLINE", 30)
+    if not 1 <= deadline <= MAX_STORE_DEADLINE:
+        raise ConfigError(f"{PREFIX}STORE_DEADLINE must be between 1 and {MAX_STORE_DEADLINE:g} seconds: a token "
+                          "exchange runs under it, and a longer one could be taken for a dead one and run twice")
+
+
+def _check_dns_servers(config: dict) -> None:
+    from .magento.store_url import nameserver
+
+    for text in config.get("DNS_SERVERS") or ():
+        try:
+            nameserver(text)
+        except ValueError:
+            raise ConfigError(f"{PREFIX}DNS_SERVERS: {text!r} is not an IP address with an optional :port") from None
 
 
 def _kept(path: Path, make) -> str:

@@ -6,14 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from flask import current_app
-
-from .activation import store_policy
 from .extensions import db
 from .magento import errors
 from .magento.client import Credentials, StoreClient
 from .magento.store_url import host_of
 from .models import StoreLink, User, audit, utcnow
+from .outbound import store_client, store_policy
 
 
 class NotLinked(errors.MagentoError):
@@ -24,8 +22,7 @@ def client_for(link: StoreLink, **kwargs) -> StoreClient:
     if not link.has_token:
         raise NotLinked(f"store {link.id} ({link.base_url}) has no access token")
     creds = Credentials(link.consumer_key, link.consumer_secret, link.access_token, link.access_token_secret)
-    kwargs.setdefault("timeout", (5.0, current_app.config["STORE_TIMEOUT"]))
-    return StoreClient(link.base_url, creds, profile=link.signature_profile, policy=store_policy(), **kwargs)
+    return store_client(link.base_url, creds, profile=link.signature_profile, **kwargs)
 
 
 @contextmanager
@@ -89,8 +86,7 @@ def add_manual(base_url: str, credentials: Credentials, *, owner: User | None = 
     base_url = store_policy().check(base_url)
     if StoreLink.by_consumer_key(credentials.consumer_key):
         raise ValueError("a store with this consumer key is already linked")
-    client = StoreClient(base_url, credentials, policy=store_policy(),
-                         timeout=(5.0, current_app.config["STORE_TIMEOUT"]))
+    client = store_client(base_url, credentials)
     client.get("store/storeConfigs")
     now = utcnow()
     link = StoreLink(consumer_key=credentials.consumer_key, consumer_secret=credentials.consumer_secret,

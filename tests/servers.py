@@ -186,3 +186,122 @@ class TcpProxy:
                     s.close()
                 except OSError:
                     pass
+
+
+class FakeDNS:
+    """A DNS server on a loopback UDP port: ``records`` maps names to addresses (A or AAAA by
+    form), names in ``silent`` get no answer at all, anything else NXDOMAIN. ``answers``
+    (name -> list of address lists) hands out one list per query (A and AAAA are one query
+    each), the last one repeating: a name that rebinds. Stops by itself after ``lifetime``."""
+
+    def __init__(self, records: dict[str, list[str]] | None = None, silent: set[str] = frozenset(),
+                 answers: dict[str, list[list[str]]] | None = None, lifetime: float = 120.0):
+        self.records = {k.rstrip(".").lower(): v for k, v in (records or {}).items()}
+        self.silent = {name.rstrip(".").lower() for name in silent}
+        self.answers = {k.rstrip(".").lower(): list(v) for k, v in (answers or {}).items()}
+        self.queries: list[str] = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._ends = time.monotonic() + lifetime
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(2)
+        self.sock.close()
+
+    def _serve(self) -> None:
+        import dns.message
+        import dns.rcode
+        import dns.rdatatype
+        import dns.rrset
+
+        while not self._stop.is_set() and time.monotonic() < self._ends:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            query = dns.message.from_wire(data)
+            question = query.question[0]
+            name = question.name.to_text().rstrip(".").lower()
+            self.queries.append(name)
+            if name in self.silent:
+                continue
+            reply = dns.message.make_response(query)
+            if name in self.answers:
+                addresses = self.answers[name].pop(0) if len(self.answers[name]) > 1 else self.answers[name][0]
+            elif name in self.records:
+                addresses = self.records[name]
+            else:
+                reply.set_rcode(dns.rcode.NXDOMAIN)
+                addresses = []
+            rdtype = dns.rdatatype.to_text(question.rdtype)
+            wanted = [a for a in addresses if (":" in a) == (rdtype == "AAAA")]
+            if wanted and rdtype in ("A", "AAAA"):
+                reply.answer.append(dns.rrset.from_text(question.name, 0, "IN", rdtype, *wanted))
+            else:  # negative answers are not to be cached either
+                reply.authority.append(dns.rrset.from_text(question.name, 0, "IN", "SOA", ". . 1 0 0 0 0"))
+            self.sock.sendto(reply.to_wire(), peer)
+
+
+class SlowStore:
+    """A store on a loopback port, on raw sockets, that answers as slowly as it likes: the
+    status line and headers at once (or dripped too, ``drip_headers``), then ``chunk`` every
+    ``every`` seconds of a body that never ends; or, with ``tls``, a TLS handshake record
+    that never ends. Each connection is dropped after ``per_connection`` seconds and the
+    server stops by itself after ``lifetime``."""
+
+    def __init__(self, *, every: float = 0.5, chunk: bytes = b"  ", drip_headers: bool = False, tls: bool = False,
+                 per_connection: float = 20.0, lifetime: float = 60.0):
+        self.every, self.chunk, self.drip_headers, self.per_connection = every, chunk, drip_headers, per_connection
+        self.tls = tls
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.listener.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._ends = time.monotonic() + lifetime
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set() and time.monotonic() < self._ends:
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n["
+        if self.tls:  # a handshake record of 16 KiB, after the client's hello
+            head = b"\x16\x03\x03\x40\x00"
+        pieces = [head[i:i + len(self.chunk)] for i in range(0, len(head), len(self.chunk))] \
+            if self.drip_headers else [head]
+        ends = time.monotonic() + self.per_connection
+        with conn:
+            try:
+                conn.settimeout(2)
+                request = b""
+                while b"\r\n\r\n" not in request and len(request) < 65536 and not (self.tls and request):
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    request += data
+                conn.sendall(pieces.pop(0))
+                while time.monotonic() < ends and not self._stop.wait(self.every):
+                    conn.sendall(pieces.pop(0) if pieces else self.chunk)
+            except OSError:
+                pass

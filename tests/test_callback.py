@@ -56,9 +56,9 @@ def test_secrets_are_not_stored_in_plain_text(app, client):
     ({"oauth_verifier": "v" * 31 + "!"}, "oauth_verifier must be 32"),
     ({"store_base_url": "not a url"}, "store_base_url"),
     ({"store_base_url": "ftp://127.0.0.1/"}, "http:// or https://"),
-    ({"store_base_url": "http://10.0.0.5/"}, "non-public address"),
-    ({"store_base_url": "http://169.254.169.254/"}, "non-public address"),
-    ({"store_base_url": "http://[::1]:8080/"}, "non-public address"),
+    ({"store_base_url": "http://10.0.0.5/"}, "not a public address"),
+    ({"store_base_url": "http://169.254.169.254/"}, "not a public address"),
+    ({"store_base_url": "http://[::1]:8080/"}, "not a public address"),
     ({"store_base_url": "http://user:pw@127.0.0.1/"}, "user name or password"),
     ({"store_base_url": "http://127.0.0.1/?x=1"}, "query string"),
     ({"store_base_url": "http://127.0.0.1/" + "a" * 3000}, "longer than"),
@@ -152,3 +152,41 @@ def test_a_repeated_callback_makes_a_failed_activation_ready_again(app, client):
         activation = StoreLink.by_consumer_key(KEY).activations[0]
         assert activation.state == "received" and activation.error is None
         assert count(app, Activation) == 1
+
+
+def test_callbacks_are_limited_per_address(app, app_config):
+    from integration import create_app
+
+    client = create_app({**app_config, "CALLBACK_RATE_LIMIT": "3 per minute"}).test_client()
+    codes = [post(client, oauth_consumer_key=f"{i:032d}").status_code for i in range(4)]
+    assert codes == [200, 200, 200, 429]
+    other = client.post("/magento/callback", environ_base={"REMOTE_ADDR": "203.0.113.9"}, data={
+        "oauth_consumer_key": "9" * 32, "oauth_consumer_secret": SECRET, "store_base_url": "http://127.0.0.1/",
+        "oauth_verifier": VERIFIER})
+    assert other.status_code == 200
+    assert count(app, StoreLink) == 4
+
+
+@pytest.mark.parametrize("size, status, stored", [(8192, 200, 1), (8193, 413, 0), (3_000_000, 413, 0)])
+def test_a_chunked_body_is_held_to_the_callback_limit(app, live_app, size, status, stored):
+    """No Content-Length: the 8 KiB limit is counted on the bytes read."""
+    import socket
+    from urllib.parse import urlsplit
+
+    body = ("oauth_consumer_key=" + KEY + "&oauth_consumer_secret=" + SECRET + "&oauth_verifier=" + VERIFIER +
+            "&store_base_url=http%3A%2F%2F127.0.0.1%2F&padding=").encode()
+    body += b"x" * (size - len(body))
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 4096]), body[i:i + 4096]) for i in range(0, len(body), 4096))
+    address = urlsplit(live_app.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(b"POST /magento/callback HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\n\r\n")
+        try:
+            sock.sendall(chunks + b"0\r\n\r\n")
+        except OSError:
+            pass  # the server may stop reading once it has refused
+        answer = b""
+        while b"\r\n\r\n" not in answer and (data := sock.recv(65536)):
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 %d" % status), answer[:200]
+    assert count(app, StoreLink) == stored

@@ -12,7 +12,7 @@ from integration.magento.search import Filter, SearchCriteria
 from integration.magento.store_url import StorePolicy
 from integration.sandbox.oauth_provider import new_verifier
 from integration.magento.token_exchange import Consumer, TokenExchange
-from integration.magento.store_url import safe_session
+from integration.magento.transport import safe_session
 
 LOCAL = StorePolicy(("127.0.0.1",))
 

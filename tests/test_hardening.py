@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 
 import pytest
 
@@ -11,34 +10,52 @@ from integration import create_app
 from integration.logs import RequestContextFilter, redact
 from integration.magento import errors
 from integration.magento.client import Credentials, StoreClient
-from integration.magento.store_url import StorePolicy, safe_session
+from integration.magento.store_url import StorePolicy
+from integration.magento.transport import safe_session
 from integration.magento.token_exchange import Consumer, TokenExchange
 
 from .conftest import PASSWORD
-from .servers import Served, csrf_from
+from .servers import FakeDNS, Served, csrf_from
 from .test_callback import post
 
 
 # --- outbound -------------------------------------------------------------------------
 
-def test_dns_rebinding_is_caught_on_the_connected_address(sandbox, monkeypatch):
-    """Public when checked, loopback when connected: the socket check refuses it."""
-    real = socket.getaddrinfo
-    answers = iter(["93.184.216.34"])
-
-    def rebinding(host, port=None, *args, **kwargs):
-        if host == "rebind.example":
-            address = next(answers, "127.0.0.1")
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port or 0)))]
-        return real(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    policy = StorePolicy()
-    port = sandbox.server.server_port
-    url = policy.check(f"http://rebind.example:{port}/")  # resolves to the public address: accepted
-    with pytest.raises(errors.UnsafeStoreURL, match="non-public address \\(127.0.0.1\\)"):
-        TokenExchange(safe_session(policy), timeout=2).run(url, Consumer("a" * 32, "b" * 32), "c" * 32)
+def test_dns_rebinding_is_caught_when_connecting(sandbox):
+    """Public when checked, loopback when connected: refused before any packet goes to it."""
+    dns = FakeDNS(answers={"rebind.example": [["93.184.216.34"], ["127.0.0.1"]]})
+    try:
+        policy = StorePolicy(nameservers=(dns.address,))
+        port = sandbox.server.server_port
+        url = policy.check(f"http://rebind.example:{port}/")  # resolves to the public address: accepted
+        with pytest.raises(errors.UnsafeStoreURL, match="rebind.example is not a public address") as caught:
+            TokenExchange(safe_session(policy), timeout=2).run(url, Consumer("a" * 32, "b" * 32), "c" * 32)
+    finally:
+        dns.stop()
+    assert "127.0.0.1" not in str(caught.value)
     assert sandbox.state.counters.request_token_calls == 0
+
+
+#: IPv6 forms that lead to a loopback, private or link-local IPv4 host, or that are never a
+#: store's public address: NAT64 (well-known and local-use), 6to4, IPv4-compatible,
+#: site-local, Teredo.
+REFUSED_IPV6 = ["64:ff9b::7f00:1", "64:ff9b::a00:5", "64:ff9b::a9fe:a9fe", "64:ff9b:1::5db8:d822",
+                "2002:7f00:1::1", "2002:c0a8:101::1", "::7f00:1", "::5db8:d822", "fec0::1",
+                "2001:0:5db8:d822::1"]
+
+
+@pytest.mark.parametrize("address", REFUSED_IPV6)
+def test_ipv6_forms_carrying_a_non_public_ipv4_are_refused_at_the_callback_and_on_the_socket(client, address):
+    response = post(client, store_base_url=f"http://[{address}]/")
+    assert response.status_code == 400 and "is not a public address" in response.get_data(as_text=True)
+    with pytest.raises(errors.UnsafeStoreURL, match="^store host shop.example is not a public address$"):
+        StorePolicy().check_peer("shop.example", address)
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::5db8:d822", "2002:5db8:d822::1", "2606:4700::1111"])
+def test_ipv6_forms_carrying_a_public_ipv4_are_accepted(client, address):
+    assert post(client, store_base_url=f"http://[{address}]/").status_code == 200
+    StorePolicy().check_peer("shop.example", address)
 
 
 def test_strict_mode_only_connects_to_listed_hosts():
@@ -195,18 +212,15 @@ def test_logins_keep_working_and_limited_when_redis_is_down(app_config, user):
     assert codes == [401, 401, 429]  # counted in memory meanwhile
 
 
-def test_a_store_whose_dns_hangs_is_refused_within_magentos_budget(client, monkeypatch):
+def test_a_store_whose_dns_hangs_is_refused_within_magentos_budget(app_config):
     import time
 
-    real = socket.getaddrinfo
-
-    def slow(host, *args, **kwargs):
-        if host == "slow-dns.example":
-            time.sleep(3)
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", slow)
-    started = time.monotonic()
-    response = post(client, store_base_url="https://slow-dns.example/")
+    dns = FakeDNS(silent={"slow-dns.example"})
+    try:
+        client = create_app({**app_config, "DNS_SERVERS": (dns.address,)}).test_client()
+        started = time.monotonic()
+        response = post(client, store_base_url="https://slow-dns.example/")
+    finally:
+        dns.stop()
     assert response.status_code == 400 and "did not resolve within 2 s" in response.get_data(as_text=True)
     assert time.monotonic() - started < 2.8

@@ -8,7 +8,8 @@ import pytest
 import requests
 
 from integration.magento import errors
-from integration.magento.store_url import StorePolicy, safe_session
+from integration.magento.store_url import StorePolicy
+from integration.magento.transport import safe_session
 from integration.magento.token_exchange import Consumer, TokenExchange
 from integration.sandbox.oauth_provider import new_verifier
 
@@ -130,6 +131,6 @@ def test_private_address_is_refused_at_connection_time(sandbox):
     """Not allow-listed: the check on the connected address refuses loopback."""
     _, consumer, verifier = activated(sandbox)
     client = TokenExchange(safe_session(StorePolicy()), timeout=(2, 2))
-    with pytest.raises(errors.UnsafeStoreURL, match="non-public address"):
+    with pytest.raises(errors.UnsafeStoreURL, match="not a public address"):
         client.run(sandbox.url + "/", consumer, verifier)
     assert sandbox.state.counters.request_token_calls == 0

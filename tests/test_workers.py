@@ -42,7 +42,8 @@ def env_for(app_config, **extra) -> dict[str, str]:
     return {"INTEGRATION_DATABASE_URL": app_config["SQLALCHEMY_DATABASE_URI"], "INTEGRATION_SECRET_KEY": "w" * 64,
             "INTEGRATION_ENCRYPTION_KEYS": KEYS[0], "INTEGRATION_ALLOWED_STORE_HOSTS": "127.0.0.1",
             "INTEGRATION_ENV": "production", "INTEGRATION_LOGIN_RATE_LIMIT": "10000 per minute",
-            "INTEGRATION_ACCOUNT_RATE_LIMIT": "10000 per minute", **extra}
+            "INTEGRATION_ACCOUNT_RATE_LIMIT": "10000 per minute", "INTEGRATION_CALLBACK_RATE_LIMIT": "10000 per minute",
+            **extra}
 
 
 def test_fifty_activations_at_once_on_four_workers(app, app_config, sandbox, user, redis_db):

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, current_app, render_template, request
 from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..activation import CallbackRejected, parse_callback, record_callback
-from ..extensions import csrf, db
+from ..extensions import csrf, db, limiter
 
 bp = Blueprint("callback", __name__, url_prefix="/magento")
 log = logging.getLogger("integration.callback")
@@ -29,11 +30,20 @@ def about():
 
 @bp.post("/callback")
 @csrf.exempt
+@limiter.limit(lambda: current_app.config["CALLBACK_RATE_LIMIT"])
 def receive():
-    if request.content_length is not None and request.content_length > MAX_CALLBACK_BYTES:
-        return _plain(f"rejected: the body is larger than {MAX_CALLBACK_BYTES} bytes", 413)
     if request.mimetype != "application/x-www-form-urlencoded":
         return _plain("rejected: expected an application/x-www-form-urlencoded POST", 415)
+    # Counted on the bytes read, so a chunked body (no Content-Length) is held to it too:
+    # read one byte past the limit to tell "too large" from "exactly the limit" (Werkzeug
+    # stops quietly at a maximum instead of refusing).
+    request.max_content_length = MAX_CALLBACK_BYTES + 1
+    try:
+        too_large = len(request.get_data(cache=True)) > MAX_CALLBACK_BYTES
+    except RequestEntityTooLarge:  # a Content-Length over the limit: nothing read
+        too_large = True
+    if too_large:
+        return _plain(f"rejected: the body is larger than {MAX_CALLBACK_BYTES} bytes", 413)
     try:
         callback = parse_callback(request.form)
         activation = record_callback(callback, request.remote_addr)

@@ -17,6 +17,7 @@ from ..auth.routes import GENERIC_FAILURE, login_limits
 from ..accounts import service
 from ..forms import IdentityConfirmForm, IdentityLoginForm, IdentityRegisterForm
 from ..models import Activation, StoreLink
+from ..outbound import store_policy
 
 bp = Blueprint("identity", __name__, url_prefix="/magento")
 
@@ -126,4 +127,4 @@ def is_safe_callback(target: str, link: StoreLink) -> bool:
     if any(c in target for c in "\r\n\t\\ "):
         return False
     host = parts.hostname.lower()
-    return host == link.store_host or activations.store_policy().is_listed(host)
+    return host == link.store_host or store_policy().is_listed(host)

@@ -29,14 +29,16 @@ import requests
 from . import errors, signing
 from .oauth import magento_auth, signed_url
 from .search import SearchCriteria
-from .store_url import StorePolicy, normalise_base_url, safe_session
-from .transport import send
+from .store_url import StorePolicy, normalise_base_url
+from .transport import DEFAULT_DEADLINE, MAX_ANSWER_BYTES, Deadline, safe_session, send
 
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 MAX_RETRY_AFTER = 60.0
 # Store codes ("default", "all", a view's code) are letters, digits and underscores.
 _STORE_CODE = re.compile(r"[A-Za-z0-9_]+")
+#: Another attempt is only worth waiting for if at least this much of the deadline is left after the wait.
+MIN_ATTEMPT = 1.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,9 @@ class StoreClient:
         session: requests.Session | None = None,
         policy: StorePolicy | None = None,
         timeout: float | tuple[float, float] = (5.0, 30.0),
+        deadline: Deadline | None = None,
+        call_deadline: float = DEFAULT_DEADLINE,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
         retries: int = 3,
         backoff: float = 0.5,
         on_profile: Callable[[str], None] | None = None,
@@ -117,6 +122,10 @@ class StoreClient:
         self.store_code = store_code
         self.session = session or safe_session(policy or StorePolicy(), pool_size=pool_size)
         self.timeout = timeout
+        # One user action shares ``deadline``; without one (an export), each call gets its own.
+        self.deadline = deadline
+        self.call_deadline = call_deadline
+        self.max_answer_bytes = max_answer_bytes
         self.retries = retries
         self.backoff = backoff
         self.on_profile = on_profile
@@ -168,7 +177,7 @@ class StoreClient:
         elif form is not None:
             headers["Content-Type"] = signing.FORM_CONTENT_TYPE
             body = query_string(form)
-        response = self._send_signed(method, url, headers, body)
+        response = self._send_signed(method, url, headers, body, self._deadline())
         return self._decode(response, method, url)
 
     def search(self, path: str, criteria: SearchCriteria, *, store_code: str | None = None) -> dict:
@@ -213,7 +222,8 @@ class StoreClient:
 
     def magento_version(self) -> str:
         """``{base}magento_version``: unsigned, e.g. ``Magento/2.4 (Community)``."""
-        response = send(self.session, "GET", self.base_url + "magento_version", timeout=self.timeout)
+        response = send(self.session, "GET", self.base_url + "magento_version", timeout=self.timeout,
+                        deadline=self._deadline(), max_bytes=1024)
         if response.status_code != 200 or len(response.content) > 200:
             raise errors.BadStoreResponse(f"magento_version answered HTTP {response.status_code}",
                                           status=response.status_code)
@@ -226,7 +236,11 @@ class StoreClient:
         return magento_auth(c.consumer_key, c.consumer_secret, c.access_token, c.access_token_secret,
                             profile=profile)
 
-    def _send_signed(self, method: str, url: str, headers: dict, body: str | None) -> requests.Response:
+    def _deadline(self) -> Deadline:
+        return self.deadline or Deadline(self.call_deadline)
+
+    def _send_signed(self, method: str, url: str, headers: dict, body: str | None,
+                     deadline: Deadline) -> requests.Response:
         content_type, sent = headers.get("Content-Type"), signed_url(url)
 
         @functools.cache
@@ -243,7 +257,7 @@ class StoreClient:
             signed_as = base(profile)
             if signed_as is None or signed_as in refused:
                 continue  # this generation cannot verify it, or the store just refused this very signature
-            response = self._send_with_retries(method, url, headers, body, profile)
+            response = self._send_with_retries(method, url, headers, body, profile, deadline)
             # Only "signature invalid" proves the store did not act on the request: anything
             # else is final, a POST that may have been accepted is never sent again.
             if not (response.status_code == 401 and _signature_rejected(response)):
@@ -263,24 +277,33 @@ class StoreClient:
         if self.profile_known and not (was_known and was == profile) and self.on_profile:
             self.on_profile(profile)
 
-    def _send_with_retries(self, method, url, headers, body, profile) -> requests.Response:
+    def _send_with_retries(self, method, url, headers, body, profile, deadline: Deadline) -> requests.Response:
         attempt = 0
         while True:
             try:
                 # A new auth per attempt: a fresh nonce, since Magento burns one even on failure.
-                response = send(self.session, method, url, timeout=self.timeout, headers=headers,
+                response = send(self.session, method, url, timeout=self.timeout, deadline=deadline,
+                                max_bytes=self.max_answer_bytes, headers=headers,
                                 data=body.encode("utf-8") if body is not None else None, auth=self._auth(profile))
             except errors.StoreUnreachable:
-                if method not in IDEMPOTENT or attempt >= self.retries:
+                if method not in IDEMPOTENT or attempt >= self.retries or not self._wait(
+                        self._delay(attempt, None), deadline):
                     raise
-                self.sleep(self._delay(attempt, None))
                 attempt += 1
                 continue
-            if response.status_code in RETRYABLE_STATUS and method in IDEMPOTENT and attempt < self.retries:
-                self.sleep(self._delay(attempt, response.headers.get("Retry-After")))
+            if (response.status_code in RETRYABLE_STATUS and method in IDEMPOTENT and attempt < self.retries
+                    and self._wait(self._delay(attempt, response.headers.get("Retry-After")), deadline)):
                 attempt += 1
                 continue
             return response
+
+    def _wait(self, seconds: float, deadline: Deadline) -> bool:
+        """Sleep before another attempt if one still fits before the deadline; a longer
+        Retry-After gets the store's answer at once instead of a wait that cannot pay off."""
+        if seconds + MIN_ATTEMPT > deadline.remaining():
+            return False
+        self.sleep(seconds)
+        return True
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after:

@@ -52,6 +52,11 @@ class UnsafePath(ValueError):
     """A REST path we refuse to send: a ``.`` or ``..`` segment would take the call out of the
     REST API. Not a ``MagentoError``: nothing reached the store, the link is fine."""
 
+class AnswerTooLarge(BadStoreResponse):
+    """The answer is larger than we are willing to read into memory."""
+
+    hint = "Ask for less at a time: a smaller page size (searchCriteria[pageSize]) or narrower filters."
+
 
 # --- OAuth token endpoints (oauth_problem=...) ----------------------------------------
 

@@ -1,27 +1,30 @@
 """Store URLs arrive in an unauthenticated POST, so we never connect to one blindly.
 
-Two layers: ``normalise_base_url`` + ``StorePolicy.check`` refuse obviously bad URLs up
-front (with a clear reason), and ``safe_session`` re-checks the address *actually
-connected to*, so a name that resolves to a public address when checked and to a private
-one when connected (DNS rebinding) still fails.
+``normalise_base_url`` + ``StorePolicy.check`` refuse bad URLs up front, with a clear reason.
+When connecting, ``transport.safe_session`` looks a host that is not allow-listed up again (our own
+lookup, bounded in time) and connects only to public addresses, then checks the address
+actually connected to; so a name that is public when checked and private when connected
+(DNS rebinding) still fails, before a packet goes to it. Messages never say which address
+a host resolves to (that would map our network for whoever asks); the log does.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import logging
 import re
-import socket
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+import dns.exception
+import dns.nameserver
+import dns.resolver
 
-from .errors import UnsafeStoreURL
+from .errors import StoreTimeout, StoreUnreachable, UnsafeStoreURL
+
+log = logging.getLogger(__name__)
 
 MAX_URL_LENGTH = 2048
 _HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$")
@@ -74,23 +77,46 @@ def host_of(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
 
 
+#: IPv6 ranges that lead to IPv4 networks we cannot see from the IPv6 address (local-use NAT64,
+#: RFC 8215), or that are deprecated and never a store's public address (IPv4-compatible,
+#: site-local), or tunnel through a relay to an IPv4 host (Teredo).
+_REFUSED_IPV6 = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b:1::/48", "::/96", "fec0::/10", "2001::/32"))
+#: The well-known NAT64 prefix (RFC 6052): the last 32 bits are the IPv4 address reached.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def is_public_address(address: str) -> bool:
+    """Whether ``address`` (and any IPv4 address it carries) is globally reachable."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        elif ip.sixtofour:
+            ip = ip.sixtofour
+        elif any(ip in net for net in _REFUSED_IPV6):
+            return False
     return ip.is_global and not ip.is_multicast
+
+
+#: Magento waits 5 s for the whole callback; looking the store's host up may take 2 of them.
+RESOLVE_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
 class StorePolicy:
-    """Which store hosts we connect to.
+    """Which store hosts we connect to, and how their names are looked up.
 
     ``allowed_hosts``: names (``shop.example.com``) or suffixes (``.example.com``) that
     may resolve to private addresses. ``strict``: connect to nothing else at all.
+    ``nameservers``: DNS servers (``ip`` or ``ip:port``) for hosts not listed; empty means
+    the system's (``/etc/resolv.conf``).
     """
 
     allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
     strict: bool = False
+    nameservers: tuple[str, ...] = field(default_factory=tuple)
 
     def is_listed(self, host: str) -> bool:
         host = host.lower().strip("[]")
@@ -104,7 +130,7 @@ class StorePolicy:
                 return True
         return False
 
-    def check(self, url: str, *, resolve: bool = True) -> str:
+    def check(self, url: str) -> str:
         """The normalised URL, if we may connect to it; ``UnsafeStoreURL`` otherwise."""
         url = normalise_base_url(url)
         host = host_of(url)
@@ -112,13 +138,23 @@ class StorePolicy:
             return url
         if self.strict:
             raise UnsafeStoreURL(f"store host {host} is not in the allow-list (strict mode)")
-        if resolve:
-            for address in resolve_host(host):
-                if not is_public_address(address):
-                    raise UnsafeStoreURL(
-                        f"store host {host} resolves to a non-public address ({address})"
-                    )
+        try:
+            self.public_addresses(host, RESOLVE_TIMEOUT)
+        except StoreTimeout:
+            raise UnsafeStoreURL(f"store host {host} did not resolve within {RESOLVE_TIMEOUT:g} s") from None
+        except StoreUnreachable:
+            raise UnsafeStoreURL(f"store host {host} does not resolve") from None
         return url
+
+    def public_addresses(self, host: str, timeout: float) -> list[str]:
+        """The addresses of a host that is not allow-listed, if every one of them is public."""
+        addresses = resolve_host(host, timeout, self.nameservers)
+        for address in addresses:
+            if not is_public_address(address):
+                # The address stays in our log: telling it to whoever asked would map our network.
+                log.warning("store host %s resolves to %s, which is not a public address", host, address)
+                raise UnsafeStoreURL(f"store host {host} is not a public address")
+        return addresses
 
     def check_peer(self, host: str, address: str) -> None:
         if self.is_listed(host):
@@ -126,69 +162,62 @@ class StorePolicy:
         if self.strict:
             raise UnsafeStoreURL(f"store host {host} is not in the allow-list (strict mode)")
         if not is_public_address(address):
-            raise UnsafeStoreURL(f"refused to connect to {host}: it resolved to a non-public address ({address})")
+            log.warning("refused the connection to store host %s at %s: not a public address", host, address)
+            raise UnsafeStoreURL(f"store host {host} is not a public address")
 
 
-#: getaddrinfo has no timeout of its own; Magento waits only 5 s for the whole callback.
-RESOLVE_TIMEOUT = 2.0
-_resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
+def resolve_host(host: str, timeout: float = RESOLVE_TIMEOUT, nameservers: tuple[str, ...] = ()) -> list[str]:
+    """The host's IPv4 and IPv6 addresses, looked up in the calling thread within ``timeout``.
 
-
-def resolve_host(host: str, timeout: float = RESOLVE_TIMEOUT) -> list[str]:
-    host = host.strip("[]")
-    future = _resolver.submit(socket.getaddrinfo, host, None, proto=socket.IPPROTO_TCP)
-    try:
-        infos = future.result(timeout=timeout)
-    except FutureTimeout:
-        raise UnsafeStoreURL(f"store host {host} did not resolve within {timeout:g} s") from None
-    except (socket.gaierror, UnicodeError) as exc:
-        raise UnsafeStoreURL(f"store host {host} does not resolve ({exc})") from None
-    return sorted({info[4][0] for info in infos})
-
-
-# --- connection-time check ------------------------------------------------------------
-
-def _checked(connection_cls):
-    class Checked(connection_cls):
-        policy: StorePolicy
-
-        def _new_conn(self):
-            sock = super()._new_conn()
-            try:
-                self.policy.check_peer(self.host, sock.getpeername()[0])
-            except UnsafeStoreURL:
-                sock.close()
-                raise
-            return sock
-
-    return Checked
-
-
-class _SafeAdapter(HTTPAdapter):
-    def __init__(self, policy: StorePolicy, **kwargs):
-        self._policy = policy
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        http_conn = type("SafeHTTPConnection", (_checked(HTTPConnection),), {"policy": self._policy})
-        https_conn = type("SafeHTTPSConnection", (_checked(HTTPSConnection),), {"policy": self._policy})
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": type("SafeHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
-            "https": type("SafeHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
-        }
-        self.poolmanager.key_fn_by_scheme = dict(self.poolmanager.key_fn_by_scheme)
-
-
-def safe_session(policy: StorePolicy, *, pool_size: int = 10) -> requests.Session:
-    """A ``requests`` session that only ever connects to addresses ``policy`` allows.
-
-    Environment proxies are ignored: a proxy would hide the address actually reached.
+    No shared pool: names whose DNS never answers hold only the threads that asked for
+    them, and only for ``timeout``. Raises ``StoreTimeout`` or ``StoreUnreachable``.
     """
-    session = requests.Session()
-    session.trust_env = False
-    adapter = _SafeAdapter(policy, pool_connections=pool_size, pool_maxsize=pool_size)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["User-Agent"] = "magento-integration-companion/0.1"
-    return session
+    host = host.strip("[]")
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    ends = time.monotonic() + timeout
+    addresses: list[str] = []
+    try:
+        resolver = _resolver(nameservers)
+        for rdtype in ("A", "AAAA"):
+            left = ends - time.monotonic()
+            if left <= 0:
+                raise dns.exception.Timeout
+            answer = resolver.resolve(host, rdtype, lifetime=left, search=False, raise_on_no_answer=False)
+            addresses += [rdata.address for rdata in answer]
+    except dns.exception.Timeout:
+        if not addresses:
+            raise StoreTimeout(f"store host {host} did not resolve within {timeout:g} s") from None
+        # An A answer but no AAAA in time: some servers drop AAAA queries.
+    except (dns.exception.DNSException, ValueError) as exc:
+        log.info("store host %s does not resolve: %s", host, exc)
+        raise StoreUnreachable(f"store host {host} does not resolve") from None
+    if not addresses:
+        raise StoreUnreachable(f"store host {host} does not resolve")
+    return addresses
+
+
+@functools.lru_cache(maxsize=8)
+def _resolver(nameservers: tuple[str, ...]) -> dns.resolver.Resolver:
+    if nameservers:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [nameserver(n) for n in nameservers]
+    else:
+        resolver = dns.resolver.Resolver()  # /etc/resolv.conf
+    resolver.cache = dns.resolver.LRUCache(1000)
+    return resolver
+
+
+def nameserver(text: str) -> dns.nameserver.Nameserver:
+    """A DNS server from ``1.2.3.4``, ``1.2.3.4:5353``, ``::1`` or ``[::1]:5353``; ``ValueError`` otherwise."""
+    text = text.strip()
+    host, port = text, 53
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else 53
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = int(port_text)
+    return dns.nameserver.Do53Nameserver(str(ipaddress.ip_address(host)), port)

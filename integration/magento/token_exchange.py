@@ -18,10 +18,12 @@ import requests
 from . import signing
 from .errors import BadStoreResponse, oauth_problem
 from .oauth import magento_auth
-from .transport import send
+from .transport import DEFAULT_DEADLINE, Deadline, send
 
 _TOKEN = re.compile(r"^[A-Za-z0-9]{1,255}$")
 DEFAULT_TIMEOUT = (5.0, 20.0)
+#: Magento answers both steps with a few hundred bytes.
+MAX_TOKEN_ANSWER = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -39,30 +41,34 @@ class AccessToken:
 
 
 class TokenExchange:
-    """Runs the two token steps against one store."""
+    """Runs the two token steps against one store; ``run`` does both within ``deadline`` seconds."""
 
-    def __init__(self, session: requests.Session, *, timeout=DEFAULT_TIMEOUT,
+    def __init__(self, session: requests.Session, *, timeout=DEFAULT_TIMEOUT, deadline: float = DEFAULT_DEADLINE,
                  profile: str = signing.PROFILE_248):
         self.session = session
         self.timeout = timeout
+        self.deadline = deadline
         self.profile = profile
 
-    def request_token(self, base_url: str, consumer: Consumer) -> tuple[str, str]:
+    def request_token(self, base_url: str, consumer: Consumer, *, deadline: Deadline | None = None) -> tuple[str, str]:
         auth = magento_auth(consumer.key, consumer.secret, profile=self.profile)
-        return self._post(base_url + "oauth/token/request", auth, redact=())
+        return self._post(base_url + "oauth/token/request", auth, redact=(), deadline=deadline)
 
     def access_token(self, base_url: str, consumer: Consumer, request_token: tuple[str, str],
-                     verifier: str) -> AccessToken:
+                     verifier: str, *, deadline: Deadline | None = None) -> AccessToken:
         token, secret = request_token
         auth = magento_auth(consumer.key, consumer.secret, token, secret, verifier=verifier, profile=self.profile)
-        return AccessToken(*self._post(base_url + "oauth/token/access", auth, redact=(token, verifier)))
+        return AccessToken(*self._post(base_url + "oauth/token/access", auth, redact=(token, verifier),
+                                       deadline=deadline))
 
     def run(self, base_url: str, consumer: Consumer, verifier: str) -> AccessToken:
-        return self.access_token(base_url, consumer, self.request_token(base_url, consumer), verifier)
+        deadline = Deadline(self.deadline)
+        request_token = self.request_token(base_url, consumer, deadline=deadline)
+        return self.access_token(base_url, consumer, request_token, verifier, deadline=deadline)
 
-    def _post(self, url: str, auth, *, redact: tuple[str, ...]) -> tuple[str, str]:
-        response = send(self.session, "POST", url, timeout=self.timeout, auth=auth,
-                        headers={"Content-Length": "0"})
+    def _post(self, url: str, auth, *, redact: tuple[str, ...], deadline: Deadline | None) -> tuple[str, str]:
+        response = send(self.session, "POST", url, timeout=self.timeout, deadline=deadline or Deadline(self.deadline),
+                        max_bytes=MAX_TOKEN_ANSWER, auth=auth, headers={"Content-Length": "0"})
         fields = dict(parse_qsl(response.content.decode("utf-8", "replace"), keep_blank_values=True,
                                 max_num_fields=20)) if _looks_like_form(response.content) else {}
         if response.status_code != 200 or "oauth_problem" in fields:

@@ -1,33 +1,75 @@
-"""One place that sends a request to a store and turns transport failures into our errors."""
+"""How a request reaches a store: a session that connects only where the policy allows, and
+``send``, which holds each request to a deadline and its answer to a size limit, and turns
+transport failures into our errors."""
 
 from __future__ import annotations
 
+import contextvars
+import logging
+import os
+import socket
+import threading
+import time
+
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.util.connection import create_connection
 
-from .errors import BadStoreResponse, StoreTimeout, StoreUnreachable
+from .errors import AnswerTooLarge, BadStoreResponse, MagentoError, StoreTimeout, StoreUnreachable, UnsafeStoreURL
+from .store_url import RESOLVE_TIMEOUT, StorePolicy
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
+log = logging.getLogger(__name__)
+
+#: Seconds one call to a store may take in all (connecting, answering, retries, waits).
+DEFAULT_DEADLINE = 30.0
+#: What an answer we parse into memory may weigh. JSON grows about 20-fold once parsed, so
+#: this keeps one answer under ~100 MB; pages ask for less at a time rather than for more.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
 
 
-def send(session: requests.Session, method: str, url: str, *, timeout, **kwargs) -> requests.Response:
-    """``session.request`` that never follows a redirect and reads at most ``MAX_BODY_BYTES``."""
+class Deadline:
+    """The moment a call to a store must be over by, whatever it does meanwhile."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._ends = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(self._ends - time.monotonic(), 0.0)
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self._ends
+
+    def bound(self, timeout: float | tuple[float, float]) -> tuple[float, float]:
+        """``(connect, read)`` timeouts, neither longer than what is left."""
+        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        left = self.remaining()
+        return min(connect, left), min(read, left)
+
+
+def send(session: requests.Session, method: str, url: str, *, timeout, deadline: Deadline,
+         max_bytes: int = MAX_ANSWER_BYTES, **kwargs) -> requests.Response:
+    """``session.request`` that never follows a redirect, is over by ``deadline`` and reads at
+    most ``max_bytes`` of the answer."""
+    late = StoreTimeout(f"the store did not answer {method} {_path(url)} within {deadline.seconds:g} s")
+    if deadline.expired:
+        raise late
+    watch = _Watch(deadline)
     try:
-        response = session.request(method, url, timeout=timeout, allow_redirects=False, stream=True, **kwargs)
-        content = bytearray()
-        for chunk in response.iter_content(64 * 1024):
-            content += chunk
-            if len(content) > MAX_BODY_BYTES:
-                response.close()
-                raise BadStoreResponse(f"the store's answer to {method} {_path(url)} is larger than {MAX_BODY_BYTES} bytes")
-        response._content = bytes(content)
-    except requests.Timeout:
-        raise StoreTimeout(f"the store did not answer {method} {_path(url)} within {timeout_text(timeout)}") from None
-    except requests.exceptions.SSLError as exc:
-        raise StoreUnreachable(f"TLS handshake with the store failed: {_reason(exc)}") from None
-    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-        raise StoreUnreachable(f"could not connect to the store: {_reason(exc)}") from None
-    except requests.RequestException as exc:  # malformed URL, bad headers, content decoding...
-        raise StoreUnreachable(f"could not talk to the store: {_reason(exc)}") from None
+        with watch:
+            response = session.request(method, url, timeout=deadline.bound(timeout), allow_redirects=False,
+                                        stream=True, **kwargs)
+            response._content = _read(response, method, url, max_bytes, watch)
+    except MagentoError:
+        raise
+    except Exception as exc:
+        if watch.cut:
+            raise late from None
+        _raise_transport_error(exc, method, url, timeout)
     if 300 <= response.status_code < 400:
         location = response.headers.get("Location", "")
         raise BadStoreResponse(
@@ -38,10 +80,110 @@ def send(session: requests.Session, method: str, url: str, *, timeout, **kwargs)
     return response
 
 
+def _read(response: requests.Response, method: str, url: str, max_bytes: int, watch: _Watch) -> bytes:
+    def too_large() -> AnswerTooLarge:
+        response.close()
+        return AnswerTooLarge(f"the store's answer to {method} {_path(url)} is larger than {_size(max_bytes)}",
+                              status=response.status_code)
+
+    length = response.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        raise too_large()
+    content = bytearray()
+    for chunk in response.iter_content(64 * 1024):
+        content += chunk
+        if len(content) > max_bytes:
+            raise too_large()
+        if watch.cut:
+            break
+    if watch.cut:  # a socket shut down mid-answer can look like its end
+        response.close()
+        raise TimeoutError
+    return bytes(content)
+
+
+def _raise_transport_error(exc: Exception, method: str, url: str, timeout) -> None:
+    # The socket's own words stay in our log: "connection refused" here and "timed out" there
+    # would let whoever asked map hosts and ports they cannot reach themselves.
+    if isinstance(exc, requests.Timeout):
+        raise StoreTimeout(f"the store did not answer {method} {_path(url)} within {timeout_text(timeout)}") from None
+    if isinstance(exc, requests.exceptions.SSLError):
+        log.warning("TLS with %s failed: %s", _path(url), _reason(exc))
+        raise StoreUnreachable("the TLS handshake with the store failed") from None
+    if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+        log.warning("connection to %s failed: %s", _path(url), _reason(exc))
+        raise StoreUnreachable("could not connect to the store") from None
+    if isinstance(exc, requests.RequestException):  # malformed URL, bad headers, content decoding...
+        log.warning("request to %s failed: %s", _path(url), _reason(exc))
+        raise StoreUnreachable("could not talk to the store") from None
+    raise exc
+
+
+class _Watch:
+    """Shuts the sockets of one request down when its deadline passes.
+
+    A socket timeout bounds each read, not the answer: a store that drips two bytes every
+    few seconds never trips it. The connection registers its socket here (through
+    ``_watching``; urllib3 offers no other way to hand it per-request state) as a
+    duplicate we own, so a late timer never touches a descriptor reused meanwhile.
+    """
+
+    def __init__(self, deadline: Deadline):
+        self.cut = False
+        self._deadline = deadline
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(deadline.remaining(), self._shut_down)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watch:
+        self._token = _watching.set(self)
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        _watching.reset(self._token)
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+
+    def add(self, sock: socket.socket) -> None:
+        try:
+            duplicate = socket.socket(fileno=os.dup(sock.fileno()))
+        except OSError:  # already closed
+            return
+        with self._lock:
+            self._sockets.append(duplicate)
+            if self.cut:
+                _shut(duplicate)
+
+    def _shut_down(self) -> None:
+        with self._lock:
+            self.cut = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+_watching: contextvars.ContextVar[_Watch | None] = contextvars.ContextVar("store_request_watch", default=None)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 def timeout_text(timeout) -> str:
     if isinstance(timeout, tuple):
         return f"{timeout[-1]:g} s"
     return f"{timeout:g} s"
+
+
+def _size(n: int) -> str:
+    return f"{n // (1024 * 1024)} MiB" if n >= 1024 * 1024 else f"{n // 1024} KiB"
 
 
 def _path(url: str) -> str:
@@ -55,3 +197,89 @@ def _reason(exc: Exception) -> str:
         cause = cause.__context__
     text = str(cause) or type(cause).__name__
     return text[:300]
+
+
+# --- the session: connects only where the policy allows --------------------------------
+
+def _checked(connection_cls):
+    class Checked(connection_cls):
+        policy: StorePolicy
+
+        def _new_conn(self):
+            if self.policy.is_listed(self.host):
+                sock = super()._new_conn()  # the operator's own host: the system resolver
+            else:
+                sock = self._connect_public()
+            try:
+                self.policy.check_peer(self.host, sock.getpeername()[0])
+            except UnsafeStoreURL:
+                sock.close()
+                raise
+            _watch_socket(sock)  # new connections: plain http opens them inside request()
+            return sock
+
+        def request(self, *args, **kwargs):
+            if self.sock is not None:  # kept alive, or https (connected before the request)
+                _watch_socket(self.sock)
+            return super().request(*args, **kwargs)
+
+        def _connect_public(self) -> socket.socket:
+            """Look the host up ourselves (bounded) and connect only to addresses we checked:
+            a non-public one is refused before any packet goes to it, so the answer does not
+            tell an open port from a closed one."""
+            if self.policy.strict:
+                raise UnsafeStoreURL(f"store host {self.host} is not in the allow-list (strict mode)")
+            timeout = self.timeout if isinstance(self.timeout, (int, float)) else RESOLVE_TIMEOUT
+            started = time.monotonic()
+            addresses = self.policy.public_addresses(self.host, timeout)
+            error: OSError | None = None
+            for address in addresses:
+                left = timeout - (time.monotonic() - started)
+                if left <= 0:
+                    break
+                try:
+                    return create_connection((address, self.port), left, source_address=self.source_address,
+                                             socket_options=self.socket_options)
+                except OSError as exc:
+                    error = exc
+            if error is None or isinstance(error, TimeoutError):
+                raise ConnectTimeoutError(self, f"Connection to {self.host} timed out. (connect timeout={timeout})")
+            raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error
+
+    return Checked
+
+
+def _watch_socket(sock: socket.socket) -> None:
+    watch = _watching.get()
+    if watch is not None:
+        watch.add(sock)
+
+
+class _SafeAdapter(HTTPAdapter):
+    def __init__(self, policy: StorePolicy, **kwargs):
+        self._policy = policy
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        http_conn = type("SafeHTTPConnection", (_checked(HTTPConnection),), {"policy": self._policy})
+        https_conn = type("SafeHTTPSConnection", (_checked(HTTPSConnection),), {"policy": self._policy})
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": type("SafeHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
+            "https": type("SafeHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
+        }
+        self.poolmanager.key_fn_by_scheme = dict(self.poolmanager.key_fn_by_scheme)
+
+
+def safe_session(policy: StorePolicy, *, pool_size: int = 10) -> requests.Session:
+    """A ``requests`` session that only ever connects to addresses ``policy`` allows.
+
+    Environment proxies are ignored: a proxy would hide the address actually reached.
+    """
+    session = requests.Session()
+    session.trust_env = False
+    adapter = _SafeAdapter(policy, pool_connections=pool_size, pool_maxsize=pool_size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = "magento-integration-companion/0.1"
+    return session

@@ -48,6 +48,10 @@ def from_environment(instance_path: str) -> dict:
         "ACCOUNT_RATE_LIMIT": _env("ACCOUNT_RATE_LIMIT", "30 per hour"),
         "SESSION_COOKIE_SECURE": (_env("PUBLIC_URL") or "").startswith("https://"),
         "TRUSTED_PROXIES": int(_env("TRUSTED_PROXIES", "0")),
+        "JOBS_REDIS_URL": _env("REDIS_URL"),
+        "JOBS_EMBEDDED_THREADS": int(_env("JOBS_THREADS", "2")),
+        "ALLOWED_WEBHOOK_HOSTS": _list(_env("ALLOWED_WEBHOOK_HOSTS")),
+        "WEBHOOK_RETRY_CAP": float(_env("WEBHOOK_RETRY_CAP", "3600")),
     }
     if env == "development":
         instance.mkdir(parents=True, exist_ok=True)

@@ -110,7 +110,8 @@ def claim(limit: int) -> list[Claimed]:
 
 def send(batch: list[Claimed]) -> list[sender.Answer]:
     session = sender.session_for(webhook_policy(), CONCURRENCY)
-    return list(_pool().map(lambda c: sender.post(session, c.url, c.body, headers_for(c)), batch))
+    deadline = float(current_app.config.get("WEBHOOK_DEADLINE", sender.DEADLINE))
+    return list(_pool().map(lambda c: sender.post(session, c.url, c.body, headers_for(c), deadline), batch))
 
 
 def headers_for(c: Claimed) -> dict[str, str]:

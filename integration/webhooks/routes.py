@@ -24,7 +24,7 @@ class EndpointForm(FlaskForm):
     url = StringField("Endpoint URL", validators=[DataRequired(), Length(max=2048)],
                       render_kw={"placeholder": "https://erp.example.com/hooks/magento"})
     types = SelectMultipleField("Events (none ticked: all, including types added later)",
-                                choices=[(t, t) for t in TYPES], widget=ListWidget(prefix_label=False),
+                                choices=list(TYPES), widget=ListWidget(prefix_label=False),
                                 option_widget=CheckboxInput(), validate_choice=True)
     submit = SubmitField("Add endpoint")
 

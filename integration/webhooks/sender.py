@@ -174,8 +174,8 @@ def post(session: requests.Session, url: str, body: bytes, headers: dict[str, st
     finally:
         slot.connection = None
         _current.slot = None
-    if slot.cut and error is None and status is None:
-        error = f"no complete answer within {deadline:g} s"
+    if slot.cut:  # whatever was parsed from a cut exchange is not an answer
+        status, error = None, f"no complete answer within {deadline:g} s"
     return Answer(status, error, int((time.monotonic() - started) * 1000))
 
 

@@ -184,8 +184,9 @@ def test_each_lifecycle_event_is_recorded_with_its_change(app, linked, sandbox, 
         types = db.session.scalars(select(events.Event.type).order_by(events.Event.id)).all()
     assert types == ["store.linked", "store.revoked", "store.unlinked"]
     dispatch_now(app)
-    assert [r.event["type"] for r in receiver.received] == ["store.revoked", "store.unlinked"]
-    assert "does not exist" in receiver.received[0].event["reason"]
+    got = {r.event["type"]: r.event for r in receiver.received}  # sent in parallel: in any order
+    assert sorted(got) == ["store.revoked", "store.unlinked"] and receiver.count == 2
+    assert "does not exist" in got["store.revoked"]["reason"] and got["store.unlinked"]["store"]["status"] == "revoked"
 
 
 def test_a_failing_store_sends_check_failed_once_not_per_call(app, linked, sandbox, receiver):
@@ -367,6 +368,29 @@ def test_two_dispatchers_share_a_backlog_without_sending_anything_twice(app, rec
     [t.join() for t in threads]
     assert receiver.count == 150 and len(receiver.ids) == 150
     assert {d.state for d in deliveries(app)} == {"delivered"}
+
+
+def test_concurrent_claims_never_take_the_same_delivery(app, receiver):
+    add_endpoint(app, receiver.url)
+    link_id = a_link(app)
+    with app.app_context():
+        link = db.session.get(StoreLink, link_id)
+        for _ in range(200):
+            events.record(db.session, events.STORE_CHECK_FAILED, link)
+        db.session.commit()
+    barrier, claimed = threading.Barrier(4), []
+
+    def claimer():
+        with app.app_context():
+            barrier.wait()
+            claimed.append([c.delivery_id for c in dispatch.claim(40)])
+            db.session.remove()
+
+    threads = [threading.Thread(target=claimer) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    ids = [i for batch in claimed for i in batch]
+    assert len(ids) == 160 and len(set(ids)) == 160
 
 
 # --- outbound safety ---------------------------------------------------------------------

@@ -87,9 +87,13 @@ def claim(limit: int) -> list[Claimed]:
     due = (select(D.id).where(D.state == D.PENDING, D.next_attempt_at <= now)
            .order_by(D.next_attempt_at, D.id).limit(limit))
     if db.session.get_bind().dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
+        # Materialised: as a plain subquery PostgreSQL may run it again per row, and with
+        # SKIP LOCKED each run can pick other rows, past the limit.
+        due = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
+    else:
+        due = due.subquery()
     result = db.session.execute(
-        update(D).where(D.id.in_(due.scalar_subquery())).where(D.state == D.PENDING, D.next_attempt_at <= now)
+        update(D).where(D.id == due.c.id).where(D.state == D.PENDING, D.next_attempt_at <= now)
         .values(next_attempt_at=now + LEASE, claim_token=token, attempts=D.attempts + 1)
         .execution_options(synchronize_session=False))
     db.session.commit()

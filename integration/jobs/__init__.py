@@ -95,8 +95,9 @@ def periodic(app: Flask, name: str, func: Callable[[], object], interval: float)
 
 def enqueue(func: Callable, *args, retries: int = 0, **kwargs) -> None:
     """Run ``func(*args, **kwargs)`` in the background, retrying up to ``retries`` times if
-    it raises (after ``RETRY_INTERVALS``)."""
-    _state().runner().enqueue(func_path(func), args, kwargs, retries)
+    it raises (after ``RETRY_INTERVALS`` seconds, the last one repeating)."""
+    intervals = tuple(current_app.config.get("JOBS_RETRY_INTERVALS", RETRY_INTERVALS))
+    _state().runner().enqueue(func_path(func), args, kwargs, retries, intervals)
 
 
 def wake(name: str) -> None:

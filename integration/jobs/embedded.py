@@ -35,7 +35,7 @@ class EmbeddedEngine:
         self._clock: threading.Thread | None = None
         self._stopping = threading.Event()
         self._wakeup = threading.Condition(self._lock)
-        self._timers: list[tuple[float, int, tuple]] = []  # (when, seq, (path, args, kwargs, retries_left, attempt))
+        self._timers: list[tuple[float, int, tuple]] = []  # (when, seq, (path, args, kwargs, retries_left, intervals))
         self._seq = itertools.count()
         self._next_tick: dict[str, float] = {}
         self._running: set[str] = set()   # periodic tasks queued or running
@@ -74,8 +74,8 @@ class EmbeddedEngine:
 
     # --- the interface --------------------------------------------------------------
 
-    def enqueue(self, path: str, args, kwargs, retries: int) -> None:
-        item = (path, tuple(args), dict(kwargs), retries, 0)
+    def enqueue(self, path: str, args, kwargs, retries: int, intervals=RETRY_INTERVALS) -> None:
+        item = (path, tuple(args), dict(kwargs), retries, tuple(intervals) or RETRY_INTERVALS)
         if not self.started:
             if self.jobs.app.config.get("JOBS_AUTOSTART"):
                 self.start()
@@ -91,23 +91,23 @@ class EmbeddedEngine:
 
     # --- internals ------------------------------------------------------------------
 
-    def _submit(self, path, args, kwargs, retries_left, attempt) -> None:
+    def _submit(self, path, args, kwargs, retries_left, intervals) -> None:
         pool = self._pool
         if pool is None:
             return
         try:
-            pool.submit(self._run_job, path, args, kwargs, retries_left, attempt)
+            pool.submit(self._run_job, path, args, kwargs, retries_left, intervals)
         except RuntimeError:  # shutting down
             pass
 
-    def _run_job(self, path, args, kwargs, retries_left, attempt) -> None:
+    def _run_job(self, path, args, kwargs, retries_left, intervals) -> None:
         try:
             call_in_app(self.jobs.app, resolve(path), args, kwargs)
         except Exception:  # noqa: BLE001 - a job's failure must not kill the runner
             if retries_left > 0:
-                delay = RETRY_INTERVALS[min(attempt, len(RETRY_INTERVALS) - 1)]
+                delay = intervals[0]
                 log.warning("job %s failed; retrying in %s s", path, delay, exc_info=True)
-                self._later(delay, (path, args, kwargs, retries_left - 1, attempt + 1))
+                self._later(delay, (path, args, kwargs, retries_left - 1, intervals[1:] or intervals[-1:]))
             else:
                 log.exception("job %s failed", path)
 

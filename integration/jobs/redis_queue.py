@@ -40,8 +40,8 @@ class RedisEngine:
     def stop(self, wait: bool = True) -> None:
         self.redis.close()
 
-    def enqueue(self, path: str, args, kwargs, retries: int) -> None:
-        retry = Retry(max=retries, interval=list(RETRY_INTERVALS)) if retries else None
+    def enqueue(self, path: str, args, kwargs, retries: int, intervals=RETRY_INTERVALS) -> None:
+        retry = Retry(max=retries, interval=[int(i) for i in intervals]) if retries else None
         self.queue.enqueue(run_function, path, tuple(args), dict(kwargs), retry=retry, job_timeout=JOB_TIMEOUT,
                            description=path)
 

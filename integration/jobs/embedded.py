@@ -49,16 +49,19 @@ class EmbeddedEngine:
         return self._pool is not None and self._pid == process_id()
 
     def start(self) -> None:
+        if self.started:  # the common case, on every request: no lock
+            return
         with self._lock:
             if self.started:
                 return
             # After a fork the parent's threads are gone: start afresh in this process.
             self._pid = process_id()
-            self._stopping.clear()
+            self._stopping = threading.Event()  # the previous clock, if any, keeps its own
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="jobs")
             now = time.monotonic()
             self._next_tick = {name: now for name in self.jobs.periodic}  # sweep at start-up
-            self._clock = threading.Thread(target=self._run_clock, name="jobs-clock", daemon=True)
+            self._clock = threading.Thread(target=self._run_clock, args=(self._stopping,), name="jobs-clock",
+                                           daemon=True)
             self._clock.start()
             backlog, self._backlog = self._backlog, []
         for item in backlog:
@@ -144,8 +147,8 @@ class EmbeddedEngine:
                 self._running.discard(name)
                 return
 
-    def _run_clock(self) -> None:
-        while not self._stopping.is_set():
+    def _run_clock(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
             now = time.monotonic()
             due_tasks, due_jobs = [], []
             with self._lock:
@@ -162,5 +165,5 @@ class EmbeddedEngine:
             for item in due_jobs:
                 self._submit(*item)
             with self._lock:
-                if not self._stopping.is_set():
+                if not stopping.is_set():
                     self._wakeup.wait(timeout=min(wait, 1.0))

@@ -89,7 +89,7 @@ def record(session: Session, type_: str, link: StoreLink, *, reason: str | None 
         if endpoint.wants(type_):
             session.add(WebhookDelivery(event=event, endpoint_id=endpoint.id, next_attempt_at=now,
                                         created_at=now, expires_at=now + retry_window()))
-    session.info[_WAKE] = True
+            session.info[_WAKE] = True
     return event
 
 

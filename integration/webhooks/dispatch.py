@@ -86,6 +86,11 @@ def claim(limit: int) -> list[Claimed]:
     D = WebhookDelivery
     due = (select(D.id).where(D.state == D.PENDING, D.next_attempt_at <= now)
            .order_by(D.next_attempt_at, D.id).limit(limit))
+    # Nothing due (the usual sweep): a read, not a write that would queue behind the
+    # callbacks' writes on SQLite.
+    if db.session.scalar(due.limit(1)) is None:
+        db.session.rollback()
+        return []
     if db.session.get_bind().dialect.name == "postgresql":
         # Materialised: as a plain subquery PostgreSQL may run it again per row, and with
         # SKIP LOCKED each run can pick other rows, past the limit.

@@ -1,10 +1,11 @@
 """Webhook deliveries: 5,000 events to a local receiver, then the receiver down and back.
 
     .venv/bin/python bench/webhooks.py [--database-url URL] [--events 5000] [--down 60] [--retry-cap 5]
+                                       [--redis redis://127.0.0.1:6379/9 --workers 2]
 
 1. Baseline: the same 5,000 signed bodies POSTed by 16 plain threads (no database).
 2. Ours, the default setup (the embedded runner in the app's process, SQLite unless
-   --database-url): 5,000 events committed with their outbox rows, then the runner started;
+   --database-url; with --redis, ``flask --app app worker`` processes on RQ instead): 5,000 events committed with their outbox rows, then the runner started;
    timed until the receiver has every event id. Meanwhile the app answers GET requests on a
    real port, and their latency is compared with an idle app (the runner shares the process).
 3. Outage: the receiver goes down (connections cut, port closed) while 5,000 more events are
@@ -55,12 +56,34 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--down", type=float, default=60.0, help="seconds the receiver stays down")
     parser.add_argument("--retry-cap", type=float, default=5.0, help="back-off cap in seconds for this run")
+    parser.add_argument("--redis", metavar="URL", help="run on RQ: this Redis (its database is flushed) and --workers")
+    parser.add_argument("--workers", type=int, default=2, help="RQ worker processes with --redis")
     args = parser.parse_args()
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/webhooks.sqlite"
+    key = Fernet.generate_key().decode()
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "w" * 64,
-                      "ENCRYPTION_KEYS": (Fernet.generate_key().decode(),), "ALLOWED_WEBHOOK_HOSTS": ("127.0.0.1",),
+                      "ENCRYPTION_KEYS": (key,), "ALLOWED_WEBHOOK_HOSTS": ("127.0.0.1",),
                       "WEBHOOK_RETRY_BASE": 1.0, "WEBHOOK_RETRY_CAP": args.retry_cap, "JOBS_AUTOSTART": False,
-                      "JOBS_REDIS_URL": None})
+                      "JOBS_REDIS_URL": args.redis})
+    engine = f"RQ, {args.workers} workers" if args.redis else "embedded runner"
+    if args.redis:
+        from redis import Redis
+
+        Redis.from_url(args.redis).flushdb()
+    workers: list = []
+
+    def start_runner():
+        if not args.redis:
+            jobs.start(app)
+            return
+        import subprocess
+
+        env = {**os.environ, "INTEGRATION_ENV": "production", "INTEGRATION_SECRET_KEY": "w" * 64,
+               "INTEGRATION_ENCRYPTION_KEYS": key, "INTEGRATION_DATABASE_URL": url, "INTEGRATION_REDIS_URL": args.redis,
+               "INTEGRATION_ALLOWED_WEBHOOK_HOSTS": "127.0.0.1", "INTEGRATION_WEBHOOK_RETRY_CAP": str(args.retry_cap)}
+        for _ in range(args.workers):
+            workers.append(subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"], cwd=ROOT,
+                                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     fresh_schema(app)
     receiver = RemoteReceiver()
     with app.app_context():
@@ -110,7 +133,7 @@ def main() -> None:
     prober = threading.Thread(target=lambda: probes.extend(probe(served.url, 600, stop_probe)), daemon=True)
     prober.start()
     started = time.perf_counter()
-    jobs.start(app)
+    start_runner()
     if not receiver.wait_for(expected, timeout=600):
         print(f"NOT all delivered: {receiver.ids - before} of {args.events}")
     elapsed = time.perf_counter() - started
@@ -118,7 +141,7 @@ def main() -> None:
     prober.join()
     rate = args.events / elapsed
     duplicates = receiver.count - receiver.ids
-    print(f"ours (embedded runner, {elapsed:.2f} s): {rate:,.0f} deliveries/s — {rate / TARGET:.2f}× the "
+    print(f"ours ({engine}, {elapsed:.2f} s): {rate:,.0f} deliveries/s — {rate / TARGET:.2f}× the "
           f"{TARGET:.0f}/s target, {rate / baseline:.0%} of the baseline; duplicates seen by the receiver: "
           f"{duplicates}")
     print(f"app latency (GET, same process): idle p50 {pct(idle, 50):.1f} ms / p99 {pct(idle, 99):.1f} ms; "
@@ -145,6 +168,9 @@ def main() -> None:
           f"({receiver.ids - before:,} of {2 * args.events:,} ids; {pending} not marked delivered); "
           f"duplicates {receiver.count - receiver.ids - duplicates}")
     jobs.stop(app)
+    for worker in workers:
+        worker.terminate()
+        worker.wait(20)
     served.stop()
     receiver.stop()
 

@@ -130,30 +130,45 @@ def headers_for(c: Claimed) -> dict[str, str]:
 
 
 def record_outcomes(batch: list[Claimed], answers: list[sender.Answer]) -> None:
-    """The one place where a delivery's outcome is written (hook delivery metrics here)."""
+    """The one place where a delivery's outcome is written (hook delivery metrics here).
+
+    Only under the claim that sent it: an outcome arriving after another dispatcher took the
+    delivery over is dropped. Successes are written per claim and status in one statement."""
     now = utcnow()
     D = WebhookDelivery
-    cap = float(current_app.config.get("WEBHOOK_RETRY_CAP", 3600))
-    base = float(current_app.config.get("WEBHOOK_RETRY_BASE", RETRY_BASE))
-    expiry = dict(db.session.execute(select(D.id, D.expires_at).where(D.id.in_([c.delivery_id for c in batch]))).all())
-    attempts = []
+    recorded: set[int] = set()
+    delivered: dict[tuple[str, int | None], list[int]] = {}
+    failed = []
     for c, answer in zip(batch, answers, strict=True):
+        if answer.delivered:
+            delivered.setdefault((c.claim_token, answer.status), []).append(c.delivery_id)
+        else:
+            failed.append((c, answer))
+    for (token, status), ids in delivered.items():
+        recorded.update(db.session.scalars(
+            update(D).where(D.id.in_(ids), D.claim_token == token)
+            .values(state=D.DELIVERED, delivered_at=now, next_attempt_at=None, last_attempt_at=now,
+                    last_status=status, last_error=None, claim_token=None)
+            .returning(D.id).execution_options(synchronize_session=False)))
+    if failed:
+        cap = float(current_app.config.get("WEBHOOK_RETRY_CAP", 3600))
+        base = float(current_app.config.get("WEBHOOK_RETRY_BASE", RETRY_BASE))
+        expiry = dict(db.session.execute(select(D.id, D.expires_at)
+                                         .where(D.id.in_([c.delivery_id for c, _ in failed]))).all())
+    for c, answer in failed:
         values = {"last_attempt_at": now, "last_status": answer.status, "last_error": answer.error,
                   "claim_token": None}
-        if answer.delivered:
-            values.update(state=D.DELIVERED, delivered_at=now, next_attempt_at=None)
-        elif c.delivery_id in expiry and now >= expiry[c.delivery_id]:
+        if c.delivery_id in expiry and now >= expiry[c.delivery_id]:
             values.update(state=D.FAILED, next_attempt_at=None)
             log.warning("webhook %s to %s given up after %d attempts: %s", c.event_id, c.url, c.attempt,
                         answer.error)
         else:
             values["next_attempt_at"] = now + dt.timedelta(seconds=backoff(c.attempt, base, cap))
-        updated = db.session.execute(
-            update(D).where(D.id == c.delivery_id, D.claim_token == c.claim_token).values(**values)
-            .execution_options(synchronize_session=False)).rowcount
-        if updated:
-            attempts.append({"delivery_id": c.delivery_id, "at": now, "status": answer.status,
-                             "error": answer.error, "duration_ms": answer.duration_ms})
+        if db.session.execute(update(D).where(D.id == c.delivery_id, D.claim_token == c.claim_token)
+                              .values(**values).execution_options(synchronize_session=False)).rowcount:
+            recorded.add(c.delivery_id)
+    attempts = [{"delivery_id": c.delivery_id, "at": now, "status": a.status, "error": a.error,
+                 "duration_ms": a.duration_ms} for c, a in zip(batch, answers) if c.delivery_id in recorded]
     if attempts:
         db.session.execute(insert(DeliveryAttempt), attempts)
     db.session.commit()

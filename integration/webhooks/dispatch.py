@@ -23,7 +23,7 @@ import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import current_app
 from sqlalchemy import func, insert, select, update
@@ -61,7 +61,7 @@ class Claimed:
     claim_token: str
     attempt: int
     url: str
-    secrets: tuple[str, ...]
+    secrets: tuple[str, ...] = field(repr=False)
     event_id: str
     event_type: str
     body: bytes

@@ -17,3 +17,11 @@ graceful_timeout = 20
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
 # The TLS proxy in front sets X-Forwarded-Proto; only trust it from these addresses.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def post_worker_init(worker):
+    # Background jobs of the embedded default (no INTEGRATION_REDIS_URL) start with each
+    # worker rather than at its first request, so pending webhooks go out after a restart.
+    from integration import jobs
+
+    jobs.start(worker.wsgi)

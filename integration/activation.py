@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from . import events
 from .extensions import db
 from .magento.errors import MagentoError, UnsafeStoreURL
 from .magento.store_url import host_of
@@ -221,6 +222,8 @@ def exchange(activation: Activation, user: User, client: TokenExchange, remote_a
     activation.error = None
     audit("exchange.succeeded", user=user, store_link=link, remote_addr=remote_addr,
           detail=f"{activation.kind} of {link.base_url}")
+    events.record(db.session, events.STORE_LINKED if activation.kind == "activate" else events.STORE_REAUTHORIZED,
+                  link)
     db.session.commit()
     return link
 

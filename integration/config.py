@@ -68,6 +68,10 @@ def from_environment(instance_path: str) -> dict:
         "CALLBACK_RATE_LIMIT": _env("CALLBACK_RATE_LIMIT", "30 per minute"),
         "SESSION_COOKIE_SECURE": (_env("PUBLIC_URL") or "").startswith("https://"),
         "TRUSTED_PROXIES": _number("TRUSTED_PROXIES", "0", int),
+        "JOBS_REDIS_URL": _env("REDIS_URL"),
+        "JOBS_EMBEDDED_THREADS": _number("JOBS_THREADS", "2", int),
+        "ALLOWED_WEBHOOK_HOSTS": _list(_env("ALLOWED_WEBHOOK_HOSTS")),
+        "WEBHOOK_RETRY_CAP": _number("WEBHOOK_RETRY_CAP", "3600"),
     }
     if env == "development":
         instance.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     with app.app_context():
         _tune_sqlite(db.engine)
 
-    from . import accounts, auth, callback, cli, dashboard, errors, identity, logs, web
+    from . import accounts, auth, callback, cli, dashboard, errors, identity, jobs, logs, web, webhooks
 
     app.register_blueprint(accounts.bp)
     app.register_blueprint(auth.bp)
@@ -68,6 +68,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     errors.init_app(app)
     web.init_app(app)
     cli.init_app(app)
+    jobs.init_app(app)
+    webhooks.init_app(app)
     logs.init_app(app)
     return app
 

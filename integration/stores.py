@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from . import events
 from .extensions import db
 from .magento import errors
 from .magento.client import Credentials, StoreClient
@@ -39,10 +40,14 @@ def contact(link: StoreLink, *, user: User | None = None, remote_addr: str | Non
             link.status = StoreLink.REVOKED
             link.revoked_at = utcnow()
             audit("store.revoked", user=user, store_link=link, remote_addr=remote_addr, detail=exc.message)
+            events.record(db.session, events.STORE_REVOKED, link, reason=exc.message)
         link.last_error = exc.message
         db.session.commit()
         raise
     except errors.MagentoError as exc:
+        # Once when a working store starts failing, not on every failed call.
+        if link.last_error is None and not isinstance(exc, (errors.NotFound, errors.BadRequest)):
+            events.record(db.session, events.STORE_CHECK_FAILED, link, reason=exc.message)
         link.last_error = exc.message
         db.session.commit()
         raise
@@ -76,6 +81,7 @@ def unlink(link: StoreLink, *, user: User | None = None, remote_addr: str | None
     link.revoked_at = utcnow()
     link.last_error = "unlinked"
     audit("store.unlinked", user=user, store_link=link, remote_addr=remote_addr)
+    events.record(db.session, events.STORE_UNLINKED, link)
     db.session.commit()
 
 

@@ -1,6 +1,6 @@
 """forget signature profiles recorded without proof
 
-Revision ID: 0003_h8_profiles
+Revision ID: 0003_profiles
 Revises: 0002
 
 Until now every token exchange recorded 2.4.8+, and a request accepted under one profile
@@ -11,7 +11,7 @@ first, so a 2.4.8+ store pays nothing for this).
 """
 from alembic import op
 
-revision = "0003_h8_profiles"
+revision = "0003_profiles"
 down_revision = "0002"
 branch_labels = None
 depends_on = None

@@ -1,0 +1,122 @@
+"""What happened to a store (linked, reauthorized, revoked, unlinked, failing), recorded in
+the same transaction as the change itself: the outbox for webhooks and the events feed.
+
+    events.record(db.session, "store.linked", link)   # just before the change's commit
+
+Recording takes a transaction-level lock on PostgreSQL (SQLite serialises writers anyway),
+so events commit in the order of their ids and a reader of the feed that has seen event N
+never finds an N-1 appearing later. Call it last, right before the commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+
+from sqlalchemy import ForeignKey, String, Text, event as sa_event, select, text
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+
+from .extensions import db
+from .models import StoreLink, User, utcnow
+
+STORE_LINKED = "store.linked"
+STORE_REAUTHORIZED = "store.reauthorized"
+STORE_REVOKED = "store.revoked"
+STORE_UNLINKED = "store.unlinked"
+STORE_CHECK_FAILED = "store.check_failed"
+TYPES = (STORE_LINKED, STORE_REAUTHORIZED, STORE_REVOKED, STORE_UNLINKED, STORE_CHECK_FAILED)
+
+#: Any constant works; it only has to be the same in every process.
+_ORDER_LOCK = 0x6D69635F657674  # "mic_evt"
+#: Set on a session that recorded an event, so its commit wakes the webhook dispatcher.
+_WAKE = "integration.events.wake"
+
+
+class UnknownEventType(LookupError):
+    """Not one of ``TYPES``."""
+
+
+class NoSuchEvent(LookupError):
+    """A feed cursor that is not the id of an event (a typo, or an event of another install)."""
+
+
+class Event(db.Model):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)  # the feed's order
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)
+    type: Mapped[str] = mapped_column(String(40))
+    store_link_id: Mapped[int | None] = mapped_column(ForeignKey("store_links.id", ondelete="SET NULL"),
+                                                      index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    #: The JSON body exactly as delivered, so a replay sends the same bytes.
+    payload: Mapped[str] = mapped_column(Text)
+
+    store_link: Mapped[StoreLink | None] = relationship()
+
+
+def new_event_id() -> str:
+    return "evt_" + secrets.token_hex(12)
+
+
+def store_summary(link: StoreLink) -> dict:
+    """What an event says about a store. Never a credential."""
+    return {"id": link.id, "base_url": link.base_url, "status": link.status,
+            "signature_profile": link.signature_profile, "magento_version": link.magento_version}
+
+
+def record(session: Session, type_: str, link: StoreLink, *, reason: str | None = None) -> Event:
+    """Add the event and one pending delivery per subscribed webhook endpoint to ``session``'s
+    transaction; the caller commits. ``reason``: why (for revoked/check_failed)."""
+    from .webhooks.models import WebhookDelivery, WebhookEndpoint, retry_window
+
+    if type_ not in TYPES:
+        raise UnknownEventType(f"{type_!r} is not one of {', '.join(TYPES)}")
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ORDER_LOCK})
+    if link.id is None:
+        session.flush()
+    now = utcnow()
+    body = {"id": new_event_id(), "type": type_, "created_at": now.isoformat(timespec="seconds") + "Z",
+            "store": store_summary(link)}
+    if reason:
+        body["reason"] = reason[:500]
+    event = Event(public_id=body["id"], type=type_, store_link_id=link.id, created_at=now,
+                  payload=json.dumps(body, separators=(",", ":"), ensure_ascii=False))
+    session.add(event)
+    for endpoint in session.scalars(select(WebhookEndpoint)):
+        if endpoint.wants(type_):
+            session.add(WebhookDelivery(event=event, endpoint_id=endpoint.id, next_attempt_at=now,
+                                        created_at=now, expires_at=now + retry_window()))
+            session.info[_WAKE] = True
+    return event
+
+
+def events_after(after_id: str | None, *, user: User, limit: int = 100) -> list[Event]:
+    """Events after the one with public id ``after_id`` (from the start when ``None``), oldest
+    first, at most ``limit``: all of them for admins, those of their own stores for members.
+    ``NoSuchEvent`` if ``after_id`` is not an event id."""
+    query = select(Event).order_by(Event.id).limit(max(1, min(limit, 1000)))
+    if after_id:
+        position = db.session.scalar(select(Event.id).where(Event.public_id == after_id))
+        if position is None:
+            raise NoSuchEvent(f"no event {after_id!r}")
+        query = query.where(Event.id > position)
+    if not user.is_admin:
+        query = query.join(StoreLink, StoreLink.id == Event.store_link_id).where(StoreLink.owner_id == user.id)
+    return list(db.session.scalars(query))
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _wake_dispatcher(session: Session) -> None:
+    if session.info.pop(_WAKE, False):
+        from . import jobs
+        from .webhooks.dispatch import TASK
+
+        jobs.wake(TASK)
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _forget(session: Session) -> None:
+    session.info.pop(_WAKE, None)

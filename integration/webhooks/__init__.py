@@ -1,0 +1,15 @@
+"""Lifecycle webhooks: endpoints admins register, and the outbox delivered to them."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    from .. import jobs
+    from . import cli, dispatch, routes
+
+    app.register_blueprint(routes.bp)
+    app.cli.add_command(cli.webhooks)
+    jobs.periodic(app, dispatch.TASK, dispatch.run,
+                  interval=float(app.config.get("WEBHOOK_SWEEP_INTERVAL", dispatch.SWEEP_INTERVAL)))

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 
+from sqlalchemy.exc import IntegrityError
+
 from ..extensions import db
 from ..models import User, audit
+from ..text import has_controls
 
 MIN_PASSWORD = 10
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
@@ -17,6 +20,8 @@ class AccountError(ValueError):
 
 def normalise_email(email: str) -> str:
     email = (email or "").strip().lower()
+    if has_controls(email):
+        raise AccountError("the email address contains control characters")
     if len(email) > 254 or not _EMAIL.match(email):
         raise AccountError("not an email address")
     return email
@@ -42,6 +47,22 @@ def create(email: str, password: str, *, role: str = "member", by: User | None =
     audit("account.created", user=by or user, remote_addr=remote_addr, detail=f"{email} ({role})")
     db.session.commit()
     return user
+
+
+def sign_up(email: str, password: str, *, remote_addr: str | None = None) -> str:
+    """Self-registration. A taken address is left alone, after the same work (one password hash), and the
+    caller hears the same either way: sign-up must not tell who has an account here. Returns the address."""
+    email = normalise_email(email)
+    check_password(password)
+    if User.by_email(email) is None:
+        try:
+            return create(email, password, remote_addr=remote_addr).email
+        except IntegrityError:  # the same address signed up a moment ago
+            db.session.rollback()
+    User().set_password(password)
+    audit("account.sign_up_taken", remote_addr=remote_addr, detail=email)
+    db.session.commit()
+    return email
 
 
 def set_active(user: User, active: bool, *, by: User | None = None, remote_addr: str | None = None) -> None:

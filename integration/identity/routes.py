@@ -61,12 +61,15 @@ def register():
         return _no_callback(form.oauth_consumer_key.data or "")
     if form.validate_on_submit():
         try:
-            service.create(form.email.data, form.password.data, remote_addr=request.remote_addr)
+            email = service.sign_up(form.email.data, form.password.data, remote_addr=request.remote_addr)
         except service.AccountError as exc:
             form.email.errors = [str(exc)]
         else:
-            authenticate(form.email.data, form.password.data)
-            return _link_store(link, activation, form.success_call_back.data or "")
+            # Not logged in yet, whether the address was free or taken: the answer must be the same.
+            login_form = IdentityLoginForm(data={"oauth_consumer_key": link.consumer_key, "email": email,
+                                                 "success_call_back": form.success_call_back.data or ""})
+            return render_template("identity/link.html", form=login_form, link=link, activation=activation,
+                                   signed_up=email)
     login_form = _form(link.consumer_key, form.success_call_back.data or "")
     return render_template("identity/link.html", form=login_form, register=form, link=link,
                            activation=activation), 400

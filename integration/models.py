@@ -58,6 +58,23 @@ class User(UserMixin, db.Model):
         return db.session.scalar(select(cls).where(cls.email == email.strip().lower()))
 
 
+class UserSession(db.Model):
+    """One login. The browser's cookie holds a random token, we keep its hash: ending the row (log out,
+    a new password, a disabled account, "End" on the account page) ends that cookie on every worker."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie's token, hex
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+    revoked_at: Mapped[dt.datetime | None]
+
+    user: Mapped[User] = relationship()
+
+
 class StoreLink(db.Model):
     """One Magento integration (consumer) linked, or being linked, to this app."""
 

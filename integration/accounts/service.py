@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..models import User, audit
+from . import sessions
 from ..text import has_controls
 
 MIN_PASSWORD = 10
@@ -69,12 +70,17 @@ def set_active(user: User, active: bool, *, by: User | None = None, remote_addr:
     if by is not None and by.id == user.id and not active:
         raise AccountError("you cannot disable your own account")
     user.active = active
+    if not active:
+        sessions.end_all(user)
     audit("account.enabled" if active else "account.disabled", user=by, remote_addr=remote_addr, detail=user.email)
     db.session.commit()
 
 
-def reset_password(user: User, password: str, *, by: User | None = None, remote_addr: str | None = None) -> None:
+def reset_password(user: User, password: str, *, by: User | None = None, remote_addr: str | None = None,
+                   keep_session: str | None = None) -> None:
+    """A new password ends every session of the account (but ``keep_session``, the one setting it)."""
     check_password(password)
     user.set_password(password)
+    sessions.end_all(user, keep=keep_session)
     audit("account.password_reset", user=by, remote_addr=remote_addr, detail=user.email)
     db.session.commit()

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
+from ..accounts import sessions
 from ..extensions import db, limiter
 from ..forms import LoginForm
 from ..models import User, audit
@@ -46,6 +47,7 @@ def authenticate(email: str, password: str) -> User | None:
     keep = {k: session[k] for k in ("_flashes",) if k in session}
     session.clear()  # a new session at login: no fixation
     session.update(keep)
+    sessions.start(user)
     login_user(user)
     audit("login", user=user, remote_addr=request.remote_addr)
     db.session.commit()
@@ -67,6 +69,8 @@ def login():
 @bp.post("/logout")
 @login_required
 def logout():
+    sessions.end_current()
+    db.session.commit()
     logout_user()
     session.clear()
     flash("You are logged out.", "info")

@@ -7,6 +7,7 @@ import secrets
 from pathlib import Path
 
 from cryptography.fernet import Fernet
+from limits import parse
 
 PREFIX = "INTEGRATION_"
 
@@ -46,6 +47,7 @@ def from_environment(instance_path: str) -> dict:
         "STORE_TIMEOUT": float(_env("STORE_TIMEOUT", "20")),
         "LOGIN_RATE_LIMIT": _env("LOGIN_RATE_LIMIT", "10 per minute"),
         "ACCOUNT_RATE_LIMIT": _env("ACCOUNT_RATE_LIMIT", "30 per hour"),
+        "DEVICE_RATE_LIMIT": _env("DEVICE_RATE_LIMIT", "10 per hour"),
         "SESSION_COOKIE_SECURE": (_env("PUBLIC_URL") or "").startswith("https://"),
         "TRUSTED_PROXIES": int(_env("TRUSTED_PROXIES", "0")),
     }
@@ -66,6 +68,11 @@ def check(config: dict) -> None:
             f"(for example: python -c 'import secrets; print(secrets.token_hex(32))'), "
             f"or run with {PREFIX}ENV=development to have one created in the instance folder."
         )
+    for name in ("LOGIN_RATE_LIMIT", "ACCOUNT_RATE_LIMIT", "DEVICE_RATE_LIMIT"):
+        try:
+            parse(str(config.get(name)))
+        except ValueError:
+            raise ConfigError(f"{PREFIX}{name} must be a rate like '30 per hour', not {config.get(name)!r}") from None
     keys = config.get("ENCRYPTION_KEYS") or ()
     if not keys:
         raise ConfigError(

@@ -73,6 +73,7 @@ def _config(database_url, instance, **extra):
         "STRICT_STORE_HOSTS": False,
         "LOGIN_RATE_LIMIT": "1000 per minute",
         "ACCOUNT_RATE_LIMIT": "1000 per minute",
+        "DEVICE_RATE_LIMIT": "1000 per minute",
         "STORE_TIMEOUT": 5.0,
         "SERVER_NAME": None,
         **extra,

@@ -12,9 +12,8 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from flask_login import current_user
 
 from .. import activation as activations
-from ..auth import authenticate
-from ..auth.routes import GENERIC_FAILURE, login_limits
-from ..accounts import service
+from ..accounts import logins, service
+from ..auth.routes import login_limits
 from ..forms import IdentityConfirmForm, IdentityLoginForm, IdentityRegisterForm
 from ..models import Activation, StoreLink
 
@@ -42,10 +41,13 @@ def submit():
     if not form.validate_on_submit():
         return render_template("identity/link.html", form=form, link=link, activation=activation), 400
     if isinstance(form, IdentityLoginForm):
-        if authenticate(form.email.data, form.password.data) is None:
+        try:
+            logins.log_in(form.email.data, form.password.data)
+        except logins.LoginRefused as refused:
             return render_template("identity/link.html", form=_form(link.consumer_key, form.success_call_back.data),
-                                   link=link, activation=activation, error=GENERIC_FAILURE,
-                                   register=_register_form(link.consumer_key, form.success_call_back.data)), 401
+                                   link=link, activation=activation, error=str(refused),
+                                   register=_register_form(link.consumer_key, form.success_call_back.data)), \
+                *logins.answer(refused)
     return _link_store(link, activation, form.success_call_back.data or "")
 
 

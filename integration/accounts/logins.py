@@ -31,6 +31,7 @@ from limits.errors import StorageError
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from ..errors import when_to_retry
 from ..extensions import db, limiter
 from ..models import User, audit
 from . import sessions
@@ -58,14 +59,12 @@ class WrongCredentials(LoginRefused):
 class TooManyFailures(LoginRefused):
     def __init__(self, retry_after: int, *, trusted: bool) -> None:
         self.retry_after = retry_after
-        at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=retry_after)).strftime("%H:%M UTC")
-        wait = f"{retry_after} seconds" if retry_after < 120 else f"{math.ceil(retry_after / 60)} minutes"
         if trusted:
             why = "Too many wrong passwords from this browser."
         else:
             why = ("Too many wrong passwords for this account from browsers it has not logged in from. "
                    "A browser that has logged in to it before can still log in.")
-        super().__init__(f"{why} Try again in {wait} (after {at}).")
+        super().__init__(f"{why} {when_to_retry(retry_after)}")
 
 
 def answer(refused: LoginRefused) -> tuple[int, dict[str, str]]:

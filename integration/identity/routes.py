@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from .. import activation as activations
 from ..accounts import logins, service
 from ..auth.routes import login_limits
-from ..forms import IdentityConfirmForm, IdentityLoginForm, IdentityRegisterForm
+from ..forms import IdentityConfirmForm, IdentityLoginForm, IdentityRegisterForm, IdentitySwitchForm
 from ..models import Activation, StoreLink
 
 bp = Blueprint("identity", __name__, url_prefix="/magento")
@@ -26,9 +26,9 @@ def start():
     link, activation = _lookup(key)
     if activation is None:
         return _no_callback(key)
-    form = _form(key, request.args.get("success_call_back", ""))
-    return render_template("identity/link.html", form=form, link=link, activation=activation,
-                           register=_register_form(key, request.args.get("success_call_back", "")))
+    success_call_back = request.args.get("success_call_back", "")
+    return render_template("identity/link.html", form=_form(key, success_call_back), link=link, activation=activation,
+                           register=_register_form(key, success_call_back), switch=_switch_form(key, success_call_back))
 
 
 @bp.post("/identity")
@@ -39,7 +39,8 @@ def submit():
     if activation is None:
         return _no_callback(form.oauth_consumer_key.data or "")
     if not form.validate_on_submit():
-        return render_template("identity/link.html", form=form, link=link, activation=activation), 400
+        return render_template("identity/link.html", form=form, link=link, activation=activation,
+                               switch=_switch_form(link.consumer_key, form.success_call_back.data or "")), 400
     if isinstance(form, IdentityLoginForm):
         try:
             logins.log_in(form.email.data, form.password.data)
@@ -77,13 +78,28 @@ def register():
                            activation=activation), 400
 
 
+@bp.post("/identity/switch")
+@login_limits
+def switch():
+    """"Not you? Use another account": log out, and back to the same linking step (Magento's key and
+    success_call_back kept, so the pop-up still ends where Magento expects)."""
+    form = IdentitySwitchForm()
+    if not form.validate_on_submit():
+        abort(400)
+    if current_user.is_authenticated:
+        logins.log_out()
+    return redirect(url_for("identity.start", oauth_consumer_key=form.oauth_consumer_key.data,
+                            success_call_back=form.success_call_back.data or ""))
+
+
 def _link_store(link: StoreLink, activation: Activation, success_call_back: str):
     """Run (or wait for) the token exchange, then send the pop-up back to Magento."""
     try:
         activations.link_store(activation, current_user._get_current_object(), request.remote_addr)
     except activations.LinkRefused as refused:
         return render_template("identity/error.html", link=link, title=refused.title, message=refused.message,
-                               hint=refused.hint), refused.status
+                               hint=refused.hint, switch=_switch_form(link.consumer_key, success_call_back)), \
+            refused.status
     return _back_to_magento(link, success_call_back)
 
 
@@ -103,6 +119,12 @@ def _form(key: str, success_call_back: str):
     if current_user.is_authenticated:
         return IdentityConfirmForm(data=data)
     return IdentityLoginForm(data=data)
+
+
+def _switch_form(key: str, success_call_back: str):
+    if not current_user.is_authenticated:
+        return None
+    return IdentitySwitchForm(formdata=None, data={"oauth_consumer_key": key, "success_call_back": success_call_back})
 
 
 def _register_form(key: str, success_call_back: str):

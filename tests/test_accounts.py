@@ -9,7 +9,7 @@ from sqlalchemy import func, select, text
 
 from integration import create_app
 from integration.extensions import db
-from integration.models import AuditEvent, StoreLink, User, audit
+from integration.models import StoreLink, User, audit
 from integration.sandbox.oauth_provider import new_verifier
 
 from .conftest import PASSWORD, csrf_from

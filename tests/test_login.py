@@ -74,10 +74,12 @@ def test_guessing_from_many_addresses_does_not_lock_out_the_owners_browser(app_c
     # Somebody guesses from four addresses, through both login forms: they share one budget.
     integration = activate(app.test_client(), sandbox)
     codes = [_login(app.test_client(), "owner@example.com", "guess 1", addr="203.0.113.1").status_code,
-             _identity_attempt(app.test_client(), integration, "owner@example.com", "guess 2", "203.0.113.2").status_code,
+             _identity_attempt(app.test_client(), integration, "owner@example.com", "guess 2",
+                               "203.0.113.2").status_code,
              _login(app.test_client(), "owner@example.com", "guess 3", addr="203.0.113.3").status_code,
              _login(app.test_client(), "owner@example.com", PASSWORD, addr="203.0.113.4").status_code,
-             _identity_attempt(app.test_client(), integration, "owner@example.com", PASSWORD, "203.0.113.4").status_code]
+             _identity_attempt(app.test_client(), integration, "owner@example.com", PASSWORD,
+                               "203.0.113.4").status_code]
     assert codes == [401, 401, 401, 429, 429]
 
     # The owner's browser still gets in, with the right password, from anywhere.

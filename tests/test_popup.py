@@ -52,7 +52,8 @@ def test_the_switch_refuses_a_forged_or_broken_form(client, user, sandbox):
     token = csrf_from(client.get(identity_url(integration)).get_data(as_text=True))
     for data in ({"oauth_consumer_key": integration.consumer_key},  # no CSRF token: another site's form
                  {"csrf_token": token, "oauth_consumer_key": "not a key"},
-                 {"csrf_token": token, "oauth_consumer_key": integration.consumer_key, "success_call_back": "x" * 2049}):
+                 {"csrf_token": token, "oauth_consumer_key": integration.consumer_key,
+                  "success_call_back": "x" * 2049}):
         assert client.post("/magento/identity/switch", data=data).status_code == 400
     assert client.get("/").status_code == 200  # still logged in
 

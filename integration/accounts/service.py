@@ -8,8 +8,8 @@ from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..models import User, audit
-from . import sessions
 from ..text import has_controls
+from . import sessions
 
 MIN_PASSWORD = 10
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")

@@ -13,6 +13,7 @@ import secrets
 
 from flask import request, session
 from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..extensions import db
@@ -51,7 +52,7 @@ def start(user: User) -> UserSession:
 def user_for(user_id: str) -> User | None:
     """Flask-Login's user loader: the account, if this browser's session is still open."""
     session_id = current_id()
-    row = db.session.get(UserSession, session_id) if session_id else None
+    row = db.session.get(UserSession, session_id, options=[joinedload(UserSession.user)]) if session_id else None
     now = utcnow()
     if row is None or row.revoked_at is not None or str(row.user_id) != user_id or now - row.last_seen_at > IDLE:
         return None

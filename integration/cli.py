@@ -78,8 +78,10 @@ def reset_password(email: str) -> None:
 @users.command("list")
 def list_users() -> None:
     """List accounts."""
+    from .text import printable
+
     for user in db.session.scalars(select(User).order_by(User.id)):
-        click.echo(f"{user.id}\t{user.email}\t{user.role}\t{'active' if user.active else 'disabled'}")
+        click.echo(f"{user.id}\t{printable(user.email)}\t{user.role}\t{'active' if user.active else 'disabled'}")
 
 
 @click.command("sandbox")

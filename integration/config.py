@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 from dotenv import load_dotenv
+from limits import parse
 
 PREFIX = "INTEGRATION_"
 SETTINGS_FILE = "settings.env"
@@ -66,6 +67,7 @@ def from_environment(instance_path: str) -> dict:
         "LOGIN_RATE_LIMIT": _env("LOGIN_RATE_LIMIT", "10 per minute"),
         "ACCOUNT_RATE_LIMIT": _env("ACCOUNT_RATE_LIMIT", "30 per hour"),
         "CALLBACK_RATE_LIMIT": _env("CALLBACK_RATE_LIMIT", "30 per minute"),
+        "DEVICE_RATE_LIMIT": _env("DEVICE_RATE_LIMIT", "10 per hour"),
         "SESSION_COOKIE_SECURE": (_env("PUBLIC_URL") or "").startswith("https://"),
         "TRUSTED_PROXIES": _number("TRUSTED_PROXIES", "0", int),
         "JOBS_REDIS_URL": _env("REDIS_URL"),
@@ -90,6 +92,11 @@ def check(config: dict) -> None:
             f"(for example: python3 -c 'import secrets; print(secrets.token_hex(32))'), "
             f"or run with {PREFIX}ENV=development to have one created in the instance folder."
         )
+    for name in ("LOGIN_RATE_LIMIT", "ACCOUNT_RATE_LIMIT", "DEVICE_RATE_LIMIT"):
+        try:
+            parse(str(config.get(name)))
+        except ValueError:
+            raise ConfigError(f"{PREFIX}{name} must be a rate like '30 per hour', not {config.get(name)!r}") from None
     keys = config.get("ENCRYPTION_KEYS") or ()
     if not keys:
         raise ConfigError(

@@ -26,6 +26,10 @@ class IdentityConfirmForm(IdentityFields, FlaskForm):
     submit = SubmitField("Link store")
 
 
+class IdentitySwitchForm(IdentityFields, FlaskForm):
+    """"Not you?" in the pop-up: log out and start the same linking step again."""
+
+
 class IdentityRegisterForm(IdentityFields, FlaskForm):
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password (at least 10 characters)", validators=[DataRequired(), Length(min=10, max=1024)])

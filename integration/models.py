@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, Index, String, Text, select
+from sqlalchemy import ForeignKey, Index, String, Text, event, inspect, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -13,6 +13,7 @@ import threading
 
 from .crypto import EncryptedText
 from .extensions import db
+from .text import neutralised
 
 
 # Password hashing is deliberately expensive (scrypt, ~0.1 s of CPU). One hash at a time per
@@ -55,6 +56,23 @@ class User(UserMixin, db.Model):
     @classmethod
     def by_email(cls, email: str) -> User | None:
         return db.session.scalar(select(cls).where(cls.email == email.strip().lower()))
+
+
+class UserSession(db.Model):
+    """One login. The browser's cookie holds a random token, we keep its hash: ending the row (log out,
+    a new password, a disabled account, "End" on the account page) ends that cookie on every worker."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie's token, hex
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+    revoked_at: Mapped[dt.datetime | None]
+
+    user: Mapped[User] = relationship()
 
 
 class StoreLink(db.Model):
@@ -150,3 +168,18 @@ def audit(action: str, *, user: User | None = None, store_link: StoreLink | None
                        detail=(detail or None) and detail[:2000])
     db.session.add(event)
     return event
+
+
+@event.listens_for(db.Model, "before_insert", propagate=True)
+@event.listens_for(db.Model, "before_update", propagate=True)
+def _no_control_characters(mapper, _connection, target) -> None:
+    """Every text column, whoever writes it: control characters and bidi overrides never reach the
+    database (typed text is refused before this; what a store or a browser sends is neutralised here)."""
+    loaded = inspect(target).dict  # only values already in memory: never loads a deferred secret
+    for prop in mapper.column_attrs:
+        column = prop.columns[0]
+        value = loaded.get(prop.key)
+        if isinstance(value, str) and isinstance(column.type, String):
+            cleaned = neutralised(value, multiline=isinstance(column.type, Text))
+            if cleaned != value:
+                setattr(target, prop.key, cleaned)

@@ -7,8 +7,8 @@ import secrets
 
 from flask import Flask, current_app, g, request, url_for
 
-from .extensions import db, login_manager
-from .models import User
+from .accounts import sessions
+from .extensions import login_manager
 
 log = logging.getLogger("integration.web")
 
@@ -17,12 +17,7 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
 
 
 def init_app(app: Flask) -> None:
-    @login_manager.user_loader
-    def load_user(user_id: str) -> User | None:
-        try:
-            return db.session.get(User, int(user_id))
-        except ValueError:
-            return None
+    login_manager.user_loader(sessions.user_for)
 
     @app.before_request
     def _request_id():

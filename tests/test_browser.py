@@ -84,3 +84,84 @@ def test_phone_sized_login_and_store_list_are_usable(live_app, user, browser):
     page.wait_for_selector("text=Linked stores")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375 + 1
     context.close()
+
+
+def _shot(page, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_not_you_in_the_popup_switches_account_and_still_links(live_app, sandbox, user, admin, page):
+    from integration.models import StoreLink
+
+    # This browser is logged in to our app as the owner when Magento opens the pop-up.
+    page.goto(f"{live_app.url}/auth/login")
+    page.fill("input[name=email]", "owner@example.com")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_selector("text=Linked stores")
+    page.goto(f"{sandbox.url}/admin/integrations")
+    with page.expect_popup() as popup_info:
+        page.click("tr[data-integration='1'] button.activate")
+    popup = popup_info.value
+    popup.wait_for_load_state()
+    header = popup.locator("header")
+    assert "Signed in as owner@example.com" in header.inner_text()
+    for menu in ("Stores", "Add store", "Log out"):
+        assert header.get_by_text(menu, exact=True).count() == 0
+    _shot(popup, "popup-signed-in")
+
+    popup.get_by_role("button", name="Not you? Use another account").click()
+    popup.wait_for_selector("input[name=password]")
+    assert popup.url.startswith(f"{live_app.url}/magento/identity?oauth_consumer_key=")
+    _shot(popup, "popup-after-not-you")
+    popup.fill("input[name=email]", "admin@example.com")
+    popup.fill("input[name=password]", PASSWORD)
+    with popup.expect_event("close", timeout=20000):
+        popup.click("input[type=submit]")
+    page.wait_for_selector("tr[data-integration='1'] .status-Active")
+    with live_app.app.app_context():
+        link = StoreLink.by_consumer_key(sandbox.state.integrations[1].consumer_key)
+        assert link.owner.email == "admin@example.com"
+
+
+def test_long_urls_and_messages_wrap_on_a_390_px_phone(live_app, sandbox, user, browser):
+    import requests
+
+    from integration.sandbox.oauth_provider import new_verifier
+
+    long_path = "shop-" + "x" * 1500 + "/"
+    integration = sandbox.state.add_integration("Long", "x", "y")
+    assert requests.post(f"{live_app.url}/magento/callback", timeout=10, data={
+        "oauth_consumer_key": integration.consumer_key, "oauth_consumer_secret": integration.consumer_secret,
+        "store_base_url": f"{sandbox.url}/{long_path}", "oauth_verifier": new_verifier(integration).verifier,
+    }).status_code == 200
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                  user_agent="Mozilla/5.0 (Phone) " + "Build/" + "Z" * 300)
+    page = context.new_page()
+    page.set_default_timeout(15000)
+
+    def fits(name):
+        _shot(page, f"390-{name}")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{name}: {width} px wide"
+
+    callback = f"{sandbox.url}/admin/integration/loginSuccessCallback?state=" + "y" * 600
+    page.goto(f"{live_app.url}/magento/identity?oauth_consumer_key={integration.consumer_key}"
+              f"&success_call_back={callback}")
+    fits("identity")
+    page.fill("input[name=email]", "nobody-" + "n" * 200 + "@example.com")
+    page.fill("input[name=password]", "wrong password")
+    page.click("input[type=submit]")
+    page.wait_for_selector("text=Wrong email or password.")
+    fits("identity-wrong-password")
+    page.goto(f"{live_app.url}/magento/identity?oauth_consumer_key=" + "z" * 32)
+    fits("identity-no-callback")
+    page.goto(f"{live_app.url}/auth/login")
+    page.fill("input[name=email]", "owner@example.com")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("input[type=submit]")
+    page.goto(f"{live_app.url}/accounts/me")
+    page.wait_for_selector("text=This session")
+    fits("account-sessions")
+    context.close()

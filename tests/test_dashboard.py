@@ -235,6 +235,10 @@ def test_self_registration_in_the_identity_popup(app, app_config, sandbox, enabl
     if not enabled:
         assert response.status_code == 404
         return
+    assert response.status_code == 200 and "has one now" in response.get_data(as_text=True)
+    response = client.post("/magento/identity", data={
+        "csrf_token": csrf_from(page), "oauth_consumer_key": integration.consumer_key, "success_call_back": "",
+        "email": "merchant@example.com", "password": "merchant password"})
     assert response.status_code == 200 and "Store linked" in response.get_data(as_text=True)
     with app.app_context():
         link = StoreLink.by_consumer_key(integration.consumer_key)

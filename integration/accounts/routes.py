@@ -1,4 +1,4 @@
-"""Admins manage accounts: create, disable or enable, reset a password."""
+"""Admins manage accounts: create, disable or enable, reset a password. Everyone sees their own sessions."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from wtforms.validators import DataRequired, Length
 from ..dashboard.routes import admin_required
 from ..extensions import db
 from ..models import User
-from . import service
+from . import service, sessions
 
 bp = Blueprint("accounts", __name__, url_prefix="/accounts")
 
@@ -83,9 +83,28 @@ def password(user_id: int):
     if not form.validate_on_submit():
         abort(400)
     try:
-        service.reset_password(user, form.password.data, by=current_user, remote_addr=request.remote_addr)
+        service.reset_password(user, form.password.data, by=current_user, remote_addr=request.remote_addr,
+                               keep_session=sessions.current_id() if user.id == current_user.id else None)
     except service.AccountError as exc:
         flash(str(exc), "error")
     else:
         flash(f"New password set for {user.email}.", "success")
     return redirect(url_for("accounts.index"))
+
+
+@bp.get("/me")
+@login_required
+def me():
+    return render_template("accounts/me.html", sessions=sessions.open_sessions(current_user),
+                           current=sessions.current_id(), end_form=ToggleForm())
+
+
+@bp.post("/me/sessions/<session_id>/end")
+@login_required
+def end_session(session_id: str):
+    if not ToggleForm().validate_on_submit():
+        abort(400)
+    if not sessions.end(current_user, session_id[:64], remote_addr=request.remote_addr):
+        abort(404)
+    flash("That session has ended: its browser must log in again.", "info")
+    return redirect(url_for("accounts.me"))

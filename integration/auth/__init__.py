@@ -1,3 +1,3 @@
-from .routes import authenticate, bp
+from .routes import bp
 
-__all__ = ["bp", "authenticate"]
+__all__ = ["bp"]

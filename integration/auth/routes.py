@@ -4,52 +4,20 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
 
-from ..extensions import db, limiter
+from ..accounts import logins
+from ..extensions import limiter
 from ..forms import LoginForm
-from ..models import User, audit
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
-GENERIC_FAILURE = "Wrong email or password."
-# Checked against when the account does not exist, so both cases take the same time.
-_DUMMY_HASH = User(password_hash="scrypt:32768:8:1$dummysaltdummysa$" + "0" * 128)
-
-
-def account_key() -> str:
-    return "account:" + (request.form.get("email", "").strip().lower() or request.remote_addr or "")
-
 
 def login_limits(view):
-    """Per address and per account, on POST only (Flask-Limiter, shared storage)."""
-    from flask import current_app
-
-    view = limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"])(view)
-    return limiter.limit(lambda: current_app.config["ACCOUNT_RATE_LIMIT"], key_func=account_key,
-                         methods=["POST"])(view)
-
-
-def authenticate(email: str, password: str) -> User | None:
-    """The account for these credentials, logged in (session renewed), or ``None``."""
-    user = User.by_email(email)
-    if user is None:
-        _DUMMY_HASH.check_password(password)
-    if user is None or not user.check_password(password) or not user.active:
-        # The attempted name, unless it is not an email: people type passwords into the wrong field.
-        attempted = email.strip().lower()[:254]
-        audit("login.failed", user=user, remote_addr=request.remote_addr,
-              detail=attempted if "@" in attempted else "(not an email address)")
-        db.session.commit()
-        return None
-    keep = {k: session[k] for k in ("_flashes",) if k in session}
-    session.clear()  # a new session at login: no fixation
-    session.update(keep)
-    login_user(user)
-    audit("login", user=user, remote_addr=request.remote_addr)
-    db.session.commit()
-    return user
+    """Attempts per address, on POST only (Flask-Limiter, shared storage). The per-account budgets count
+    failures only and live in ``accounts.logins``."""
+    return limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"])(view)
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -57,18 +25,18 @@ def authenticate(email: str, password: str) -> User | None:
 def login():
     form = LoginForm()
     if form.validate_on_submit():
-        if authenticate(form.email.data, form.password.data):
-            return redirect(_safe_next(request.args.get("next")))
-        flash(GENERIC_FAILURE, "error")
-        return render_template("auth/login.html", form=form), 401
+        try:
+            logins.log_in(form.email.data, form.password.data)
+        except logins.LoginRefused as refused:
+            return render_template("auth/login.html", form=form, error=str(refused)), *logins.answer(refused)
+        return redirect(_safe_next(request.args.get("next")))
     return render_template("auth/login.html", form=form)
 
 
 @bp.post("/logout")
 @login_required
 def logout():
-    logout_user()
-    session.clear()
+    logins.log_out()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))
 

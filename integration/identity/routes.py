@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from .. import activation as activations
-from ..auth import authenticate
-from ..auth.routes import GENERIC_FAILURE, login_limits
-from ..accounts import service
-from ..forms import IdentityConfirmForm, IdentityLoginForm, IdentityRegisterForm
+from ..accounts import logins, service
+from ..auth.routes import login_limits
+from ..forms import IdentityConfirmForm, IdentityLoginForm, IdentityRegisterForm, IdentitySwitchForm
 from ..models import Activation, StoreLink
 from ..outbound import store_policy
 
@@ -28,9 +27,9 @@ def start():
     link, activation = _lookup(key)
     if activation is None:
         return _no_callback(key)
-    form = _form(key, request.args.get("success_call_back", ""))
-    return render_template("identity/link.html", form=form, link=link, activation=activation,
-                           register=_register_form(key, request.args.get("success_call_back", "")))
+    success_call_back = request.args.get("success_call_back", "")
+    return render_template("identity/link.html", form=_form(key, success_call_back), link=link, activation=activation,
+                           register=_register_form(key, success_call_back), switch=_switch_form(key, success_call_back))
 
 
 @bp.post("/identity")
@@ -41,12 +40,16 @@ def submit():
     if activation is None:
         return _no_callback(form.oauth_consumer_key.data or "")
     if not form.validate_on_submit():
-        return render_template("identity/link.html", form=form, link=link, activation=activation), 400
+        return render_template("identity/link.html", form=form, link=link, activation=activation,
+                               switch=_switch_form(link.consumer_key, form.success_call_back.data or "")), 400
     if isinstance(form, IdentityLoginForm):
-        if authenticate(form.email.data, form.password.data) is None:
+        try:
+            logins.log_in(form.email.data, form.password.data)
+        except logins.LoginRefused as refused:
             return render_template("identity/link.html", form=_form(link.consumer_key, form.success_call_back.data),
-                                   link=link, activation=activation, error=GENERIC_FAILURE,
-                                   register=_register_form(link.consumer_key, form.success_call_back.data)), 401
+                                   link=link, activation=activation, error=str(refused),
+                                   register=_register_form(link.consumer_key, form.success_call_back.data)), \
+                *logins.answer(refused)
     return _link_store(link, activation, form.success_call_back.data or "")
 
 
@@ -62,15 +65,32 @@ def register():
         return _no_callback(form.oauth_consumer_key.data or "")
     if form.validate_on_submit():
         try:
-            service.create(form.email.data, form.password.data, remote_addr=request.remote_addr)
+            email = service.sign_up(form.email.data, form.password.data, remote_addr=request.remote_addr)
         except service.AccountError as exc:
             form.email.errors = [str(exc)]
         else:
-            authenticate(form.email.data, form.password.data)
-            return _link_store(link, activation, form.success_call_back.data or "")
+            # Not logged in yet, whether the address was free or taken: the answer must be the same.
+            login_form = IdentityLoginForm(data={"oauth_consumer_key": link.consumer_key, "email": email,
+                                                 "success_call_back": form.success_call_back.data or ""})
+            return render_template("identity/link.html", form=login_form, link=link, activation=activation,
+                                   signed_up=email)
     login_form = _form(link.consumer_key, form.success_call_back.data or "")
     return render_template("identity/link.html", form=login_form, register=form, link=link,
                            activation=activation), 400
+
+
+@bp.post("/identity/switch")
+@login_limits
+def switch():
+    """"Not you? Use another account": log out, and back to the same linking step (Magento's key and
+    success_call_back kept, so the pop-up still ends where Magento expects)."""
+    form = IdentitySwitchForm()
+    if not form.validate_on_submit():
+        abort(400)
+    if current_user.is_authenticated:
+        logins.log_out()
+    return redirect(url_for("identity.start", oauth_consumer_key=form.oauth_consumer_key.data,
+                            success_call_back=form.success_call_back.data or ""))
 
 
 def _link_store(link: StoreLink, activation: Activation, success_call_back: str):
@@ -79,7 +99,8 @@ def _link_store(link: StoreLink, activation: Activation, success_call_back: str)
         activations.link_store(activation, current_user._get_current_object(), request.remote_addr)
     except activations.LinkRefused as refused:
         return render_template("identity/error.html", link=link, title=refused.title, message=refused.message,
-                               hint=refused.hint), refused.status
+                               hint=refused.hint, switch=_switch_form(link.consumer_key, success_call_back)), \
+            refused.status
     return _back_to_magento(link, success_call_back)
 
 
@@ -99,6 +120,12 @@ def _form(key: str, success_call_back: str):
     if current_user.is_authenticated:
         return IdentityConfirmForm(data=data)
     return IdentityLoginForm(data=data)
+
+
+def _switch_form(key: str, success_call_back: str):
+    if not current_user.is_authenticated:
+        return None
+    return IdentitySwitchForm(formdata=None, data={"oauth_consumer_key": key, "success_call_back": success_call_back})
 
 
 def _register_form(key: str, success_call_back: str):

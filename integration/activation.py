@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
-import re
 import time
 from dataclasses import dataclass, field
 
@@ -17,13 +16,13 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
+from .magento.credentials import RULE, is_credential
 from .magento.errors import MagentoError, UnsafeStoreURL
 from .magento.store_url import StorePolicy, host_of, safe_session
 from .magento.token_exchange import Consumer, TokenExchange
 from .models import Activation, StoreLink, User, audit, utcnow
 
 CALLBACK_FIELDS = ("oauth_consumer_key", "oauth_consumer_secret", "store_base_url", "oauth_verifier")
-_CREDENTIAL = re.compile(r"^[A-Za-z0-9]{32}$")
 #: An exchange claimed longer ago than this is taken to have died with its worker.
 STALE_CLAIM = dt.timedelta(seconds=90)
 
@@ -56,8 +55,8 @@ def parse_callback(form) -> Callback:
             raise CallbackRejected(f"{name} is given more than once")
         values[name] = given[0]
     for name in ("oauth_consumer_key", "oauth_consumer_secret", "oauth_verifier"):
-        if not _CREDENTIAL.match(values[name]):
-            raise CallbackRejected(f"{name} must be 32 letters or digits (got {len(values[name])} characters)")
+        if not is_credential(values[name]):
+            raise CallbackRejected(f"{name} must be {RULE} (got {len(values[name])} characters)")
     try:
         url = store_policy().check(values["store_base_url"])
     except UnsafeStoreURL as exc:

@@ -115,7 +115,7 @@ stores = AppGroup("stores", help="Linked Magento stores: list, check, signed cal
 def _link(link_id: int):
     from .models import StoreLink
 
-    link = db.session.get(StoreLink, link_id)
+    link = db.session.get(StoreLink, link_id) if 0 < link_id < 2**31 else None
     if link is None:
         raise click.ClickException(f"no store with id {link_id}")
     return link
@@ -219,6 +219,8 @@ def call_store(link_id: int, method: str, path: str, params: tuple[str, ...], da
             body = json.loads(text)
         except json.JSONDecodeError as exc:
             raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from None
+        except RecursionError:
+            raise click.BadParameter("not JSON we accept: nested too deeply", param_hint="--data") from None
     link = _link(link_id)
     try:
         with store_service.contact(link) as client:

@@ -12,12 +12,17 @@ from .activation import store_policy
 from .extensions import db
 from .magento import errors
 from .magento.client import Credentials, StoreClient
+from .magento.credentials import RULE, MalformedCredential, is_credential
 from .magento.store_url import host_of
 from .models import StoreLink, User, audit, utcnow
 
 
 class NotLinked(errors.MagentoError):
     hint = "Activate the integration in Magento (or add it with `flask stores add`) first."
+
+
+class AlreadyLinked(errors.MagentoError):
+    hint = "Open it from the store list. To link it again, click Reauthorize on the integration in Magento."
 
 
 def client_for(link: StoreLink, **kwargs) -> StoreClient:
@@ -60,10 +65,19 @@ def contact(link: StoreLink, *, user: User | None = None, remote_addr: str | Non
         db.session.commit()
 
 
+def store_configs(client: StoreClient) -> list[dict]:
+    """``store/storeConfigs``, the call that proves a link works; anything but a list of store
+    views means something other than Magento answered."""
+    configs = client.get("store/storeConfigs")
+    if not isinstance(configs, list) or not configs or not all(isinstance(c, dict) for c in configs):
+        raise errors.BadStoreResponse("store/storeConfigs did not answer with a list of store configs")
+    return configs
+
+
 def check(link: StoreLink, **kwargs) -> dict:
     """A test call: Magento's version and the store configs."""
     with contact(link, **kwargs) as client:
-        configs = client.get("store/storeConfigs")
+        configs = store_configs(client)
         try:
             version = client.magento_version()
         except errors.MagentoError:
@@ -85,13 +99,18 @@ def unlink(link: StoreLink, *, user: User | None = None, remote_addr: str | None
 def add_manual(base_url: str, credentials: Credentials, *, owner: User | None = None,
                remote_addr: str | None = None) -> StoreLink:
     """Link an integration activated without a callback (the four credentials Magento's admin
-    shows), after a test call proves they work. Raises ``MagentoError`` or ``ValueError``."""
+    shows), after a test call proves they work. Raises ``MagentoError``."""
+    for name, value in (("consumer key", credentials.consumer_key), ("consumer secret", credentials.consumer_secret),
+                        ("access token", credentials.access_token),
+                        ("access token secret", credentials.access_token_secret)):
+        if not is_credential(value):
+            raise MalformedCredential(f"the {name} must be {RULE}")
     base_url = store_policy().check(base_url)
     if StoreLink.by_consumer_key(credentials.consumer_key):
-        raise ValueError("a store with this consumer key is already linked")
+        raise AlreadyLinked("a store with this consumer key is already linked")
     client = StoreClient(base_url, credentials, policy=store_policy(),
                          timeout=(5.0, current_app.config["STORE_TIMEOUT"]))
-    client.get("store/storeConfigs")
+    store_configs(client)
     now = utcnow()
     link = StoreLink(consumer_key=credentials.consumer_key, consumer_secret=credentials.consumer_secret,
                      base_url=base_url, store_host=host_of(base_url), status=StoreLink.LINKED, owner=owner,

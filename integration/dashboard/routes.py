@@ -20,7 +20,11 @@ from .forms import ActionForm, ConsoleForm, ManualLinkForm
 bp = Blueprint("dashboard", __name__)
 
 PAGE_SIZE = 50
+#: Past this, the offset would not fit the database's integers; nobody pages this far.
+MAX_PAGE = 100_000
 STATUSES = (StoreLink.PENDING, StoreLink.LINKED, StoreLink.FAILED, StoreLink.REVOKED)
+#: Store ids are the database's 32-bit integers; a larger one is simply not a store (404).
+STORE = "/stores/<int(max=2147483647):link_id>"
 
 
 def visible_links():
@@ -28,6 +32,13 @@ def visible_links():
     if not current_user.is_admin:
         query = query.where(StoreLink.owner_id == current_user.id)
     return query
+
+
+def _page() -> int:
+    page = request.args.get("page", 1, type=int)
+    if not 1 <= page <= MAX_PAGE:
+        abort(400, description=f"The page must be a number from 1 to {MAX_PAGE:,}.")
+    return page
 
 
 def admin_required(view):
@@ -52,7 +63,7 @@ def index():
     term = request.args.get("q", "").strip()[:200]
     if term:
         query = query.where(StoreLink.base_url.contains(term, autoescape=True))
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = _page()
     # One query per page: the page's rows, their owners joined, and the total as an
     # uncorrelated subquery (evaluated once, from the indexes).
     count = select(func.count()).select_from(query.with_only_columns(StoreLink.id).subquery()).scalar_subquery()
@@ -74,7 +85,7 @@ def _visible(link_id: int) -> StoreLink:
     return db.session.scalar(visible_links().where(StoreLink.id == link_id)) or abort(404)
 
 
-@bp.get("/stores/<int:link_id>")
+@bp.get(STORE)
 @login_required
 def store(link_id: int):
     link = _visible(link_id)
@@ -90,7 +101,7 @@ def _store_page(link: StoreLink, console: ConsoleForm, result: dict | None = Non
                            console=console, result=result), status
 
 
-@bp.post("/stores/<int:link_id>/test")
+@bp.post(STORE + "/test")
 @login_required
 def test_connection(link_id: int):
     link = _visible(link_id)
@@ -106,14 +117,13 @@ def test_connection(link_id: int):
     else:
         audit("store.tested", user=current_user, store_link=link, remote_addr=request.remote_addr, detail="ok")
         db.session.commit()
-        configs = result["store_configs"]
-        code = configs[0].get("code") if isinstance(configs, list) and configs else "?"
+        code = result["store_configs"][0].get("code", "?")
         flash(f"Connection works: {result['magento_version'] or 'Magento (version hidden)'}, store view {code}.",
               "success")
     return redirect(url_for("dashboard.store", link_id=link.id))
 
 
-@bp.post("/stores/<int:link_id>/unlink")
+@bp.post(STORE + "/unlink")
 @login_required
 def unlink(link_id: int):
     link = _visible(link_id)
@@ -125,7 +135,7 @@ def unlink(link_id: int):
     return redirect(url_for("dashboard.store", link_id=link.id))
 
 
-@bp.post("/stores/<int:link_id>/console")
+@bp.post(STORE + "/console")
 @login_required
 @admin_required
 def console(link_id: int):
@@ -171,7 +181,7 @@ def manual_link():
 @login_required
 @admin_required
 def audit_trail():
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = _page()
     events = db.session.scalars(
         select(AuditEvent).options(joinedload(AuditEvent.user), joinedload(AuditEvent.store_link))
         .order_by(AuditEvent.id.desc()).limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)

@@ -16,6 +16,7 @@ from ..auth import authenticate
 from ..auth.routes import GENERIC_FAILURE, login_limits
 from ..accounts import service
 from ..forms import IdentityConfirmForm, IdentityLoginForm, IdentityRegisterForm
+from ..magento.credentials import is_credential
 from ..models import Activation, StoreLink
 
 bp = Blueprint("identity", __name__, url_prefix="/magento")
@@ -87,7 +88,7 @@ def _no_callback(key: str):
 
 
 def _lookup(key: str) -> tuple[StoreLink | None, Activation | None]:
-    if len(key) != 32 or not key.isalnum():
+    if not is_credential(key):
         return None, None
     link = StoreLink.by_consumer_key(key)
     return link, (activations.current_activation(link) if link else None)

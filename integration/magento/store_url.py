@@ -67,7 +67,10 @@ def normalise_base_url(url: str) -> str:
     path = parts.path or "/"
     if not path.endswith("/"):
         path += "/"
-    return urlunsplit((scheme, host, path, "", ""))
+    url = urlunsplit((scheme, host, path, "", ""))
+    if len(url) > MAX_URL_LENGTH:  # the trailing slash can take it over
+        raise UnsafeStoreURL(f"store_base_url is longer than {MAX_URL_LENGTH} characters")
+    return url
 
 
 def host_of(url: str) -> str:

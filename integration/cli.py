@@ -183,7 +183,7 @@ def check_store(link_id: int) -> None:
 
     link = _link(link_id)
     try:
-        result = store_service.check(link)
+        result = store_service.check(link, remote_addr=store_service.COMMAND_LINE)
     except MagentoError as exc:
         raise _fail(exc) from None
     click.echo(f"magento_version: {result['magento_version'] or 'hidden'}")
@@ -223,7 +223,8 @@ def call_store(link_id: int, method: str, path: str, params: tuple[str, ...], da
             raise click.BadParameter("not JSON we accept: nested too deeply", param_hint="--data") from None
     link = _link(link_id)
     try:
-        with store_service.contact(link) as client:
+        with store_service.contact(link, "console.call", f"{method.upper()} {path}",
+                                   remote_addr=store_service.COMMAND_LINE) as client:
             result = client.request(method, path, params=pairs or None, json=body, store_code=store_code)
     except (MagentoError, ValueError) as exc:
         raise _fail(exc) from None
@@ -250,7 +251,7 @@ def add_store(base_url: str, consumer_key: str, owner: str | None) -> None:
                for label in ("Consumer secret", "Access token", "Access token secret")]
     creds = Credentials(consumer_key.strip(), *secrets)
     try:
-        link = store_service.add_manual(base_url, creds, owner=owner_user)
+        link = store_service.add_manual(base_url, creds, owner=owner_user, remote_addr=store_service.COMMAND_LINE)
     except (MagentoError, ValueError) as exc:
         raise _fail(exc) from None
     click.echo(f"linked store {link.id}: {link.base_url}")
@@ -266,7 +267,7 @@ def unlink_store(link_id: int, yes: bool) -> None:
     link = _link(link_id)
     if not yes:
         click.confirm(f"Unlink {link.base_url}?", abort=True)
-    store_service.unlink(link)
+    store_service.unlink(link, remote_addr=store_service.COMMAND_LINE)
     click.echo(f"unlinked store {link.id}")
 
 
@@ -298,7 +299,8 @@ def export_store(link_id: int, entity: str, since: str | None, fmt: str, output:
             bar.__enter__()
 
     try:
-        with store_service.contact(link, pool_size=max(concurrency, 4)) as client:
+        with store_service.contact(link, "store.exported", f"{entity}{f' since {since}' if since else ''}",
+                                   remote_addr=store_service.COMMAND_LINE, pool_size=max(concurrency, 4)) as client:
             count = export(client, entity, output, fmt=fmt, since=since, concurrency=concurrency,
                            page_size=page_size, stdout=sys.stdout, on_total=on_total,
                            on_record=(lambda: bar.update(1)) if show_progress else None)

@@ -1,5 +1,6 @@
 """Talking to a linked store from the web app or the CLI: builds the client, keeps the link's
-bookkeeping (last contact, signature profile, revocation) and the audit trail."""
+health (last contact, last error, signature profile, revocation) and writes one audit entry
+per contact, whoever asks, so the web, the CLI and anything later behave the same."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from .magento.client import Credentials, StoreClient
 from .magento.credentials import RULE, MalformedCredential, is_credential
 from .magento.store_url import host_of
 from .models import StoreLink, User, audit, utcnow
+
+#: The ``remote_addr`` of audit entries made at the command line, which has no address.
+COMMAND_LINE = "command line"
 
 
 class NotLinked(errors.MagentoError):
@@ -33,26 +37,46 @@ def client_for(link: StoreLink, **kwargs) -> StoreClient:
     return StoreClient(link.base_url, creds, profile=link.signature_profile, policy=store_policy(), **kwargs)
 
 
+def breaks_the_link(exc: errors.MagentoError) -> bool:
+    """Whether a failure says the link itself is broken: the store cannot be reached, or it no
+    longer accepts our token or signature. A 404, a refused body, a 500 from one endpoint or a
+    resource the integration was not given are about the request, not the link."""
+    if isinstance(exc, errors.NotAuthorized):
+        return False
+    return isinstance(exc, (errors.StoreUnreachable, errors.UnsafeStoreURL, errors.Unauthorized))
+
+
 @contextmanager
-def contact(link: StoreLink, *, user: User | None = None, remote_addr: str | None = None,
-            **client_kwargs) -> Iterator[StoreClient]:
-    """A client for ``link``; afterwards records what the calls taught us, and commits."""
+def contact(link: StoreLink, action: str, purpose: str = "", *, user: User | None = None,
+            remote_addr: str | None = None, health_check: bool = False, **client_kwargs) -> Iterator[StoreClient]:
+    """A client for ``link``. Afterwards, one audit entry (``action``, ``purpose`` and how it
+    ended) and what the calls taught us about the link; commits.
+
+    Only failures that break the link change its health, unless ``health_check``: a test call
+    exists to find out, so any failure of it does."""
     client = client_for(link, **client_kwargs)
+
+    def record(outcome: str) -> None:
+        audit(action, user=user, store_link=link, remote_addr=remote_addr,
+              detail=f"{purpose}: {outcome}" if purpose else outcome)
+        db.session.commit()
+
     try:
         yield client
-    except errors.TokenRevoked as exc:
-        # Magento never tells us an integration was deleted: a token that worked and is now
-        # unknown to the store is the only sign.
-        if link.status == StoreLink.LINKED:
-            link.status = StoreLink.REVOKED
-            link.revoked_at = utcnow()
-            audit("store.revoked", user=user, store_link=link, remote_addr=remote_addr, detail=exc.message)
-        link.last_error = exc.message
-        db.session.commit()
-        raise
     except errors.MagentoError as exc:
-        link.last_error = exc.message
-        db.session.commit()
+        if health_check or breaks_the_link(exc):
+            # Magento never tells us an integration was deleted: a token that worked and is
+            # now unknown to the store is the only sign.
+            if isinstance(exc, errors.TokenRevoked) and link.status == StoreLink.LINKED:
+                link.status = StoreLink.REVOKED
+                link.revoked_at = utcnow()
+                audit("store.revoked", user=user, store_link=link, remote_addr=remote_addr, detail=exc.message)
+            link.last_error = exc.message
+        record(f"failed: {exc.message}")
+        raise
+    except BaseException as exc:  # a refused argument, a full disk, Ctrl-C: still on the record
+        db.session.rollback()
+        record(f"stopped ({type(exc).__name__})")
         raise
     else:
         link.last_contact_at = utcnow()
@@ -62,7 +86,7 @@ def contact(link: StoreLink, *, user: User | None = None, remote_addr: str | Non
             link.revoked_at = None
         if client.profile_known:
             link.signature_profile = client.profile
-        db.session.commit()
+        record("ok")
 
 
 def store_configs(client: StoreClient) -> list[dict]:
@@ -74,9 +98,9 @@ def store_configs(client: StoreClient) -> list[dict]:
     return configs
 
 
-def check(link: StoreLink, **kwargs) -> dict:
+def check(link: StoreLink, *, user: User | None = None, remote_addr: str | None = None, **kwargs) -> dict:
     """A test call: Magento's version and the store configs."""
-    with contact(link, **kwargs) as client:
+    with contact(link, "store.tested", user=user, remote_addr=remote_addr, health_check=True, **kwargs) as client:
         configs = store_configs(client)
         try:
             version = client.magento_version()
@@ -121,3 +145,4 @@ def add_manual(base_url: str, credentials: Credentials, *, owner: User | None = 
     audit("store.added", user=owner, store_link=link, remote_addr=remote_addr, detail="manual link")
     db.session.commit()
     return link
+

@@ -114,7 +114,9 @@ def test_api_console_for_admins(app, client, linked, admin):
     assert bad_json.status_code == 400 and "not JSON" in bad_json.get_data(as_text=True)
     with app.app_context():
         details = db.session.scalars(select(AuditEvent.detail).where(AuditEvent.action == "console.call")).all()
-    assert details == ["GET products", "POST products", "GET products/NOPE"]
+    assert details == ["GET products: ok", "POST products: ok",
+                       "GET products/NOPE: failed: The product that was requested doesn't exist. Verify the product "
+                       "and try again."]
     assert not any("secret body" in d for d in details)
 
 

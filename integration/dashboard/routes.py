@@ -14,7 +14,7 @@ from .. import stores
 from ..extensions import db
 from ..magento.client import Credentials
 from ..magento.errors import MagentoError
-from ..models import AuditEvent, StoreLink, audit
+from ..models import AuditEvent, StoreLink
 from .forms import ActionForm, ConsoleForm, ManualLinkForm
 
 bp = Blueprint("dashboard", __name__)
@@ -110,13 +110,8 @@ def test_connection(link_id: int):
     try:
         result = stores.check(link, user=current_user, remote_addr=request.remote_addr)
     except MagentoError as exc:
-        audit("store.tested", user=current_user, store_link=link, remote_addr=request.remote_addr,
-              detail=f"failed: {exc.message}")
-        db.session.commit()
         flash(f"Test failed: {exc.message} {exc.hint}", "error")
     else:
-        audit("store.tested", user=current_user, store_link=link, remote_addr=request.remote_addr, detail="ok")
-        db.session.commit()
         code = result["store_configs"][0].get("code", "?")
         flash(f"Connection works: {result['magento_version'] or 'Magento (version hidden)'}, store view {code}.",
               "success")
@@ -144,12 +139,10 @@ def console(link_id: int):
     if not form.validate_on_submit():
         return _store_page(link, form, status=400)
     method, path = form.method.data, form.path.data.strip()
-    audit("console.call", user=current_user, store_link=link, remote_addr=request.remote_addr,
-          detail=f"{method} {path[:300]}")
-    db.session.commit()
     started = time.perf_counter()
     try:
-        with stores.contact(link, user=current_user, remote_addr=request.remote_addr) as client:
+        with stores.contact(link, "console.call", f"{method} {path[:300]}", user=current_user,
+                            remote_addr=request.remote_addr) as client:
             payload = client.request(method, path, params=form.pairs() or None, json=form.json_body(),
                                      store_code=form.store_code.data)
         result = {"ok": True, "status": 200, "body": json.dumps(payload, indent=2, ensure_ascii=False)}

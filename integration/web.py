@@ -17,6 +17,10 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
 
 
 def init_app(app: Flask) -> None:
+    from . import display
+
+    display.init_app(app)
+
     @login_manager.user_loader
     def load_user(user_id: str) -> User | None:
         try:

@@ -2,6 +2,10 @@
 
 The exchange is guarded in the database, not in process memory: whichever worker flips
 an activation from ``received`` to ``exchanging`` runs it; the others wait for its result.
+
+Anyone can post a callback, so a link nobody has claimed yet is kept out of the store list
+and expires (``PENDING_EXPIRY_HOURS``); expired ones are deleted by the next callbacks and by
+``flask stores purge-pending``, so no timer has to live in a process.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from flask import current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
@@ -25,6 +29,9 @@ from .models import Activation, StoreLink, User, audit, utcnow
 CALLBACK_FIELDS = ("oauth_consumer_key", "oauth_consumer_secret", "store_base_url", "oauth_verifier")
 #: An exchange claimed longer ago than this is taken to have died with its worker.
 STALE_CLAIM = dt.timedelta(seconds=90)
+#: Expired unclaimed links each callback deletes: enough to outpace any flood of callbacks,
+#: few enough to keep the callback fast.
+PURGE_BATCH = 100
 
 
 class CallbackRejected(ValueError):
@@ -64,8 +71,33 @@ def parse_callback(form) -> Callback:
     return Callback(values["oauth_consumer_key"], values["oauth_consumer_secret"], url, values["oauth_verifier"])
 
 
+def unclaimed() -> ColumnElement[bool]:
+    """Links only callbacks ever touched: pending, never linked, nobody's."""
+    return (StoreLink.status == StoreLink.PENDING) & StoreLink.owner_id.is_(None) & StoreLink.linked_at.is_(None)
+
+
+def expired() -> ColumnElement[bool]:
+    """Unclaimed links whose last callback is older than ``PENDING_EXPIRY_HOURS``. (Magento
+    itself gives up on an activation after 300 seconds.)"""
+    ttl = dt.timedelta(hours=float(current_app.config["PENDING_EXPIRY_HOURS"]))
+    return unclaimed() & (StoreLink.updated_at < utcnow() - ttl)
+
+
+def purge_expired(limit: int | None = None) -> int:
+    """Delete expired unclaimed links (at most ``limit``) with their activations; the audit
+    trail keeps their callbacks. Commits; returns how many went."""
+    doomed = select(StoreLink.id).where(expired())
+    if limit is not None:
+        doomed = doomed.order_by(StoreLink.updated_at).limit(limit)
+    result = db.session.execute(delete(StoreLink).where(StoreLink.id.in_(doomed))
+                                .execution_options(synchronize_session=False))
+    db.session.commit()
+    return result.rowcount
+
+
 def record_callback(callback: Callback, remote_addr: str | None) -> Activation:
     """Store (or update) the link and add an activation; commits."""
+    purge_expired(PURGE_BATCH)
     for attempt in (1, 2):
         try:
             return _record(callback, remote_addr)
@@ -121,6 +153,7 @@ def _repeat(link: StoreLink, activation: Activation, remote_addr: str | None) ->
         activation.error = None
         link.status = StoreLink.PENDING
         link.last_error = None
+    link.updated_at = utcnow()  # an unclaimed link expires counting from its last callback
     audit("callback.repeated", store_link=link, remote_addr=remote_addr, detail=f"activation {activation.state}")
     db.session.commit()
     return activation

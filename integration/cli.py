@@ -313,6 +313,15 @@ def export_store(link_id: int, entity: str, since: str | None, fmt: str, output:
         click.echo(f"wrote {count} {entity} to {output}", err=True)
 
 
+@stores.command("purge-pending")
+def purge_pending() -> None:
+    """Delete callbacks nobody claimed within INTEGRATION_PENDING_EXPIRY_HOURS (run it from cron
+    if few callbacks arrive; each callback also deletes a batch)."""
+    from .activation import purge_expired
+
+    click.echo(f"deleted {purge_expired()} expired unclaimed store links")
+
+
 # --- keys -----------------------------------------------------------------------------
 
 keys = AppGroup("keys", help="Encryption keys for secrets at rest.")

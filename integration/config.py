@@ -44,6 +44,7 @@ def from_environment(instance_path: str) -> dict:
         "SELF_REGISTRATION": _flag(_env("SELF_REGISTRATION")),
         "RATELIMIT_STORAGE_URI": _env("REDIS_URL", "memory://"),
         "STORE_TIMEOUT": float(_env("STORE_TIMEOUT", "20")),
+        "PENDING_EXPIRY_HOURS": float(_env("PENDING_EXPIRY_HOURS", "24")),
         "LOGIN_RATE_LIMIT": _env("LOGIN_RATE_LIMIT", "10 per minute"),
         "ACCOUNT_RATE_LIMIT": _env("ACCOUNT_RATE_LIMIT", "30 per hour"),
         "SESSION_COOKIE_SECURE": (_env("PUBLIC_URL") or "").startswith("https://"),

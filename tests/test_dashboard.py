@@ -51,7 +51,8 @@ def test_members_see_their_stores_admins_see_all(app, client, user, admin):
     client.post("/auth/logout", data={"csrf_token": csrf_from(page)})
     login(client, "admin@example.com")
     page = client.get("/").get_data(as_text=True)
-    assert "other.example" in page and page.count("https://shop") == 3
+    assert page.count("https://shop") == 3 and "1 callback nobody has claimed" in page
+    assert "other.example" in client.get("/?status=pending").get_data(as_text=True)
 
 
 def test_search_status_filter_and_pagination(app, client, admin):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import time
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
 from .. import stores
+from ..activation import expired, unclaimed
 from ..extensions import db
 from ..magento.client import Credentials
 from ..magento.errors import MagentoError
@@ -57,32 +58,49 @@ def admin_required(view):
 @login_required
 def index():
     query = visible_links()
+    # Callbacks nobody has claimed (anyone can post one) wait under "pending", not in the list;
+    # expired ones are nowhere, whether or not a purge has deleted them yet.
+    waiting = query.where(unclaimed(), ~expired())
     status = request.args.get("status", "")
-    if status in STATUSES:
+    if status == StoreLink.PENDING:
+        query = query.where(StoreLink.status == status, ~expired())
+    elif status in STATUSES:
         query = query.where(StoreLink.status == status)
+    else:
+        status = ""
     term = request.args.get("q", "").strip()[:200]
     if term:
         query = query.where(StoreLink.base_url.contains(term, autoescape=True))
     page = _page()
-    # One query per page: the page's rows, their owners joined, and the total as an
-    # uncorrelated subquery (evaluated once, from the indexes).
-    count = select(func.count()).select_from(query.with_only_columns(StoreLink.id).subquery()).scalar_subquery()
+    # One query per page: the page's rows, their owners joined, and the totals as uncorrelated
+    # subqueries (evaluated once, from the indexes: the unclaimed are few and all pending, so
+    # "all but the unclaimed" is counted as a difference, not row by row).
+    total = _count(query)
+    if not status:
+        total = total - _count(query.where(unclaimed()))
+        query = query.where(~unclaimed())
+    totals = (total.label("total"), _count(waiting).label("waiting"))
     rows = db.session.execute(
-        query.add_columns(count.label("total"))
+        query.add_columns(*totals)
         .options(joinedload(StoreLink.owner))
         .order_by(StoreLink.updated_at.desc(), StoreLink.id.desc())
         .limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
     ).all()
     links = [row[0] for row in rows]
-    # A page past the end has no row to carry the total; only then is it asked for alone.
-    total = rows[0].total if rows else db.session.scalar(select(count))
-    return render_template("dashboard/index.html", links=links, total=total, page=page,
-                           pages=max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1), status=status, q=term,
-                           statuses=STATUSES)
+    # A page past the end has no row to carry the totals; only then are they asked for alone.
+    counts = rows[0] if rows else db.session.execute(select(*totals)).one()
+    return render_template("dashboard/index.html", links=links, total=counts.total, page=page,
+                           pages=max((counts.total + PAGE_SIZE - 1) // PAGE_SIZE, 1), status=status, q=term,
+                           statuses=STATUSES, unclaimed=counts.waiting,
+                           expiry_hours=current_app.config["PENDING_EXPIRY_HOURS"])
+
+
+def _count(query):
+    return select(func.count()).select_from(query.with_only_columns(StoreLink.id).subquery()).scalar_subquery()
 
 
 def _visible(link_id: int) -> StoreLink:
-    return db.session.scalar(visible_links().where(StoreLink.id == link_id)) or abort(404)
+    return db.session.scalar(visible_links().where(StoreLink.id == link_id, ~expired())) or abort(404)
 
 
 @bp.get(STORE)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -35,8 +36,10 @@ def normalise_base_url(url: str) -> str:
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeStoreURL(f"store_base_url is longer than {MAX_URL_LENGTH} characters")
-    if any(ord(c) < 33 or ord(c) == 127 for c in url):
-        raise UnsafeStoreURL("store_base_url contains spaces or control characters")
+    # Controls, bidi overrides and other invisible formatting could make the address read as
+    # another one wherever it is shown; no real store address has them.
+    if any(c <= " " or unicodedata.category(c) in ("Cc", "Cf", "Zs", "Zl", "Zp") for c in url):
+        raise UnsafeStoreURL("store_base_url contains spaces, control or formatting characters")
     try:
         parts = urlsplit(url)
         port = parts.port

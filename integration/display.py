@@ -1,10 +1,12 @@
 """How values reach a page. Much of what we show comes from outside (a callback's store
 address, Magento's messages and answers), so every printed string loses the characters that
-could make it read as something else, and only http(s) addresses become links.
+could make it read as something else, times name their zone, and only http(s) addresses
+become links.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from urllib.parse import urlsplit
 
@@ -35,6 +37,15 @@ def is_web_link(target: object) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
+def when(value: dt.datetime | None, seconds: bool = False) -> Markup | str:
+    """A stored (naive UTC) time, saying so; app.js shows it in the browser's zone."""
+    if value is None:
+        return "—"
+    text = value.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+    return Markup('<time datetime="{}Z">{} UTC</time>').format(value.strftime("%Y-%m-%dT%H:%M:%S"), text)
+
+
 def init_app(app: Flask) -> None:
     app.jinja_env.finalize = visible
     app.jinja_env.tests["web_link"] = is_web_link
+    app.jinja_env.filters["when"] = when

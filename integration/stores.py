@@ -19,6 +19,7 @@ from .models import StoreLink, User, audit, utcnow
 
 #: The ``remote_addr`` of audit entries made at the command line, which has no address.
 COMMAND_LINE = "command line"
+LABEL_LENGTH = 100
 
 
 class NotLinked(errors.MagentoError):
@@ -27,6 +28,10 @@ class NotLinked(errors.MagentoError):
 
 class AlreadyLinked(errors.MagentoError):
     hint = "Open it from the store list. To link it again, click Reauthorize on the integration in Magento."
+
+
+class InvalidLabel(ValueError):
+    """A store label with control or formatting characters, or too long."""
 
 
 def client_for(link: StoreLink, **kwargs) -> StoreClient:
@@ -113,9 +118,9 @@ def check(link: StoreLink, *, user: User | None = None, remote_addr: str | None 
 def unlink(link: StoreLink, *, user: User | None = None, remote_addr: str | None = None) -> None:
     """Forget the tokens, keep the link's history."""
     link.forget_token()
-    link.status = StoreLink.REVOKED
+    link.status = StoreLink.UNLINKED
     link.revoked_at = utcnow()
-    link.last_error = "unlinked"
+    link.last_error = None
     audit("store.unlinked", user=user, store_link=link, remote_addr=remote_addr)
     db.session.commit()
 
@@ -146,3 +151,15 @@ def add_manual(base_url: str, credentials: Credentials, *, owner: User | None = 
     db.session.commit()
     return link
 
+
+def set_label(link: StoreLink, label: str, *, user: User | None = None, remote_addr: str | None = None) -> None:
+    """Name the store for the people who use this app. Magento never tells us the name the
+    integration has in its admin, so this is ours to set (usually to that name)."""
+    label = " ".join(label.split())
+    if len(label) > LABEL_LENGTH:
+        raise InvalidLabel(f"a label is at most {LABEL_LENGTH} characters")
+    if not label.isprintable():
+        raise InvalidLabel("a label cannot contain control or formatting characters")
+    link.label = label or None
+    audit("store.labelled", user=user, store_link=link, remote_addr=remote_addr, detail=label or "(removed)")
+    db.session.commit()

@@ -70,7 +70,7 @@ def test_search_status_filter_and_pagination(app, client, admin):
     assert failed.count('class="status status-failed"') == 1 and "shop6.example.com" in failed
     found = client.get("/?q=shop11").get_data(as_text=True)
     assert "shop11.example.com" in found and "shop110.example.com" in found and "shop12." not in found
-    assert "No stores yet" in client.get("/?q=%25nothing%25").get_data(as_text=True)
+    assert "No stores match these filters" in client.get("/?q=%25nothing%25").get_data(as_text=True)
 
 
 def test_store_page_test_connection_and_unlink(app, client, linked, sandbox):

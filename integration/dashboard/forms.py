@@ -22,6 +22,12 @@ class ActionForm(FlaskForm):
     submit = SubmitField("Go")
 
 
+class LabelForm(FlaskForm):
+    # What a label may be is the service's rule (stores.set_label), said at this field.
+    label = StringField("Label", render_kw={"placeholder": "the integration's name in Magento"})
+    submit = SubmitField("Save label")
+
+
 class ConsoleForm(FlaskForm):
     method = SelectField("Method", choices=["GET", "POST", "PUT", "DELETE"], default="GET")
     path = StringField("Path (after /V1/)", validators=[DataRequired(), Length(max=500)],

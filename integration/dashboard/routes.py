@@ -16,14 +16,14 @@ from ..extensions import db
 from ..magento.client import Credentials
 from ..magento.errors import MagentoError
 from ..models import AuditEvent, StoreLink
-from .forms import ActionForm, ConsoleForm, ManualLinkForm
+from .forms import ActionForm, ConsoleForm, LabelForm, ManualLinkForm
 
 bp = Blueprint("dashboard", __name__)
 
 PAGE_SIZE = 50
 #: Past this, the offset would not fit the database's integers; nobody pages this far.
 MAX_PAGE = 100_000
-STATUSES = (StoreLink.PENDING, StoreLink.LINKED, StoreLink.FAILED, StoreLink.REVOKED)
+STATUSES = (StoreLink.PENDING, StoreLink.LINKED, StoreLink.FAILED, StoreLink.REVOKED, StoreLink.UNLINKED)
 #: Store ids are the database's 32-bit integers; a larger one is simply not a store (404).
 STORE = "/stores/<int(max=2147483647):link_id>"
 
@@ -70,7 +70,8 @@ def index():
         status = ""
     term = request.args.get("q", "").strip()[:200]
     if term:
-        query = query.where(StoreLink.base_url.contains(term, autoescape=True))
+        query = query.where(StoreLink.base_url.contains(term, autoescape=True)
+                            | StoreLink.label.contains(term, autoescape=True))
     page = _page()
     # One query per page: the page's rows, their owners joined, and the totals as uncorrelated
     # subqueries (evaluated once, from the indexes: the unclaimed are few and all pending, so
@@ -110,13 +111,15 @@ def store(link_id: int):
     return _store_page(link, ConsoleForm(formdata=None))
 
 
-def _store_page(link: StoreLink, console: ConsoleForm, result: dict | None = None, status: int = 200):
+def _store_page(link: StoreLink, console: ConsoleForm, result: dict | None = None, status: int = 200,
+                label: LabelForm | None = None):
     events = db.session.scalars(
         select(AuditEvent).options(joinedload(AuditEvent.user))
         .where(AuditEvent.store_link_id == link.id).order_by(AuditEvent.id.desc()).limit(100)
     ).all()
+    label = label or LabelForm(formdata=None, data={"label": link.label or ""})
     return render_template("dashboard/store.html", link=link, events=events, action=ActionForm(),
-                           console=console, result=result), status
+                           console=console, result=result, label=label), status
 
 
 @bp.post(STORE + "/test")
@@ -145,6 +148,22 @@ def unlink(link_id: int):
     stores.unlink(link, user=current_user, remote_addr=request.remote_addr)
     flash("Store unlinked: its tokens are deleted; the history is kept. Reauthorize in Magento to link it again.",
           "info")
+    return redirect(url_for("dashboard.store", link_id=link.id))
+
+
+@bp.post(STORE + "/label")
+@login_required
+def label(link_id: int):
+    link = _visible(link_id)
+    form = LabelForm()
+    if not form.validate_on_submit():
+        return _store_page(link, ConsoleForm(formdata=None), label=form, status=400)
+    try:
+        stores.set_label(link, form.label.data or "", user=current_user, remote_addr=request.remote_addr)
+    except stores.InvalidLabel as exc:
+        form.label.errors = [str(exc)]
+        return _store_page(link, ConsoleForm(formdata=None), label=form, status=400)
+    flash("Label saved.", "success")
     return redirect(url_for("dashboard.store", link_id=link.id))
 
 

@@ -89,6 +89,11 @@ def purge_expired(limit: int | None = None) -> int:
     doomed = select(StoreLink.id).where(expired())
     if limit is not None:
         doomed = doomed.order_by(StoreLink.updated_at).limit(limit)
+    # Look before deleting: a DELETE takes the write lock even when it matches nothing, and
+    # on SQLite that would queue every callback behind every other one.
+    if db.session.scalar(doomed.limit(1)) is None:
+        db.session.rollback()
+        return 0
     result = db.session.execute(delete(StoreLink).where(StoreLink.id.in_(doomed))
                                 .execution_options(synchronize_session=False))
     db.session.commit()

@@ -70,8 +70,9 @@ def index():
         status = ""
     term = request.args.get("q", "").strip()[:200]
     if term:
-        query = query.where(StoreLink.base_url.contains(term, autoescape=True)
-                            | StoreLink.label.contains(term, autoescape=True))
+        # Case-insensitive on both databases (LIKE is not, on PostgreSQL).
+        query = query.where(StoreLink.base_url.icontains(term, autoescape=True)
+                            | StoreLink.label.icontains(term, autoescape=True))
     page = _page()
     # One query per page: the page's rows, their owners joined, and the totals as uncorrelated
     # subqueries (evaluated once, from the indexes: the unclaimed are few and all pending, so

@@ -2,21 +2,26 @@
 
 The exchange is guarded in the database, not in process memory: whichever worker flips
 an activation from ``received`` to ``exchanging`` runs it; the others wait for its result.
+
+Anyone can post a callback, so a link nobody has claimed yet is kept out of the store list
+and expires (``PENDING_EXPIRY_HOURS``); expired ones are deleted by the next callbacks and by
+``flask stores purge-pending``, so no timer has to live in a process.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hmac
-import re
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import or_, select, update
+from flask import current_app
+from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import events
 from .extensions import db
+from .magento.credentials import RULE, is_credential
 from .magento.errors import MagentoError, UnsafeStoreURL
 from .magento.store_url import host_of
 from .magento.token_exchange import Consumer, TokenExchange
@@ -24,9 +29,11 @@ from .models import Activation, StoreLink, User, audit, utcnow
 from .outbound import store_policy, token_exchange
 
 CALLBACK_FIELDS = ("oauth_consumer_key", "oauth_consumer_secret", "store_base_url", "oauth_verifier")
-_CREDENTIAL = re.compile(r"^[A-Za-z0-9]{32}$")
 #: An exchange claimed longer ago than this is taken to have died with its worker.
 STALE_CLAIM = dt.timedelta(seconds=90)
+#: Expired unclaimed links each callback deletes: enough to outpace any flood of callbacks,
+#: few enough to keep the callback fast.
+PURGE_BATCH = 100
 
 
 class CallbackRejected(ValueError):
@@ -52,8 +59,8 @@ def parse_callback(form) -> Callback:
             raise CallbackRejected(f"{name} is given more than once")
         values[name] = given[0]
     for name in ("oauth_consumer_key", "oauth_consumer_secret", "oauth_verifier"):
-        if not _CREDENTIAL.match(values[name]):
-            raise CallbackRejected(f"{name} must be 32 letters or digits (got {len(values[name])} characters)")
+        if not is_credential(values[name]):
+            raise CallbackRejected(f"{name} must be {RULE} (got {len(values[name])} characters)")
     try:
         url = store_policy().check(values["store_base_url"])
     except UnsafeStoreURL as exc:
@@ -61,8 +68,38 @@ def parse_callback(form) -> Callback:
     return Callback(values["oauth_consumer_key"], values["oauth_consumer_secret"], url, values["oauth_verifier"])
 
 
+def unclaimed() -> ColumnElement[bool]:
+    """Links only callbacks ever touched: pending, never linked, nobody's."""
+    return (StoreLink.status == StoreLink.PENDING) & StoreLink.owner_id.is_(None) & StoreLink.linked_at.is_(None)
+
+
+def expired() -> ColumnElement[bool]:
+    """Unclaimed links whose last callback is older than ``PENDING_EXPIRY_HOURS``. (Magento
+    itself gives up on an activation after 300 seconds.)"""
+    ttl = dt.timedelta(hours=float(current_app.config["PENDING_EXPIRY_HOURS"]))
+    return unclaimed() & (StoreLink.updated_at < utcnow() - ttl)
+
+
+def purge_expired(limit: int | None = None) -> int:
+    """Delete expired unclaimed links (at most ``limit``) with their activations; the audit
+    trail keeps their callbacks. Commits; returns how many went."""
+    doomed = select(StoreLink.id).where(expired())
+    if limit is not None:
+        doomed = doomed.order_by(StoreLink.updated_at).limit(limit)
+    # Look before deleting: a DELETE takes the write lock even when it matches nothing, and
+    # on SQLite that would queue every callback behind every other one.
+    if db.session.scalar(doomed.limit(1)) is None:
+        db.session.rollback()
+        return 0
+    result = db.session.execute(delete(StoreLink).where(StoreLink.id.in_(doomed))
+                                .execution_options(synchronize_session=False))
+    db.session.commit()
+    return result.rowcount
+
+
 def record_callback(callback: Callback, remote_addr: str | None) -> Activation:
     """Store (or update) the link and add an activation; commits."""
+    purge_expired(PURGE_BATCH)
     for attempt in (1, 2):
         try:
             return _record(callback, remote_addr)
@@ -118,6 +155,7 @@ def _repeat(link: StoreLink, activation: Activation, remote_addr: str | None) ->
         activation.error = None
         link.status = StoreLink.PENDING
         link.last_error = None
+    link.updated_at = utcnow()  # an unclaimed link expires counting from its last callback
     audit("callback.repeated", store_link=link, remote_addr=remote_addr, detail=f"activation {activation.state}")
     db.session.commit()
     return activation

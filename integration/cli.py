@@ -131,7 +131,7 @@ stores = AppGroup("stores", help="Linked Magento stores: list, check, signed cal
 def _link(link_id: int):
     from .models import StoreLink
 
-    link = db.session.get(StoreLink, link_id)
+    link = db.session.get(StoreLink, link_id) if 0 < link_id < 2**31 else None
     if link is None:
         raise click.ClickException(f"no store with id {link_id}")
     return link
@@ -199,7 +199,7 @@ def check_store(link_id: int) -> None:
 
     link = _link(link_id)
     try:
-        result = store_service.check(link)
+        result = store_service.check(link, remote_addr=store_service.COMMAND_LINE)
     except MagentoError as exc:
         raise _fail(exc) from None
     click.echo(f"magento_version: {result['magento_version'] or 'hidden'}")
@@ -240,9 +240,12 @@ def call_store(link_id: int, method: str, path: str, params: tuple[str, ...], da
             body = json.loads(text)
         except json.JSONDecodeError as exc:
             raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from None
+        except RecursionError:
+            raise click.BadParameter("not JSON we accept: nested too deeply", param_hint="--data") from None
     link = _link(link_id)
     try:
-        with store_service.contact(link) as client:
+        with store_service.contact(link, "console.call", f"{method.upper()} {path}",
+                                   remote_addr=store_service.COMMAND_LINE) as client:
             result = client.request(method, path, params=pairs or None, json=body, store_code=store_code)
     except (MagentoError, ValueError) as exc:
         raise _fail(exc) from None
@@ -269,7 +272,7 @@ def add_store(base_url: str, consumer_key: str, owner: str | None) -> None:
                for label in ("Consumer secret", "Access token", "Access token secret")]
     creds = Credentials(consumer_key.strip(), *secrets)
     try:
-        link = store_service.add_manual(base_url, creds, owner=owner_user)
+        link = store_service.add_manual(base_url, creds, owner=owner_user, remote_addr=store_service.COMMAND_LINE)
     except (MagentoError, ValueError) as exc:
         raise _fail(exc) from None
     click.echo(f"linked store {link.id}: {link.base_url}")
@@ -285,7 +288,7 @@ def unlink_store(link_id: int, yes: bool) -> None:
     link = _link(link_id)
     if not yes:
         click.confirm(f"Unlink {link.base_url}?", abort=True)
-    store_service.unlink(link)
+    store_service.unlink(link, remote_addr=store_service.COMMAND_LINE)
     click.echo(f"unlinked store {link.id}")
 
 
@@ -318,8 +321,9 @@ def export_store(link_id: int, entity: str, since: str | None, fmt: str | None, 
             bar.__enter__()
 
     try:
-        # A deadline per page, not for the whole export.
-        with store_service.contact(link, pool_size=max(concurrency, 4), deadline=None) as client:
+        with store_service.contact(link, "store.exported", f"{entity}{f' since {since}' if since else ''}",
+                                   remote_addr=store_service.COMMAND_LINE, pool_size=max(concurrency, 4),
+                                   deadline=None) as client:  # a deadline per page, not for the whole export
             count = export(client, entity, output, fmt=fmt, since=since, concurrency=concurrency,
                            page_size=page_size, stdout=sys.stdout, on_total=on_total,
                            on_record=(lambda: bar.update(1)) if show_progress else None)
@@ -330,6 +334,15 @@ def export_store(link_id: int, entity: str, since: str | None, fmt: str | None, 
             bar.__exit__(None, None, None)
     if output:
         click.echo(f"wrote {count} {entity} to {output}", err=True)
+
+
+@stores.command("purge-pending")
+def purge_pending() -> None:
+    """Delete callbacks nobody claimed within INTEGRATION_PENDING_EXPIRY_HOURS (run it from cron
+    if few callbacks arrive; each callback also deletes a batch)."""
+    from .activation import purge_expired
+
+    click.echo(f"deleted {purge_expired()} expired unclaimed store links")
 
 
 # --- keys -----------------------------------------------------------------------------

@@ -64,6 +64,7 @@ def from_environment(instance_path: str) -> dict:
         "RATELIMIT_STORAGE_URI": _env("REDIS_URL", "memory://"),
         "STORE_TIMEOUT": _number("STORE_TIMEOUT", "20"),
         "STORE_DEADLINE": _number("STORE_DEADLINE", "30"),
+        "PENDING_EXPIRY_HOURS": _number("PENDING_EXPIRY_HOURS", "24"),
         "LOGIN_RATE_LIMIT": _env("LOGIN_RATE_LIMIT", "10 per minute"),
         "ACCOUNT_RATE_LIMIT": _env("ACCOUNT_RATE_LIMIT", "30 per hour"),
         "CALLBACK_RATE_LIMIT": _env("CALLBACK_RATE_LIMIT", "30 per minute"),

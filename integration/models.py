@@ -81,13 +81,15 @@ class StoreLink(db.Model):
     __tablename__ = "store_links"
     __table_args__ = (Index("ix_store_links_updated_at_id", "updated_at", "id"),)
 
-    PENDING, LINKED, FAILED, REVOKED = "pending", "linked", "failed", "revoked"
+    PENDING, LINKED, FAILED, REVOKED, UNLINKED = "pending", "linked", "failed", "revoked", "unlinked"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     consumer_key: Mapped[str] = mapped_column(String(32), unique=True)
     # Secrets are deferred: decrypted only when a caller reads them, never for a list page.
     consumer_secret: Mapped[str] = mapped_column(EncryptedText, deferred=True)
     base_url: Mapped[str] = mapped_column(String(2048))
+    # Ours to set: Magento never tells us the integration's name.
+    label: Mapped[str | None] = mapped_column(String(100))
     store_host: Mapped[str] = mapped_column(String(255), index=True)
     status: Mapped[str] = mapped_column(String(16), default=PENDING, index=True)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
@@ -110,6 +112,11 @@ class StoreLink(db.Model):
     @classmethod
     def by_consumer_key(cls, key: str) -> StoreLink | None:
         return db.session.scalar(select(cls).where(cls.consumer_key == key))
+
+    @property
+    def masked_consumer_key(self) -> str:
+        """Enough of the key to tell two integrations of one store apart."""
+        return f"{self.consumer_key[:4]}…{self.consumer_key[-4:]}"
 
     @property
     def has_token(self) -> bool:

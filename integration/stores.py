@@ -1,5 +1,6 @@
 """Talking to a linked store from the web app or the CLI: builds the client, keeps the link's
-bookkeeping (last contact, signature profile, revocation) and the audit trail."""
+health (last contact, last error, signature profile, revocation) and writes one audit entry
+per contact, whoever asks, so the web, the CLI and anything later behave the same."""
 
 from __future__ import annotations
 
@@ -10,13 +11,26 @@ from . import events
 from .extensions import db
 from .magento import errors
 from .magento.client import Credentials, StoreClient
+from .magento.credentials import RULE, MalformedCredential, is_credential
 from .magento.store_url import host_of
 from .models import StoreLink, User, audit, utcnow
 from .outbound import store_client, store_policy
 
+#: The ``remote_addr`` of audit entries made at the command line, which has no address.
+COMMAND_LINE = "command line"
+LABEL_LENGTH = 100
+
 
 class NotLinked(errors.MagentoError):
     hint = "Activate the integration in Magento (or add it with `flask stores add`) first."
+
+
+class AlreadyLinked(errors.MagentoError):
+    hint = "Open it from the store list. To link it again, click Reauthorize on the integration in Magento."
+
+
+class InvalidLabel(ValueError):
+    """A store label with control or formatting characters, or too long."""
 
 
 def client_for(link: StoreLink, **kwargs) -> StoreClient:
@@ -26,30 +40,50 @@ def client_for(link: StoreLink, **kwargs) -> StoreClient:
     return store_client(link.base_url, creds, profile=link.signature_profile, **kwargs)
 
 
+def breaks_the_link(exc: errors.MagentoError) -> bool:
+    """Whether a failure says the link itself is broken: the store cannot be reached, or it no
+    longer accepts our token or signature. A 404, a refused body, a 500 from one endpoint or a
+    resource the integration was not given are about the request, not the link."""
+    if isinstance(exc, errors.NotAuthorized):
+        return False
+    return isinstance(exc, (errors.StoreUnreachable, errors.UnsafeStoreURL, errors.Unauthorized))
+
+
 @contextmanager
-def contact(link: StoreLink, *, user: User | None = None, remote_addr: str | None = None,
-            **client_kwargs) -> Iterator[StoreClient]:
-    """A client for ``link``; afterwards records what the calls taught us, and commits."""
+def contact(link: StoreLink, action: str, purpose: str = "", *, user: User | None = None,
+            remote_addr: str | None = None, health_check: bool = False, **client_kwargs) -> Iterator[StoreClient]:
+    """A client for ``link``. Afterwards, one audit entry (``action``, ``purpose`` and how it
+    ended) and what the calls taught us about the link; commits.
+
+    Only failures that break the link change its health, unless ``health_check``: a test call
+    exists to find out, so any failure of it does."""
     client = client_for(link, **client_kwargs)
+
+    def record(outcome: str) -> None:
+        audit(action, user=user, store_link=link, remote_addr=remote_addr,
+              detail=f"{purpose}: {outcome}" if purpose else outcome)
+        db.session.commit()
+
     try:
         yield client
-    except errors.TokenRevoked as exc:
-        # Magento never tells us an integration was deleted: a token that worked and is now
-        # unknown to the store is the only sign.
-        if link.status == StoreLink.LINKED:
-            link.status = StoreLink.REVOKED
-            link.revoked_at = utcnow()
-            audit("store.revoked", user=user, store_link=link, remote_addr=remote_addr, detail=exc.message)
-            events.record(db.session, events.STORE_REVOKED, link, reason=exc.message)
-        link.last_error = exc.message
-        db.session.commit()
-        raise
     except errors.MagentoError as exc:
-        # Once when a working store starts failing, not on every failed call.
-        if link.last_error is None and not isinstance(exc, (errors.NotFound, errors.BadRequest)):
-            events.record(db.session, events.STORE_CHECK_FAILED, link, reason=exc.message)
-        link.last_error = exc.message
-        db.session.commit()
+        if health_check or breaks_the_link(exc):
+            # Magento never tells us an integration was deleted: a token that worked and is
+            # now unknown to the store is the only sign.
+            if isinstance(exc, errors.TokenRevoked) and link.status == StoreLink.LINKED:
+                link.status = StoreLink.REVOKED
+                link.revoked_at = utcnow()
+                audit("store.revoked", user=user, store_link=link, remote_addr=remote_addr, detail=exc.message)
+                events.record(db.session, events.STORE_REVOKED, link, reason=exc.message)
+            elif link.last_error is None:
+                # Once when a working store starts failing, not on every failed call.
+                events.record(db.session, events.STORE_CHECK_FAILED, link, reason=exc.message)
+            link.last_error = exc.message
+        record(f"failed: {exc.message}")
+        raise
+    except BaseException as exc:  # a refused argument, a full disk, Ctrl-C: still on the record
+        db.session.rollback()
+        record(f"stopped ({type(exc).__name__})")
         raise
     else:
         link.last_contact_at = utcnow()
@@ -59,13 +93,22 @@ def contact(link: StoreLink, *, user: User | None = None, remote_addr: str | Non
             link.revoked_at = None
         # Only what a request proved; a recorded profile the store now refuses is forgotten.
         link.signature_profile = client.profile if client.profile_known else None
-        db.session.commit()
+        record("ok")
 
 
-def check(link: StoreLink, **kwargs) -> dict:
+def store_configs(client: StoreClient) -> list[dict]:
+    """``store/storeConfigs``, the call that proves a link works; anything but a list of store
+    views means something other than Magento answered."""
+    configs = client.get("store/storeConfigs")
+    if not isinstance(configs, list) or not configs or not all(isinstance(c, dict) for c in configs):
+        raise errors.BadStoreResponse("store/storeConfigs did not answer with a list of store configs")
+    return configs
+
+
+def check(link: StoreLink, *, user: User | None = None, remote_addr: str | None = None, **kwargs) -> dict:
     """A test call: Magento's version and the store configs."""
-    with contact(link, **kwargs) as client:
-        configs = client.get("store/storeConfigs")
+    with contact(link, "store.tested", user=user, remote_addr=remote_addr, health_check=True, **kwargs) as client:
+        configs = store_configs(client)
         try:
             version = client.magento_version()
         except errors.MagentoError:
@@ -77,9 +120,9 @@ def check(link: StoreLink, **kwargs) -> dict:
 def unlink(link: StoreLink, *, user: User | None = None, remote_addr: str | None = None) -> None:
     """Forget the tokens, keep the link's history."""
     link.forget_token()
-    link.status = StoreLink.REVOKED
+    link.status = StoreLink.UNLINKED
     link.revoked_at = utcnow()
-    link.last_error = "unlinked"
+    link.last_error = None
     audit("store.unlinked", user=user, store_link=link, remote_addr=remote_addr)
     events.record(db.session, events.STORE_UNLINKED, link)
     db.session.commit()
@@ -88,12 +131,17 @@ def unlink(link: StoreLink, *, user: User | None = None, remote_addr: str | None
 def add_manual(base_url: str, credentials: Credentials, *, owner: User | None = None,
                remote_addr: str | None = None) -> StoreLink:
     """Link an integration activated without a callback (the four credentials Magento's admin
-    shows), after a test call proves they work. Raises ``MagentoError`` or ``ValueError``."""
+    shows), after a test call proves they work. Raises ``MagentoError``."""
+    for name, value in (("consumer key", credentials.consumer_key), ("consumer secret", credentials.consumer_secret),
+                        ("access token", credentials.access_token),
+                        ("access token secret", credentials.access_token_secret)):
+        if not is_credential(value):
+            raise MalformedCredential(f"the {name} must be {RULE}")
     base_url = store_policy().check(base_url)
     if StoreLink.by_consumer_key(credentials.consumer_key):
-        raise ValueError("a store with this consumer key is already linked")
+        raise AlreadyLinked("a store with this consumer key is already linked")
     client = store_client(base_url, credentials)
-    client.get("store/storeConfigs")
+    store_configs(client)
     now = utcnow()
     link = StoreLink(consumer_key=credentials.consumer_key, consumer_secret=credentials.consumer_secret,
                      base_url=base_url, store_host=host_of(base_url), status=StoreLink.LINKED, owner=owner,
@@ -104,3 +152,16 @@ def add_manual(base_url: str, credentials: Credentials, *, owner: User | None = 
     audit("store.added", user=owner, store_link=link, remote_addr=remote_addr, detail="manual link")
     db.session.commit()
     return link
+
+
+def set_label(link: StoreLink, label: str, *, user: User | None = None, remote_addr: str | None = None) -> None:
+    """Name the store for the people who use this app. Magento never tells us the name the
+    integration has in its admin, so this is ours to set (usually to that name)."""
+    label = " ".join(label.split())
+    if len(label) > LABEL_LENGTH:
+        raise InvalidLabel(f"a label is at most {LABEL_LENGTH} characters")
+    if not label.isprintable():
+        raise InvalidLabel("a label cannot contain control or formatting characters")
+    link.label = label or None
+    audit("store.labelled", user=user, store_link=link, remote_addr=remote_addr, detail=label or "(removed)")
+    db.session.commit()

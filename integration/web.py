@@ -17,6 +17,9 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
 
 
 def init_app(app: Flask) -> None:
+    from . import display
+
+    display.init_app(app)
     login_manager.user_loader(sessions.user_for)
 
     @app.before_request

@@ -143,7 +143,8 @@ def test_unlink_forgets_tokens_and_keeps_history(app, linked):
     link = link_of(app, link_id)
     with app.app_context():
         link = db.session.get(StoreLink, link_id)
-        assert not link.has_token and link.status == "revoked" and len(link.activations) == 1
+        assert not link.has_token and link.status == "unlinked" and len(link.activations) == 1
+        assert link.last_error is None
 
 
 def test_export_all_products_jsonl_and_csv(app, linked, sandbox, tmp_path):

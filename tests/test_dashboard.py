@@ -52,7 +52,8 @@ def test_members_see_their_stores_admins_see_all(app, client, user, admin):
     client.post("/auth/logout", data={"csrf_token": csrf_from(page)})
     login(client, "admin@example.com")
     page = client.get("/").get_data(as_text=True)
-    assert "other.example" in page and page.count("https://shop") == 3
+    assert page.count("https://shop") == 3 and "1 callback nobody has claimed" in page
+    assert "other.example" in client.get("/?status=pending").get_data(as_text=True)
 
 
 def test_search_status_filter_and_pagination(app, client, admin):
@@ -69,7 +70,7 @@ def test_search_status_filter_and_pagination(app, client, admin):
     assert failed.count('class="status status-failed"') == 1 and "shop6.example.com" in failed
     found = client.get("/?q=shop11").get_data(as_text=True)
     assert "shop11.example.com" in found and "shop110.example.com" in found and "shop12." not in found
-    assert "No stores yet" in client.get("/?q=%25nothing%25").get_data(as_text=True)
+    assert "No stores match these filters" in client.get("/?q=%25nothing%25").get_data(as_text=True)
 
 
 def test_store_page_test_connection_and_unlink(app, client, linked, sandbox):
@@ -114,7 +115,9 @@ def test_api_console_for_admins(app, client, linked, admin):
     assert bad_json.status_code == 400 and "not JSON" in bad_json.get_data(as_text=True)
     with app.app_context():
         details = db.session.scalars(select(AuditEvent.detail).where(AuditEvent.action == "console.call")).all()
-    assert details == ["GET products", "POST products", "GET products/NOPE"]
+    assert details == ["GET products: ok", "POST products: ok",
+                       "GET products/NOPE: failed: The product that was requested doesn't exist. Verify the product "
+                       "and try again."]
     assert not any("secret body" in d for d in details)
 
 

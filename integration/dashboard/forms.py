@@ -10,14 +10,24 @@ from wtforms.validators import URL, DataRequired, Length, Optional, Regexp, Vali
 
 from ..magento.client import rest_path
 from ..magento.errors import UnsafePath
+from ..magento.credentials import RULE, is_credential
 
-CREDENTIAL = Regexp(r"^[A-Za-z0-9]{32}$", message="32 letters or digits, as Magento shows it")
+
+def credential(form, field) -> None:
+    if not is_credential(field.data):
+        raise ValidationError(f"{RULE}, as Magento shows it")
 
 
 class ActionForm(FlaskForm):
     """A bare POST with CSRF protection (Test connection, Unlink)."""
 
     submit = SubmitField("Go")
+
+
+class LabelForm(FlaskForm):
+    # What a label may be is the service's rule (stores.set_label), said at this field.
+    label = StringField("Label", render_kw={"placeholder": "the integration's name in Magento"})
+    submit = SubmitField("Save label")
 
 
 class ConsoleForm(FlaskForm):
@@ -49,6 +59,8 @@ class ConsoleForm(FlaskForm):
                 json.loads(field.data)
             except json.JSONDecodeError as exc:
                 raise ValidationError(f"not JSON: {exc}") from None
+            except RecursionError:
+                raise ValidationError("not JSON we accept: nested too deeply") from None
 
     def validate_confirm(self, field):
         if self.method.data != "GET" and not field.data:
@@ -70,8 +82,8 @@ class ManualLinkForm(FlaskForm):
     base_url = StringField("Store base URL", validators=[DataRequired(), Length(max=2048),
                                                          URL(require_tld=False, message="an http(s) URL")],
                            render_kw={"placeholder": "https://shop.example.com/"})
-    consumer_key = StringField("Consumer key", validators=[DataRequired(), CREDENTIAL])
-    consumer_secret = PasswordField("Consumer secret", validators=[DataRequired(), CREDENTIAL])
-    access_token = PasswordField("Access token", validators=[DataRequired(), CREDENTIAL])
-    access_token_secret = PasswordField("Access token secret", validators=[DataRequired(), CREDENTIAL])
+    consumer_key = StringField("Consumer key", validators=[DataRequired(), credential])
+    consumer_secret = PasswordField("Consumer secret", validators=[DataRequired(), credential])
+    access_token = PasswordField("Access token", validators=[DataRequired(), credential])
+    access_token_secret = PasswordField("Access token secret", validators=[DataRequired(), credential])
     submit = SubmitField("Test and link")

@@ -5,22 +5,27 @@ from __future__ import annotations
 import json
 import time
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
 from .. import stores
+from ..activation import expired, unclaimed
 from ..extensions import db
 from ..magento.client import Credentials
 from ..magento.errors import MagentoError
-from ..models import AuditEvent, StoreLink, audit
-from .forms import ActionForm, ConsoleForm, ManualLinkForm
+from ..models import AuditEvent, StoreLink
+from .forms import ActionForm, ConsoleForm, LabelForm, ManualLinkForm
 
 bp = Blueprint("dashboard", __name__)
 
 PAGE_SIZE = 50
-STATUSES = (StoreLink.PENDING, StoreLink.LINKED, StoreLink.FAILED, StoreLink.REVOKED)
+#: Past this, the offset would not fit the database's integers; nobody pages this far.
+MAX_PAGE = 100_000
+STATUSES = (StoreLink.PENDING, StoreLink.LINKED, StoreLink.FAILED, StoreLink.REVOKED, StoreLink.UNLINKED)
+#: Store ids are the database's 32-bit integers; a larger one is simply not a store (404).
+STORE = "/stores/<int(max=2147483647):link_id>"
 
 
 def visible_links():
@@ -28,6 +33,13 @@ def visible_links():
     if not current_user.is_admin:
         query = query.where(StoreLink.owner_id == current_user.id)
     return query
+
+
+def _page() -> int:
+    page = request.args.get("page", 1, type=int)
+    if not 1 <= page <= MAX_PAGE:
+        abort(400, description=f"The page must be a number from 1 to {MAX_PAGE:,}.")
+    return page
 
 
 def admin_required(view):
@@ -46,51 +58,72 @@ def admin_required(view):
 @login_required
 def index():
     query = visible_links()
+    # Callbacks nobody has claimed (anyone can post one) wait under "pending", not in the list;
+    # expired ones are nowhere, whether or not a purge has deleted them yet.
+    waiting = query.where(unclaimed(), ~expired())
     status = request.args.get("status", "")
-    if status in STATUSES:
+    if status == StoreLink.PENDING:
+        query = query.where(StoreLink.status == status, ~expired())
+    elif status in STATUSES:
         query = query.where(StoreLink.status == status)
+    else:
+        status = ""
     term = request.args.get("q", "").strip()[:200]
     if term:
-        query = query.where(StoreLink.base_url.contains(term, autoescape=True))
-    page = max(request.args.get("page", 1, type=int), 1)
-    # One query per page: the page's rows, their owners joined, and the total as an
-    # uncorrelated subquery (evaluated once, from the indexes).
-    count = select(func.count()).select_from(query.with_only_columns(StoreLink.id).subquery()).scalar_subquery()
+        # Case-insensitive on both databases (LIKE is not, on PostgreSQL).
+        query = query.where(StoreLink.base_url.icontains(term, autoescape=True)
+                            | StoreLink.label.icontains(term, autoescape=True))
+    page = _page()
+    # One query per page: the page's rows, their owners joined, and the totals as uncorrelated
+    # subqueries (evaluated once, from the indexes: the unclaimed are few and all pending, so
+    # "all but the unclaimed" is counted as a difference, not row by row).
+    total = _count(query)
+    if not status:
+        total = total - _count(query.where(unclaimed()))
+        query = query.where(~unclaimed())
+    totals = (total.label("total"), _count(waiting).label("waiting"))
     rows = db.session.execute(
-        query.add_columns(count.label("total"))
+        query.add_columns(*totals)
         .options(joinedload(StoreLink.owner))
         .order_by(StoreLink.updated_at.desc(), StoreLink.id.desc())
         .limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
     ).all()
     links = [row[0] for row in rows]
-    # A page past the end has no row to carry the total; only then is it asked for alone.
-    total = rows[0].total if rows else db.session.scalar(select(count))
-    return render_template("dashboard/index.html", links=links, total=total, page=page,
-                           pages=max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1), status=status, q=term,
-                           statuses=STATUSES)
+    # A page past the end has no row to carry the totals; only then are they asked for alone.
+    counts = rows[0] if rows else db.session.execute(select(*totals)).one()
+    return render_template("dashboard/index.html", links=links, total=counts.total, page=page,
+                           pages=max((counts.total + PAGE_SIZE - 1) // PAGE_SIZE, 1), status=status, q=term,
+                           statuses=STATUSES, unclaimed=counts.waiting,
+                           expiry_hours=current_app.config["PENDING_EXPIRY_HOURS"])
+
+
+def _count(query):
+    return select(func.count()).select_from(query.with_only_columns(StoreLink.id).subquery()).scalar_subquery()
 
 
 def _visible(link_id: int) -> StoreLink:
-    return db.session.scalar(visible_links().where(StoreLink.id == link_id)) or abort(404)
+    return db.session.scalar(visible_links().where(StoreLink.id == link_id, ~expired())) or abort(404)
 
 
-@bp.get("/stores/<int:link_id>")
+@bp.get(STORE)
 @login_required
 def store(link_id: int):
     link = _visible(link_id)
     return _store_page(link, ConsoleForm(formdata=None))
 
 
-def _store_page(link: StoreLink, console: ConsoleForm, result: dict | None = None, status: int = 200):
+def _store_page(link: StoreLink, console: ConsoleForm, result: dict | None = None, status: int = 200,
+                label: LabelForm | None = None):
     events = db.session.scalars(
         select(AuditEvent).options(joinedload(AuditEvent.user))
         .where(AuditEvent.store_link_id == link.id).order_by(AuditEvent.id.desc()).limit(100)
     ).all()
+    label = label or LabelForm(formdata=None, data={"label": link.label or ""})
     return render_template("dashboard/store.html", link=link, events=events, action=ActionForm(),
-                           console=console, result=result), status
+                           console=console, result=result, label=label), status
 
 
-@bp.post("/stores/<int:link_id>/test")
+@bp.post(STORE + "/test")
 @login_required
 def test_connection(link_id: int):
     link = _visible(link_id)
@@ -99,21 +132,15 @@ def test_connection(link_id: int):
     try:
         result = stores.check(link, user=current_user, remote_addr=request.remote_addr)
     except MagentoError as exc:
-        audit("store.tested", user=current_user, store_link=link, remote_addr=request.remote_addr,
-              detail=f"failed: {exc.message}")
-        db.session.commit()
         flash(f"Test failed: {exc.message} {exc.hint}", "error")
     else:
-        audit("store.tested", user=current_user, store_link=link, remote_addr=request.remote_addr, detail="ok")
-        db.session.commit()
-        configs = result["store_configs"]
-        code = configs[0].get("code") if isinstance(configs, list) and configs else "?"
+        code = result["store_configs"][0].get("code", "?")
         flash(f"Connection works: {result['magento_version'] or 'Magento (version hidden)'}, store view {code}.",
               "success")
     return redirect(url_for("dashboard.store", link_id=link.id))
 
 
-@bp.post("/stores/<int:link_id>/unlink")
+@bp.post(STORE + "/unlink")
 @login_required
 def unlink(link_id: int):
     link = _visible(link_id)
@@ -125,7 +152,23 @@ def unlink(link_id: int):
     return redirect(url_for("dashboard.store", link_id=link.id))
 
 
-@bp.post("/stores/<int:link_id>/console")
+@bp.post(STORE + "/label")
+@login_required
+def label(link_id: int):
+    link = _visible(link_id)
+    form = LabelForm()
+    if not form.validate_on_submit():
+        return _store_page(link, ConsoleForm(formdata=None), label=form, status=400)
+    try:
+        stores.set_label(link, form.label.data or "", user=current_user, remote_addr=request.remote_addr)
+    except stores.InvalidLabel as exc:
+        form.label.errors = [str(exc)]
+        return _store_page(link, ConsoleForm(formdata=None), label=form, status=400)
+    flash("Label saved.", "success")
+    return redirect(url_for("dashboard.store", link_id=link.id))
+
+
+@bp.post(STORE + "/console")
 @login_required
 @admin_required
 def console(link_id: int):
@@ -134,12 +177,10 @@ def console(link_id: int):
     if not form.validate_on_submit():
         return _store_page(link, form, status=400)
     method, path = form.method.data, form.path.data.strip()
-    audit("console.call", user=current_user, store_link=link, remote_addr=request.remote_addr,
-          detail=f"{method} {path[:300]}")
-    db.session.commit()
     started = time.perf_counter()
     try:
-        with stores.contact(link, user=current_user, remote_addr=request.remote_addr) as client:
+        with stores.contact(link, "console.call", f"{method} {path[:300]}", user=current_user,
+                            remote_addr=request.remote_addr) as client:
             payload = client.request(method, path, params=form.pairs() or None, json=form.json_body(),
                                      store_code=form.store_code.data)
         result = {"ok": True, "status": 200, "body": json.dumps(payload, indent=2, ensure_ascii=False)}
@@ -171,7 +212,7 @@ def manual_link():
 @login_required
 @admin_required
 def audit_trail():
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = _page()
     events = db.session.scalars(
         select(AuditEvent).options(joinedload(AuditEvent.user), joinedload(AuditEvent.store_link))
         .order_by(AuditEvent.id.desc()).limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)

@@ -15,6 +15,7 @@ from .. import activation as activations
 from ..accounts import logins, service
 from ..auth.routes import login_limits
 from ..forms import IdentityConfirmForm, IdentityLoginForm, IdentityRegisterForm, IdentitySwitchForm
+from ..magento.credentials import is_credential
 from ..models import Activation, StoreLink
 from ..outbound import store_policy
 
@@ -109,7 +110,7 @@ def _no_callback(key: str):
 
 
 def _lookup(key: str) -> tuple[StoreLink | None, Activation | None]:
-    if len(key) != 32 or not key.isalnum():
+    if not is_credential(key):
         return None, None
     link = StoreLink.by_consumer_key(key)
     return link, (activations.current_activation(link) if link else None)

@@ -316,7 +316,7 @@ class StoreClient:
     def _decode(self, response: requests.Response, method: str, url: str):
         try:
             payload = response.json() if response.content else None
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
             payload = None
             if response.status_code < 400:
                 raise errors.BadStoreResponse(

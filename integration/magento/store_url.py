@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import re
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
@@ -38,8 +39,10 @@ def normalise_base_url(url: str) -> str:
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeStoreURL(f"store_base_url is longer than {MAX_URL_LENGTH} characters")
-    if any(ord(c) < 33 or ord(c) == 127 for c in url):
-        raise UnsafeStoreURL("store_base_url contains spaces or control characters")
+    # Controls, bidi overrides and other invisible formatting could make the address read as
+    # another one wherever it is shown; no real store address has them.
+    if any(c <= " " or unicodedata.category(c) in ("Cc", "Cf", "Zs", "Zl", "Zp") for c in url):
+        raise UnsafeStoreURL("store_base_url contains spaces, control or formatting characters")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -70,7 +73,10 @@ def normalise_base_url(url: str) -> str:
     path = parts.path or "/"
     if not path.endswith("/"):
         path += "/"
-    return urlunsplit((scheme, host, path, "", ""))
+    url = urlunsplit((scheme, host, path, "", ""))
+    if len(url) > MAX_URL_LENGTH:  # the trailing slash can take it over
+        raise UnsafeStoreURL(f"store_base_url is longer than {MAX_URL_LENGTH} characters")
+    return url
 
 
 def host_of(url: str) -> str:

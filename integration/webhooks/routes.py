@@ -119,7 +119,3 @@ def replay(endpoint_id: int, delivery_id: int):
     flash(f"{delivery.event.type} {delivery.event.public_id} is being sent again.", "success")
     return redirect(url_for("webhooks.endpoint", endpoint_id=endpoint_id))
 
-
-@bp.app_template_filter("when")
-def _when(value: dt.datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"

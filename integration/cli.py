@@ -131,17 +131,6 @@ def _fail(exc) -> click.ClickException:
     return click.ClickException(str(exc))
 
 
-def _summary(link) -> dict:
-    return {
-        "id": link.id, "base_url": link.base_url, "status": link.status,
-        "owner": link.owner.email if link.owner else None, "signature_profile": link.signature_profile,
-        "magento_version": link.magento_version,
-        "linked_at": link.linked_at.isoformat() if link.linked_at else None,
-        "last_contact_at": link.last_contact_at.isoformat() if link.last_contact_at else None,
-        "last_error": link.last_error,
-    }
-
-
 @stores.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def list_stores(as_json: bool) -> None:
@@ -150,8 +139,10 @@ def list_stores(as_json: bool) -> None:
 
     from .models import StoreLink
 
+    from .stores import describe
+
     for link in db.session.scalars(select(StoreLink).order_by(StoreLink.id)):
-        s = _summary(link)
+        s = describe(link)
         if as_json:
             click.echo(json.dumps(s))
         else:
@@ -163,8 +154,10 @@ def list_stores(as_json: bool) -> None:
 @click.argument("link_id", type=int)
 def show_store(link_id: int) -> None:
     """Details and activation history of one store."""
+    from .stores import describe
+
     link = _link(link_id)
-    for key, value in _summary(link).items():
+    for key, value in describe(link).items():
         click.echo(f"{key:18} {value if value is not None else '-'}")
     click.echo("activations:")
     for a in link.activations:

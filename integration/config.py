@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -48,6 +49,12 @@ def from_environment(instance_path: str) -> dict:
         "ACCOUNT_RATE_LIMIT": _env("ACCOUNT_RATE_LIMIT", "30 per hour"),
         "SESSION_COOKIE_SECURE": (_env("PUBLIC_URL") or "").startswith("https://"),
         "TRUSTED_PROXIES": int(_env("TRUSTED_PROXIES", "0")),
+        "REDIS_URL": _env("REDIS_URL"),
+        "STORE_CONCURRENCY": int(_env("STORE_CONCURRENCY", "8")),
+        "STORE_CAP_WAIT": float(_env("STORE_CAP_WAIT", "1")),
+        "API_RATE_LIMIT": _env("API_RATE_LIMIT", "3000 per minute"),
+        "OPS_RATE_LIMIT": _env("OPS_RATE_LIMIT", "300 per minute"),
+        "METRICS_ALLOW": _list(_env("METRICS_ALLOW", "127.0.0.0/8,::1")),
     }
     if env == "development":
         instance.mkdir(parents=True, exist_ok=True)
@@ -66,6 +73,13 @@ def check(config: dict) -> None:
             f"(for example: python -c 'import secrets; print(secrets.token_hex(32))'), "
             f"or run with {PREFIX}ENV=development to have one created in the instance folder."
         )
+    if int(config.get("STORE_CONCURRENCY") or 0) < 1:
+        raise ConfigError(f"{PREFIX}STORE_CONCURRENCY must be at least 1 (calls at once to one store)")
+    for entry in config.get("METRICS_ALLOW") or ():
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(f"{PREFIX}METRICS_ALLOW: {entry!r} is not an address or CIDR network") from None
     keys = config.get("ENCRYPTION_KEYS") or ()
     if not keys:
         raise ConfigError(

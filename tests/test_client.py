@@ -147,6 +147,21 @@ def test_retries_are_bounded_and_honour_retry_after(sandbox):
     assert delays == [0.0, 0.0]  # the sandbox sends Retry-After: 0
 
 
+def test_a_deadline_bounds_the_whole_call_retries_included(sandbox):
+    import time
+
+    client, _ = linked(sandbox, deadline=0.5, retries=5, backoff=0.0, timeout=(5.0, 5.0))
+    sandbox.state.latency = 0.3
+    sandbox.state.failures.append(["/store/storeConfigs", 503, 5])
+    started = time.monotonic()
+    with pytest.raises(errors.StoreTimeout, match="within 0.5 s"):
+        client.get("store/storeConfigs")
+    # One 503 after 0.3 s, then a second attempt cut off at the deadline: no third.
+    assert time.monotonic() - started < 0.9
+    time.sleep(0.4)  # the sandbox finishes the abandoned second attempt
+    assert sandbox.state.failures[-1][2] == 3
+
+
 def test_backoff_grows_exponentially_with_jitter(sandbox):
     client, _ = linked(sandbox, backoff=1.0)
     for attempt in range(5):

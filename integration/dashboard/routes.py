@@ -24,10 +24,7 @@ STATUSES = (StoreLink.PENDING, StoreLink.LINKED, StoreLink.FAILED, StoreLink.REV
 
 
 def visible_links():
-    query = select(StoreLink)
-    if not current_user.is_admin:
-        query = query.where(StoreLink.owner_id == current_user.id)
-    return query
+    return stores.visible_to(current_user)
 
 
 def admin_required(view):
@@ -99,13 +96,8 @@ def test_connection(link_id: int):
     try:
         result = stores.check(link, user=current_user, remote_addr=request.remote_addr)
     except MagentoError as exc:
-        audit("store.tested", user=current_user, store_link=link, remote_addr=request.remote_addr,
-              detail=f"failed: {exc.message}")
-        db.session.commit()
         flash(f"Test failed: {exc.message} {exc.hint}", "error")
     else:
-        audit("store.tested", user=current_user, store_link=link, remote_addr=request.remote_addr, detail="ok")
-        db.session.commit()
         configs = result["store_configs"]
         code = configs[0].get("code") if isinstance(configs, list) and configs else "?"
         flash(f"Connection works: {result['magento_version'] or 'Magento (version hidden)'}, store view {code}.",

@@ -76,6 +76,7 @@ class StoreClient:
         on_profile: Callable[[str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         pool_size: int = 10,
+        deadline: float | None = None,
     ):
         self.base_url = normalise_base_url(base_url)
         self.credentials = credentials
@@ -88,6 +89,9 @@ class StoreClient:
         self.backoff = backoff
         self.on_profile = on_profile
         self.sleep = sleep
+        #: Seconds one call may take in all, retries and their waits included (None: no bound
+        #: beyond ``timeout`` per attempt and ``retries``).
+        self.deadline = deadline
 
     # --- URLs -------------------------------------------------------------------------
 
@@ -115,6 +119,13 @@ class StoreClient:
     def request(self, method: str, path: str, *, params=None, json=None, form=None,
                 store_code: str | None = None):
         """Send a signed call and return Magento's decoded JSON answer."""
+        response = self.request_raw(method, path, params=params, json=json, form=form, store_code=store_code)
+        return self._decode(response, method.upper(), response.request.url)
+
+    def request_raw(self, method: str, path: str, *, params=None, json=None, form=None,
+                    store_code: str | None = None) -> requests.Response:
+        """Send a signed call and return the store's answer as it came, whatever its status
+        (signing, profile fallback and retries as for ``request``; transport failures raise)."""
         method = method.upper()
         url = self.url(path, store_code)
         if params:
@@ -126,8 +137,8 @@ class StoreClient:
         elif form is not None:
             headers["Content-Type"] = signing.FORM_CONTENT_TYPE
             body = query_string(form)
-        response = self._send_signed(method, url, headers, body)
-        return self._decode(response, method, url)
+        ends = time.monotonic() + self.deadline if self.deadline is not None else None
+        return self._send_signed(method, url, headers, body, ends)
 
     def search(self, path: str, criteria: SearchCriteria, *, store_code: str | None = None) -> dict:
         return self.get(path, params=criteria.params(), store_code=store_code)
@@ -184,8 +195,9 @@ class StoreClient:
         return magento_auth(c.consumer_key, c.consumer_secret, c.access_token, c.access_token_secret,
                             profile=profile)
 
-    def _send_signed(self, method: str, url: str, headers: dict, body: str | None) -> requests.Response:
-        response = self._send_with_retries(method, url, headers, body, self.profile)
+    def _send_signed(self, method: str, url: str, headers: dict, body: str | None,
+                     ends: float | None) -> requests.Response:
+        response = self._send_with_retries(method, url, headers, body, self.profile, ends)
         content_type = headers.get("Content-Type")
         signed_as = _probe_base(self.profile, method, url, body, content_type)
         others = [p for p in signing.PROFILES if p != self.profile]
@@ -194,7 +206,7 @@ class StoreClient:
                 probe = _probe_base(profile, method, url, body, content_type)
                 if probe is None or probe == signed_as:
                     continue  # this profile would send the very same signature
-                retry = self._send_with_retries(method, url, headers, body, profile)
+                retry = self._send_with_retries(method, url, headers, body, profile, ends)
                 if not (retry.status_code == 401 and _signature_rejected(retry)):
                     if retry.status_code < 400:
                         self._confirm(profile)
@@ -212,24 +224,47 @@ class StoreClient:
         if changed and self.on_profile:
             self.on_profile(profile)
 
-    def _send_with_retries(self, method, url, headers, body, profile) -> requests.Response:
+    def _send_with_retries(self, method, url, headers, body, profile, ends: float | None) -> requests.Response:
         attempt = 0
         while True:
             try:
                 # A new auth per attempt: a fresh nonce, since Magento burns one even on failure.
-                response = send(self.session, method, url, timeout=self.timeout, headers=headers,
-                                data=body.encode("utf-8") if body is not None else None, auth=self._auth(profile))
-            except errors.StoreUnreachable:
-                if method not in IDEMPOTENT or attempt >= self.retries:
+                response = send(self.session, method, url, timeout=self._attempt_timeout(ends, method, url),
+                                headers=headers, data=body.encode("utf-8") if body is not None else None,
+                                auth=self._auth(profile))
+            except errors.StoreUnreachable as exc:
+                if method not in IDEMPOTENT or attempt >= self.retries or \
+                        not self._wait(self._delay(attempt, None), ends):
+                    if isinstance(exc, errors.StoreTimeout) and ends is not None and time.monotonic() >= ends:
+                        raise self._past_deadline(method, url) from None
                     raise
-                self.sleep(self._delay(attempt, None))
                 attempt += 1
                 continue
             if response.status_code in RETRYABLE_STATUS and method in IDEMPOTENT and attempt < self.retries:
-                self.sleep(self._delay(attempt, response.headers.get("Retry-After")))
-                attempt += 1
-                continue
+                if self._wait(self._delay(attempt, response.headers.get("Retry-After")), ends):
+                    attempt += 1
+                    continue
             return response
+
+    def _attempt_timeout(self, ends: float | None, method: str, url: str):
+        if ends is None:
+            return self.timeout
+        left = ends - time.monotonic()
+        if left <= 0:
+            raise self._past_deadline(method, url)
+        if isinstance(self.timeout, tuple):
+            return tuple(min(t, left) for t in self.timeout)
+        return min(self.timeout, left)
+
+    def _past_deadline(self, method: str, url: str) -> errors.StoreTimeout:
+        return errors.StoreTimeout(f"the store did not answer {method} {url.split('?')[0]} within {self.deadline:g} s")
+
+    def _wait(self, seconds: float, ends: float | None) -> bool:
+        """Sleep before a retry, unless that would leave no time for it before the deadline."""
+        if ends is not None and time.monotonic() + seconds >= ends:
+            return False
+        self.sleep(seconds)
+        return True
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after:

@@ -20,6 +20,7 @@ from .extensions import db
 from .magento.errors import MagentoError, UnsafeStoreURL
 from .magento.store_url import StorePolicy, host_of, safe_session
 from .magento.token_exchange import Consumer, TokenExchange
+from .metrics import EXCHANGES
 from .models import Activation, StoreLink, User, audit, utcnow
 
 CALLBACK_FIELDS = ("oauth_consumer_key", "oauth_consumer_secret", "store_base_url", "oauth_verifier")
@@ -213,6 +214,7 @@ def exchange(activation: Activation, user: User, client: TokenExchange, remote_a
         link.last_error = activation.error
         audit("exchange.failed", user=user, store_link=link, remote_addr=remote_addr, detail=activation.error)
         db.session.commit()
+        EXCHANGES.labels("failed").inc()
         raise
     now = utcnow()
     link.access_token, link.access_token_secret = token.token, token.secret
@@ -229,6 +231,7 @@ def exchange(activation: Activation, user: User, client: TokenExchange, remote_a
     audit("exchange.succeeded", user=user, store_link=link, remote_addr=remote_addr,
           detail=f"{activation.kind} of {link.base_url}")
     db.session.commit()
+    EXCHANGES.labels("succeeded").inc()
     return link
 
 

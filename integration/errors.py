@@ -17,6 +17,10 @@ def _wants_json() -> bool:
 
 
 def render_error(error: HTTPException):
+    if request.path == "/api/v1" or request.path.startswith("/api/v1/"):
+        from .api.errors import render
+
+        return render(error)
     if _wants_json():
         return jsonify(error=error.name, message=error.description, status=error.code), error.code
     return render_template("error.html", error=error), error.code

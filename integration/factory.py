@@ -58,13 +58,16 @@ def create_app(test_config: dict | None = None) -> Flask:
     with app.app_context():
         _tune_sqlite(db.engine)
 
-    from . import accounts, auth, callback, cli, dashboard, errors, identity, logs, web
+    from . import accounts, api, apikeys, auth, callback, cli, dashboard, errors, identity, logs, store_cap, web
 
     app.register_blueprint(accounts.bp)
+    app.register_blueprint(apikeys.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(callback.bp)
     app.register_blueprint(identity.bp)
     app.register_blueprint(dashboard.bp)
+    api.init_app(app)
+    store_cap.init_app(app)
     errors.init_app(app)
     web.init_app(app)
     cli.init_app(app)

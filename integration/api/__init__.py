@@ -43,4 +43,4 @@ def init_app(app: Flask) -> None:
     api_limiter.init_app(app)
 
 
-from . import routes  # noqa: E402,F401 - the views register themselves on bp
+from . import docs, routes  # noqa: E402,F401 - the views register themselves on bp

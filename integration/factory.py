@@ -58,7 +58,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     with app.app_context():
         _tune_sqlite(db.engine)
 
-    from . import accounts, api, apikeys, auth, callback, cli, dashboard, errors, identity, logs, store_cap, web
+    from . import accounts, api, apikeys, auth, callback, cli, dashboard, errors, identity, logs, ops, store_cap, web
 
     app.register_blueprint(accounts.bp)
     app.register_blueprint(apikeys.bp)
@@ -66,6 +66,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(callback.bp)
     app.register_blueprint(identity.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(ops.bp)
     api.init_app(app)
     store_cap.init_app(app)
     errors.init_app(app)

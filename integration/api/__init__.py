@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, request
 
+from ..extensions import limiter
 from .limits import api_limiter, api_rate_limit, per_key
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -41,6 +42,17 @@ def init_app(app: Flask) -> None:
     csrf.exempt(bp)
     app.register_blueprint(bp)
     api_limiter.init_app(app)
+
+
+# Each limiter looks only at its own requests: the check runs on every request otherwise.
+@api_limiter.request_filter
+def _not_api() -> bool:
+    return request.blueprint != "api"
+
+
+@limiter.request_filter
+def _is_api() -> bool:
+    return request.blueprint == "api"
 
 
 from . import docs, routes  # noqa: E402,F401 - the views register themselves on bp

@@ -82,12 +82,13 @@ def forward(link: StoreLink, owner: User | None, method: str, tail: str, store_c
     """Send one call to ``link``'s store, under its concurrency cap and the store deadline."""
     if not STORE_CODE.match(store_code):
         raise InvalidRequest("store_code is a Magento store code: a-z, 0-9 and _", error_code="bad_path")
+    link_id = link.id  # read before contact() commits and expires the row
     started = elapsed = time.perf_counter()
     try:
         with stores.contact(link, user=owner, remote_addr=remote_addr,
                             deadline=float(current_app.config["STORE_TIMEOUT"])) as client:
             try:
-                with store_cap.current().hold(link.id):
+                with store_cap.current().hold(link_id):
                     started = time.perf_counter()
                     response = client.request_raw(method, "V1/" + tail, params=params or None, json=body,
                                                   store_code=store_code)

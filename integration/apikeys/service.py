@@ -15,7 +15,7 @@ import hmac
 import re
 import secrets
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
@@ -125,8 +125,10 @@ def record_use(key_id: int, prefix: str, owner_id: int | None, last_used_at: dt.
                action: str = "api.call") -> None:
     """Audit one request made with a key (never its body) and, at most once a minute, note
     when and from where the key was last used. Commits."""
-    db.session.add(AuditEvent(action=action, user_id=owner_id, store_link_id=store_link_id,
-                              remote_addr=remote_addr, detail=f"{method} {path[:1500]} → {status} (key {prefix})"))
+    # A Core insert: one statement, none of the unit of work's bookkeeping, on every API call.
+    db.session.execute(insert(AuditEvent).values(
+        at=utcnow(), action=action, user_id=owner_id, store_link_id=store_link_id, remote_addr=remote_addr,
+        detail=f"{method} {path[:1500]} → {status} (key {prefix})"))
     now = utcnow()
     if last_used_at is None or now - last_used_at >= LAST_USED_REFRESH:
         # Conditional, so several workers seeing the same stale time still write once.

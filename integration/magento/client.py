@@ -199,9 +199,9 @@ class StoreClient:
                      ends: float | None) -> requests.Response:
         response = self._send_with_retries(method, url, headers, body, self.profile, ends)
         content_type = headers.get("Content-Type")
-        signed_as = _probe_base(self.profile, method, url, body, content_type)
         others = [p for p in signing.PROFILES if p != self.profile]
         if response.status_code == 401 and _signature_rejected(response):
+            signed_as = _probe_base(self.profile, method, url, body, content_type)
             for profile in others:
                 probe = _probe_base(profile, method, url, body, content_type)
                 if probe is None or probe == signed_as:
@@ -213,9 +213,10 @@ class StoreClient:
                     return retry
             return response
         # A success only tells which generation the store runs if the profiles disagree here.
-        if response.status_code < 400 and not self.profile_known and any(
-                _probe_base(p, method, url, body, content_type) != signed_as for p in others):
-            self._confirm(self.profile)
+        if response.status_code < 400 and not self.profile_known:
+            signed_as = _probe_base(self.profile, method, url, body, content_type)
+            if any(_probe_base(p, method, url, body, content_type) != signed_as for p in others):
+                self._confirm(self.profile)
         return response
 
     def _confirm(self, profile: str) -> None:

@@ -26,10 +26,11 @@ def test_readyz_is_ok_on_a_migrated_database(client):
 
 
 def test_readyz_fails_when_the_database_is_unreachable(app_config, tmp_path):
-    broken = create_app({**app_config, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/missing/dir/x.sqlite"})
-    response = broken.test_client().get("/readyz")
-    assert response.status_code == 503
-    assert response.json["failing"] == ["database"] and response.json["checks"]["database"] == "unreachable"
+    for url in (f"sqlite:///{tmp_path}/missing/dir/x.sqlite", "postgresql+psycopg://postgres@127.0.0.1:9/gone"):
+        broken = create_app({**app_config, "SQLALCHEMY_DATABASE_URI": url})
+        response = broken.test_client().get("/readyz")
+        assert response.status_code == 503, url
+        assert response.json["failing"] == ["database"] and response.json["checks"]["database"] == "unreachable"
 
 
 def test_readyz_fails_when_migrations_are_not_at_head(app_config, tmp_path):

@@ -32,6 +32,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     settings.check(app.config)
+    _size_pool(app.config)
     app.config["RATELIMIT_STORAGE_URI"] = app.config.get("RATELIMIT_STORAGE_URI") or "memory://"
     app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
 
@@ -74,6 +75,19 @@ def create_app(test_config: dict | None = None) -> Flask:
     cli.init_app(app)
     logs.init_app(app)
     return app
+
+
+def _size_pool(config: dict) -> None:
+    """Keep a connection per request thread (gunicorn.conf.py runs 8): past the pool's size,
+    every checkout opened a new connection and closed it again."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(config["SQLALCHEMY_DATABASE_URI"])
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return  # one shared in-memory connection (StaticPool), nothing to size
+    options = config["SQLALCHEMY_ENGINE_OPTIONS"] = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    options.setdefault("pool_size", 16)
+    options.setdefault("max_overflow", 16)
 
 
 def _tune_sqlite(engine) -> None:

@@ -106,6 +106,6 @@ def record(response) -> None:
         return
     refused = g.get("api_refused_key")
     if refused is not None:
-        key_id, prefix, owner_id, reason = refused
+        _, prefix, owner_id, reason = refused
         keys.record_refusal(prefix, owner_id, reason, method=request.method, path=request.path,
                             status=response.status_code, remote_addr=request.remote_addr)

@@ -53,8 +53,8 @@ class InsufficientScope(ApiProblem):
     code, error_code = 403, "insufficient_scope"
 
     def __init__(self, scope: str):
-        super().__init__(f"this API key lacks the {scope} scope",
-                         headers={"WWW-Authenticate": f'Bearer realm="api", error="insufficient_scope", scope="{scope}"'})
+        challenge = f'Bearer realm="api", error="insufficient_scope", scope="{scope}"'
+        super().__init__(f"this API key lacks the {scope} scope", headers={"WWW-Authenticate": challenge})
 
 
 class NotFound(ApiProblem):

@@ -57,6 +57,33 @@ def run_callers(callers: int, jobs: list, call) -> tuple[float, list[float], int
     return time.perf_counter() - started, latencies, errors
 
 
+class Threaded:
+    """Our app on Werkzeug's threaded server in a process of its own (``server.proc``)."""
+
+    def __init__(self, env: dict[str, str]):
+        from tests.servers import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        code = ("import logging; logging.getLogger('werkzeug').setLevel(logging.WARNING); "
+                "from werkzeug.serving import run_simple; from app import app; "
+                f"run_simple('127.0.0.1', {self.port}, app, threaded=True)")
+        self.proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env},
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.get(self.url + "/healthz", timeout=2)
+                return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise RuntimeError("the threaded server did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
 def cpu_seconds(root_pid: int) -> float:
     """CPU time (user + system) of a process and its children, from /proc (Linux)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -104,6 +131,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--redis-url", help="rate limits and the per-store cap in Redis (as with several hosts)")
+    parser.add_argument("--server", choices=["gunicorn", "threaded"], default="gunicorn",
+                        help="our app under gunicorn (gthread) or Werkzeug's threaded server, in its own process")
     args = parser.parse_args()
 
     port = free_port()
@@ -128,13 +157,13 @@ def main() -> None:
         link_id = link.id
         _, api_key = apikeys.create("bench", ["stores:call"])
 
-    server = Gunicorn({"INTEGRATION_DATABASE_URL": url, "INTEGRATION_SECRET_KEY": "p" * 64,
+    env = {"INTEGRATION_DATABASE_URL": url, "INTEGRATION_SECRET_KEY": "p" * 64,
                        "INTEGRATION_ENCRYPTION_KEYS": fernet_key, "INTEGRATION_ALLOWED_STORE_HOSTS": "127.0.0.1",
                        "INTEGRATION_STORE_CONCURRENCY": str(args.store_concurrency),
                        "INTEGRATION_STORE_CAP_WAIT": "30",
                        "INTEGRATION_API_RATE_LIMIT": "1000000 per minute",
-                       **({"INTEGRATION_REDIS_URL": args.redis_url} if args.redis_url else {})}, workers=args.workers,
-                      threads=args.threads)
+                       **({"INTEGRATION_REDIS_URL": args.redis_url} if args.redis_url else {})}
+    server = Gunicorn(env, workers=args.workers, threads=args.threads) if args.server == "gunicorn" else Threaded(env)
     # The same GETs both ways: a searchCriteria page of five products, twenty different pages.
     jobs = [{"searchCriteria[pageSize]": "5", "searchCriteria[currentPage]": str(i % 20 + 1)}
             for i in range(args.requests)]
@@ -166,7 +195,8 @@ def main() -> None:
         sandbox.wait()
 
     print(f"{args.requests} signed GETs, {args.callers} callers, store latency {args.latency * 1000:.0f} ms, "
-          f"gunicorn {args.workers} workers x {args.threads} threads, per-store cap {args.store_concurrency}, "
+          f"{f'gunicorn {args.workers} workers x {args.threads} threads' if args.server == 'gunicorn' else 'threaded server'}"
+          f", per-store cap {args.store_concurrency}, "
           f"{'SQLite' if url.startswith('sqlite') else 'PostgreSQL'}{', Redis' if args.redis_url else ''}")
     print(f"{'':22} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for name, (rate, latencies, errors) in results.items():

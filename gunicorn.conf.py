@@ -8,6 +8,8 @@ slow store. Override with GUNICORN_* variables or command-line flags.
 import multiprocessing
 import os
 
+from gunicorn.glogging import Logger
+
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", max(2, multiprocessing.cpu_count())))
 worker_class = "gthread"
@@ -25,3 +27,28 @@ def post_worker_init(worker):
     from integration import jobs
 
     jobs.start(worker.wsgi)
+
+
+class _MaskingLogger(Logger):
+    """Access-log lines with credentials masked: the API refuses a key sent in a query
+    string, but the request line carrying it is logged all the same."""
+
+    def atoms(self, resp, req, environ, request_time):
+        from integration.logs import redact  # in the worker, where the app is loaded anyway
+
+        atoms = super().atoms(resp, req, environ, request_time)
+        for name in ("r", "q", "U"):
+            if isinstance(atoms.get(name), str):
+                atoms[name] = redact(atoms[name])
+        return atoms
+
+
+logger_class = _MaskingLogger
+
+
+def child_exit(server, worker):
+    # With PROMETHEUS_MULTIPROC_DIR set, a dead worker's live gauges must not be summed any more.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

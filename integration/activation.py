@@ -25,6 +25,7 @@ from .magento.credentials import RULE, is_credential
 from .magento.errors import MagentoError, UnsafeStoreURL
 from .magento.store_url import host_of
 from .magento.token_exchange import Consumer, TokenExchange
+from .metrics import EXCHANGES
 from .models import Activation, StoreLink, User, audit, utcnow
 from .outbound import store_policy, token_exchange
 
@@ -246,6 +247,7 @@ def exchange(activation: Activation, user: User, client: TokenExchange, remote_a
         link.last_error = activation.error
         audit("exchange.failed", user=user, store_link=link, remote_addr=remote_addr, detail=activation.error)
         db.session.commit()
+        EXCHANGES.labels("failed").inc()
         raise
     now = utcnow()
     link.access_token, link.access_token_secret = token.token, token.secret
@@ -263,6 +265,7 @@ def exchange(activation: Activation, user: User, client: TokenExchange, remote_a
     events.record(db.session, events.STORE_LINKED if activation.kind == "activate" else events.STORE_REAUTHORIZED,
                   link)
     db.session.commit()
+    EXCHANGES.labels("succeeded").inc()
     return link
 
 

@@ -147,17 +147,6 @@ def _fail(exc) -> click.ClickException:
     return click.ClickException(str(exc))
 
 
-def _summary(link) -> dict:
-    return {
-        "id": link.id, "base_url": link.base_url, "status": link.status,
-        "owner": link.owner.email if link.owner else None, "signature_profile": link.signature_profile,
-        "magento_version": link.magento_version,
-        "linked_at": link.linked_at.isoformat() if link.linked_at else None,
-        "last_contact_at": link.last_contact_at.isoformat() if link.last_contact_at else None,
-        "last_error": link.last_error,
-    }
-
-
 @stores.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def list_stores(as_json: bool) -> None:
@@ -166,8 +155,10 @@ def list_stores(as_json: bool) -> None:
 
     from .models import StoreLink
 
+    from .stores import describe
+
     for link in db.session.scalars(select(StoreLink).order_by(StoreLink.id)):
-        s = _summary(link)
+        s = describe(link)
         if as_json:
             click.echo(json.dumps(s))
         else:
@@ -179,8 +170,10 @@ def list_stores(as_json: bool) -> None:
 @click.argument("link_id", type=int)
 def show_store(link_id: int) -> None:
     """Details and activation history of one store."""
+    from .stores import describe
+
     link = _link(link_id)
-    for key, value in _summary(link).items():
+    for key, value in describe(link).items():
         click.echo(f"{key:18} {value if value is not None else '-'}")
     click.echo("activations:")
     for a in link.activations:
@@ -374,9 +367,64 @@ def generate_key() -> None:
     click.echo(Fernet.generate_key().decode())
 
 
+# --- API keys -------------------------------------------------------------------------
+
+apikeys = AppGroup("apikeys", help="Keys other services call the service API with.")
+
+
+@apikeys.command("create")
+@click.argument("name")
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(["stores:read", "stores:call", "events:read"]),
+              help="What the key may do (repeatable; default stores:read).")
+@click.option("--owner", metavar="EMAIL", help="Account the key acts for (a member's key sees only their stores); "
+                                               "without it the key sees every store.")
+def create_api_key(name: str, scopes: tuple[str, ...], owner: str | None) -> None:
+    """Create a key and print it once (it is stored only as a hash)."""
+    from .apikeys import service
+
+    owner_user = _user(owner) if owner else None
+    try:
+        key, plain = service.create(name, list(scopes) or ["stores:read"], owner=owner_user)
+    except service.ApiKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"created key {key.name} ({key.prefix}) for {owner_user.email if owner_user else 'all stores'}, "
+               f"scopes: {key.scopes}", err=True)
+    click.echo("This is the only time the key is shown; store it in your secret store now:", err=True)
+    click.echo(plain)
+
+
+@apikeys.command("list")
+def list_api_keys() -> None:
+    """List keys (never the keys themselves)."""
+    from .apikeys import service
+
+    for key in service.all_keys():
+        used = f"{key.last_used_at:%Y-%m-%d %H:%M} from {key.last_used_addr}" if key.last_used_at else "never used"
+        state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+        click.echo(f"{key.name}\t{key.prefix}\t{key.owner.email if key.owner else 'all stores'}\t{key.scopes}\t"
+                   f"{state}\t{used}")
+
+
+@apikeys.command("revoke")
+@click.argument("name")
+def revoke_api_key(name: str) -> None:
+    """Revoke a key: calls with it get 401 from now on."""
+    from .apikeys import service
+
+    key = service.by_name(name)
+    if key is None:
+        raise click.ClickException(f"no key named {name}")
+    try:
+        service.revoke(key)
+    except service.ApiKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"revoked {key.name} ({key.prefix})")
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(users)
     app.cli.add_command(stores)
     app.cli.add_command(keys)
+    app.cli.add_command(apikeys)
     app.cli.add_command(sandbox)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -75,6 +76,12 @@ def from_environment(instance_path: str) -> dict:
         "JOBS_EMBEDDED_THREADS": _number("JOBS_THREADS", "2", int),
         "ALLOWED_WEBHOOK_HOSTS": _list(_env("ALLOWED_WEBHOOK_HOSTS")),
         "WEBHOOK_RETRY_CAP": _number("WEBHOOK_RETRY_CAP", "3600"),
+        "REDIS_URL": _env("REDIS_URL"),
+        "STORE_CONCURRENCY": _number("STORE_CONCURRENCY", "8", int),
+        "STORE_CAP_WAIT": _number("STORE_CAP_WAIT", "1"),
+        "API_RATE_LIMIT": _env("API_RATE_LIMIT", "3000 per minute"),
+        "OPS_RATE_LIMIT": _env("OPS_RATE_LIMIT", "300 per minute"),
+        "METRICS_ALLOW": _list(_env("METRICS_ALLOW", "127.0.0.0/8,::1")),
     }
     if env == "development":
         instance.mkdir(parents=True, exist_ok=True)
@@ -98,6 +105,13 @@ def check(config: dict) -> None:
             parse(str(config.get(name)))
         except ValueError:
             raise ConfigError(f"{PREFIX}{name} must be a rate like '30 per hour', not {config.get(name)!r}") from None
+    if int(config.get("STORE_CONCURRENCY") or 0) < 1:
+        raise ConfigError(f"{PREFIX}STORE_CONCURRENCY must be at least 1 (calls at once to one store)")
+    for entry in config.get("METRICS_ALLOW") or ():
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(f"{PREFIX}METRICS_ALLOW: {entry!r} is not an address or CIDR network") from None
     keys = config.get("ENCRYPTION_KEYS") or ()
     if not keys:
         raise ConfigError(

@@ -52,6 +52,10 @@ def _back_to_linking() -> str | None:
 
 
 def render_error(error: HTTPException):
+    if request.path == "/api/v1" or request.path.startswith("/api/v1/"):
+        from .api.errors import render
+
+        return render(error)
     message, headers = error.description, {}
     if error.code == 429:
         message, headers = _rate_limited(error)

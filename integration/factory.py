@@ -32,6 +32,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     settings.check(app.config)
+    _size_pool(app.config)
     app.config["RATELIMIT_STORAGE_URI"] = app.config.get("RATELIMIT_STORAGE_URI") or "memory://"
     app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
 
@@ -58,13 +59,17 @@ def create_app(test_config: dict | None = None) -> Flask:
     with app.app_context():
         _tune_sqlite(db.engine)
 
-    from . import accounts, auth, callback, cli, dashboard, errors, identity, jobs, logs, web, webhooks
+    from . import accounts, api, apikeys, auth, callback, cli, dashboard, errors, identity, jobs, logs, ops, store_cap, web, webhooks
 
     app.register_blueprint(accounts.bp)
+    app.register_blueprint(apikeys.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(callback.bp)
     app.register_blueprint(identity.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(ops.bp)
+    api.init_app(app)
+    store_cap.init_app(app)
     errors.init_app(app)
     web.init_app(app)
     cli.init_app(app)
@@ -72,6 +77,19 @@ def create_app(test_config: dict | None = None) -> Flask:
     webhooks.init_app(app)
     logs.init_app(app)
     return app
+
+
+def _size_pool(config: dict) -> None:
+    """Keep a connection per request thread (gunicorn.conf.py runs 8): past the pool's size,
+    every checkout opened a new connection and closed it again."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(config["SQLALCHEMY_DATABASE_URI"])
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return  # one shared in-memory connection (StaticPool), nothing to size
+    options = config["SQLALCHEMY_ENGINE_OPTIONS"] = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    options.setdefault("pool_size", 16)
+    options.setdefault("max_overflow", 16)
 
 
 def _tune_sqlite(engine) -> None:
@@ -85,5 +103,6 @@ def _tune_sqlite(engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()

@@ -9,6 +9,8 @@ import traceback
 
 from flask import Flask, g, has_request_context
 
+from .apikeys.service import mask
+
 _SECRET_VALUE = re.compile(
     r"""(?ix)
     (oauth_(?:consumer_secret|token_secret|token|verifier|signature|nonce)|access_token(?:_secret)?|
@@ -20,7 +22,7 @@ _SECRET_VALUE = re.compile(
 
 
 def redact(text: str) -> str:
-    return _SECRET_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
+    return mask(_SECRET_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text))
 
 
 class RequestContextFilter(logging.Filter):

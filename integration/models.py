@@ -177,6 +177,41 @@ def audit(action: str, *, user: User | None = None, store_link: StoreLink | None
     return event
 
 
+class ApiKey(db.Model):
+    """A key another service calls our API with, acting for its owner (all stores if none).
+
+    Only a SHA-256 of the key is kept; ``prefix`` (``mic_`` and 12 hex digits, not secret)
+    names it in lists and logs and finds its row.
+    """
+
+    __tablename__ = "api_keys"
+
+    SCOPES = ("stores:read", "stores:call", "events:read")
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[str] = mapped_column(String(200))  # space-separated
+    # A key never outlives its owner: with the owner gone it would see every store.
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None]
+    last_used_at: Mapped[dt.datetime | None]
+    last_used_addr: Mapped[str | None] = mapped_column(String(64))
+
+    owner: Mapped[User | None] = relationship(foreign_keys=[owner_id])
+    created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
+
+    @property
+    def scope_list(self) -> list[str]:
+        return self.scopes.split()
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scope_list
+
+
 @event.listens_for(db.Model, "before_insert", propagate=True)
 @event.listens_for(db.Model, "before_update", propagate=True)
 def _no_control_characters(mapper, _connection, target) -> None:

@@ -1,11 +1,15 @@
-"""Talking to a linked store from the web app or the CLI: builds the client, keeps the link's
-health (last contact, last error, signature profile, revocation) and writes one audit entry
-per contact, whoever asks, so the web, the CLI and anything later behave the same."""
+"""Talking to a linked store from the web app, the CLI or the service API: who sees which
+store, the link's health (last contact, last error, signature profile, revocation) and one
+audit entry per contact, whoever asks, so the web, the CLI, the API and jobs behave the same."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import joinedload
 
 from . import events
 from .extensions import db
@@ -20,6 +24,10 @@ from .outbound import store_client, store_policy
 COMMAND_LINE = "command line"
 LABEL_LENGTH = 100
 
+#: A successful call refreshes ``last_contact_at`` at most this often: under steady API
+#: traffic, one row update a minute per store rather than one per call.
+CONTACT_REFRESH = dt.timedelta(seconds=60)
+
 
 class NotLinked(errors.MagentoError):
     hint = "Activate the integration in Magento (or add it with `flask stores add`) first."
@@ -31,6 +39,45 @@ class AlreadyLinked(errors.MagentoError):
 
 class InvalidLabel(ValueError):
     """A store label with control or formatting characters, or too long."""
+
+
+# --- who sees what ----------------------------------------------------------------------
+
+def visible_to(viewer: User | None) -> Select:
+    """Store links ``viewer`` may see: members their own, admins all. ``None`` is the
+    deployment itself (the CLI, a service API key without an owner): all."""
+    query = select(StoreLink)
+    if viewer is not None and not viewer.is_admin:
+        query = query.where(StoreLink.owner_id == viewer.id)
+    return query
+
+
+def page_after(viewer: User | None, *, after: int | None = None, status: str | None = None,
+               limit: int = 50) -> tuple[list[StoreLink], int | None]:
+    """One page in id order after the link ``after``, and the id to continue after (or None)."""
+    query = visible_to(viewer).options(joinedload(StoreLink.owner))
+    if status:
+        query = query.where(StoreLink.status == status)
+    if after is not None:
+        query = query.where(StoreLink.id > after)
+    links = list(db.session.scalars(query.order_by(StoreLink.id).limit(limit + 1)))
+    return links[:limit], (links[limit - 1].id if len(links) > limit else None)
+
+
+def describe(link: StoreLink) -> dict:
+    """What a store link looks like from outside (CLI, API): never a credential."""
+    def iso(value: dt.datetime | None) -> str | None:
+        return value.isoformat() + "Z" if value else None
+
+    return {
+        "id": link.id, "base_url": link.base_url, "status": link.status,
+        "owner": link.owner.email if link.owner else None, "signature_profile": link.signature_profile,
+        "magento_version": link.magento_version, "linked_at": iso(link.linked_at),
+        "last_contact_at": iso(link.last_contact_at), "revoked_at": iso(link.revoked_at),
+        "last_error": link.last_error,
+    }
+
+
 
 
 def client_for(link: StoreLink, **kwargs) -> StoreClient:
@@ -50,7 +97,7 @@ def breaks_the_link(exc: errors.MagentoError) -> bool:
 
 
 @contextmanager
-def contact(link: StoreLink, action: str, purpose: str = "", *, user: User | None = None,
+def contact(link: StoreLink, action: str | None, purpose: str = "", *, user: User | None = None,
             remote_addr: str | None = None, health_check: bool = False, **client_kwargs) -> Iterator[StoreClient]:
     """A client for ``link``. Afterwards, one audit entry (``action``, ``purpose`` and how it
     ended) and what the calls taught us about the link; commits.
@@ -58,8 +105,13 @@ def contact(link: StoreLink, action: str, purpose: str = "", *, user: User | Non
     Only failures that break the link change its health, unless ``health_check``: a test call
     exists to find out, so any failure of it does."""
     client = client_for(link, **client_kwargs)
+    seen = (link.status, link.last_error, link.last_contact_at)
+    db.session.commit()  # no database connection is held while the store answers
 
     def record(outcome: str) -> None:
+        if action is None:  # the caller audits (the service API, once per request)
+            db.session.commit()
+            return
         audit(action, user=user, store_link=link, remote_addr=remote_addr,
               detail=f"{purpose}: {outcome}" if purpose else outcome)
         db.session.commit()
@@ -86,11 +138,16 @@ def contact(link: StoreLink, action: str, purpose: str = "", *, user: User | Non
         record(f"stopped ({type(exc).__name__})")
         raise
     else:
-        link.last_contact_at = utcnow()
-        link.last_error = None
-        if link.status in (StoreLink.REVOKED, StoreLink.FAILED):
-            link.status = StoreLink.LINKED
-            link.revoked_at = None
+        status, last_error, last_contact = seen
+        now = utcnow()
+        # Under steady traffic, one row update a minute per store rather than one per call.
+        if (last_contact is None or now - last_contact >= CONTACT_REFRESH or last_error is not None
+                or status in (StoreLink.REVOKED, StoreLink.FAILED)):
+            link.last_contact_at = now
+            link.last_error = None
+            if status in (StoreLink.REVOKED, StoreLink.FAILED):
+                link.status = StoreLink.LINKED
+                link.revoked_at = None
         # Only what a request proved; a recorded profile the store now refuses is forgotten.
         link.signature_profile = client.profile if client.profile_known else None
         record("ok")

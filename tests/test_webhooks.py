@@ -186,7 +186,7 @@ def test_each_lifecycle_event_is_recorded_with_its_change(app, linked, sandbox, 
     dispatch_now(app)
     got = {r.event["type"]: r.event for r in receiver.received}  # sent in parallel: in any order
     assert sorted(got) == ["store.revoked", "store.unlinked"] and receiver.count == 2
-    assert "does not exist" in got["store.revoked"]["reason"] and got["store.unlinked"]["store"]["status"] == "revoked"
+    assert "does not exist" in got["store.revoked"]["reason"] and got["store.unlinked"]["store"]["status"] == "unlinked"
 
 
 def test_a_failing_store_sends_check_failed_once_not_per_call(app, linked, sandbox, receiver):

@@ -15,6 +15,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..activation import CallbackRejected, parse_callback, record_callback
 from ..extensions import csrf, db, limiter
+from ..metrics import CALLBACKS
 
 bp = Blueprint("callback", __name__, url_prefix="/magento")
 log = logging.getLogger("integration.callback")
@@ -33,6 +34,7 @@ def about():
 @limiter.limit(lambda: current_app.config["CALLBACK_RATE_LIMIT"])
 def receive():
     if request.mimetype != "application/x-www-form-urlencoded":
+        CALLBACKS.labels("rejected").inc()
         return _plain("rejected: expected an application/x-www-form-urlencoded POST", 415)
     # Counted on the bytes read, so a chunked body (no Content-Length) is held to it too:
     # read one byte past the limit to tell "too large" from "exactly the limit" (Werkzeug
@@ -43,12 +45,14 @@ def receive():
     except RequestEntityTooLarge:  # a Content-Length over the limit: nothing read
         too_large = True
     if too_large:
+        CALLBACKS.labels("rejected").inc()
         return _plain(f"rejected: the body is larger than {MAX_CALLBACK_BYTES} bytes", 413)
     try:
         callback = parse_callback(request.form)
         activation = record_callback(callback, request.remote_addr)
     except CallbackRejected as exc:
         db.session.rollback()
+        CALLBACKS.labels("rejected").inc()
         log.warning("callback rejected from %s: %s", request.remote_addr, exc)
         return _plain(f"rejected: {exc}", 400)
     except OperationalError:
@@ -56,8 +60,10 @@ def receive():
         # the pop-up anyway; our identity page then says the callback never arrived and to
         # click Activate again, which is exactly what fixes it.
         db.session.rollback()
+        CALLBACKS.labels("unavailable").inc()
         log.exception("callback could not be stored: database unavailable")
         return _plain("unavailable: the callback could not be stored; click Activate again shortly", 503)
+    CALLBACKS.labels("stored").inc()
     log.info("callback stored: link %s (%s) from %s", activation.store_link_id, activation.kind,
              activation.store_base_url)
     return _plain("OK", 200)

@@ -29,10 +29,7 @@ STORE = "/stores/<int(max=2147483647):link_id>"
 
 
 def visible_links():
-    query = select(StoreLink)
-    if not current_user.is_admin:
-        query = query.where(StoreLink.owner_id == current_user.id)
-    return query
+    return stores.visible_to(current_user)
 
 
 def _page() -> int:

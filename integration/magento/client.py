@@ -166,6 +166,13 @@ class StoreClient:
     def request(self, method: str, path: str, *, params=None, json=None, form=None,
                 store_code: str | None = None):
         """Send a signed call and return Magento's decoded JSON answer."""
+        response = self.request_raw(method, path, params=params, json=json, form=form, store_code=store_code)
+        return self._decode(response, method.upper(), response.request.url)
+
+    def request_raw(self, method: str, path: str, *, params=None, json=None, form=None,
+                    store_code: str | None = None) -> requests.Response:
+        """Send a signed call and return the store's answer as it came, whatever its status
+        (signing, profile fallback and retries as for ``request``; transport failures raise)."""
         method = method.upper()
         url = self.url(path, store_code)
         if params:
@@ -177,8 +184,7 @@ class StoreClient:
         elif form is not None:
             headers["Content-Type"] = signing.FORM_CONTENT_TYPE
             body = query_string(form)
-        response = self._send_signed(method, url, headers, body, self._deadline())
-        return self._decode(response, method, url)
+        return self._send_signed(method, url, headers, body, self._deadline())
 
     def search(self, path: str, criteria: SearchCriteria, *, store_code: str | None = None) -> dict:
         return self.get(path, params=criteria.params(), store_code=store_code)

@@ -5,6 +5,7 @@ transport failures into our errors."""
 from __future__ import annotations
 
 import contextvars
+import http.cookiejar
 import logging
 import os
 import socket
@@ -271,14 +272,17 @@ class _SafeAdapter(HTTPAdapter):
         self.poolmanager.key_fn_by_scheme = dict(self.poolmanager.key_fn_by_scheme)
 
 
-def safe_session(policy: StorePolicy, *, pool_size: int = 10) -> requests.Session:
-    """A ``requests`` session that only ever connects to addresses ``policy`` allows.
+def safe_session(policy: StorePolicy, *, pool_size: int = 10, hosts: int = 10) -> requests.Session:
+    """A ``requests`` session that only ever connects to addresses ``policy`` allows, keeping
+    up to ``pool_size`` connections to each of ``hosts`` stores.
 
-    Environment proxies are ignored: a proxy would hide the address actually reached.
+    Environment proxies are ignored: a proxy would hide the address actually reached. Cookies
+    are never kept: a signed call needs none, and a session may serve many callers.
     """
     session = requests.Session()
     session.trust_env = False
-    adapter = _SafeAdapter(policy, pool_connections=pool_size, pool_maxsize=pool_size)
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    adapter = _SafeAdapter(policy, pool_connections=hosts, pool_maxsize=pool_size)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = "magento-integration-companion/0.1"

@@ -1,0 +1,111 @@
+"""Who is calling: an API key, sent only as ``Authorization: Bearer mic_…``.
+
+A key in the query string is refused (URLs end up in access logs, proxies and browser
+history); every request made with a real key is audited after it is answered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+from dataclasses import dataclass
+
+from flask import g, request
+
+from ..apikeys import service as keys
+from ..models import User
+from .errors import ApiProblem, InsufficientScope, Unauthenticated
+
+log = logging.getLogger("integration.api")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The key a request authenticated with, read once (the row itself expires at commits)."""
+
+    key_id: int
+    prefix: str
+    scopes: frozenset[str]
+    owner: User | None  # None: a service key that sees every store
+    owner_id: int | None
+    last_used_at: dt.datetime | None
+
+
+def refuse_key_in_query() -> None:
+    for name, value in request.args.items(multi=True):
+        match = keys.KEY_IN_TEXT.search(name) or keys.KEY_IN_TEXT.search(value)
+        if match:
+            log.warning("refused a request with API key %s in its query string", match.group(1))
+            raise ApiProblem("API keys are accepted only in the Authorization header (Bearer); this key was sent "
+                             "in a URL, which logs and proxies keep: revoke it and use a new one",
+                             error_code="key_in_query", status=400)
+
+
+def caller() -> Caller:
+    """The authenticated caller of this request; ``Unauthenticated`` if there is none."""
+    if "api_caller" not in g:
+        g.api_caller, g.api_refusal = None, None
+        try:
+            g.api_caller = _authenticate()
+        except Unauthenticated as exc:
+            g.api_refusal = exc
+    if g.api_caller is None:
+        raise g.api_refusal
+    return g.api_caller
+
+
+def _authenticate() -> Caller:
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if not header:
+        raise Unauthenticated("send an API key as 'Authorization: Bearer mic_…'")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise Unauthenticated("the Authorization header must be 'Bearer <API key>'", error_code="invalid_key")
+    try:
+        key = keys.authenticate(presented.strip())
+    except keys.KeyRefused as exc:
+        if exc.key is not None:
+            g.api_refused_key = (exc.key.id, exc.key.prefix, exc.key.owner_id, exc.reason)
+        code = {"revoked": "key_revoked", "owner_disabled": "key_owner_disabled"}.get(exc.reason, "invalid_key")
+        raise Unauthenticated(exc.message, error_code=code) from None
+    return Caller(key.id, key.prefix, frozenset(key.scope_list), key.owner, key.owner_id, key.last_used_at)
+
+
+def require(scope: str):
+    """The view needs a valid key with ``scope``."""
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            if scope not in caller().scopes:
+                raise InsufficientScope(scope)
+            return view(*args, **kwargs)
+
+        wrapped.required_scope = scope
+        return wrapped
+
+    return decorator
+
+
+def rate_key() -> str:
+    """What the rate limit counts by: the key, or the address when there is no valid key."""
+    try:
+        return "key:" + caller().prefix
+    except ApiProblem:
+        return "addr:" + (request.remote_addr or "?")
+
+
+def record(response) -> None:
+    """Audit the request if it named a real key (method, path, status; never a body)."""
+    current = g.get("api_caller")
+    link_id = g.get("api_store_link_id")
+    if current is not None:
+        keys.record_use(current.key_id, current.prefix, current.owner_id, current.last_used_at,
+                        method=request.method, path=request.path, status=response.status_code,
+                        remote_addr=request.remote_addr, store_link_id=link_id)
+        return
+    refused = g.get("api_refused_key")
+    if refused is not None:
+        _, prefix, owner_id, reason = refused
+        keys.record_refusal(prefix, owner_id, reason, method=request.method, path=request.path,
+                            status=response.status_code, remote_addr=request.remote_addr)

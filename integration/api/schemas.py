@@ -1,0 +1,77 @@
+"""The API's request and response shapes (marshmallow): the views validate and serialise
+with them, and the OpenAPI document is generated from them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+from ..models import StoreLink
+
+STATUSES = (StoreLink.PENDING, StoreLink.LINKED, StoreLink.FAILED, StoreLink.REVOKED)
+
+
+class StoreSchema(Schema):
+    id = fields.Integer(required=True)
+    base_url = fields.String(required=True, metadata={"example": "https://shop.example.com/"})
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    owner = fields.String(allow_none=True, metadata={"description": "email of the account that linked it"})
+    signature_profile = fields.String(allow_none=True, metadata={
+        "description": "the Magento generation the store signs as (2.4.8+, 2.4.4-2.4.7, patch-37278)"})
+    magento_version = fields.String(allow_none=True)
+    linked_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    last_contact_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    revoked_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    last_error = fields.String(allow_none=True)
+
+
+class StorePageSchema(Schema):
+    data = fields.List(fields.Nested(StoreSchema), required=True)
+    next_cursor = fields.String(allow_none=True, required=True, metadata={
+        "description": "pass as `cursor` for the next page; null on the last page"})
+
+
+class StoreListArgs(Schema):
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
+    cursor = fields.String(validate=validate.Length(max=64), metadata={
+        "description": "`next_cursor` of the previous page"})
+
+
+class CheckSchema(Schema):
+    store = fields.Nested(StoreSchema, required=True)
+    magento_version = fields.String(allow_none=True)
+    store_configs = fields.Raw(metadata={"description": "Magento's GET /V1/store/storeConfigs answer"})
+
+
+class StoreErrorSchema(Schema):
+    type = fields.String(metadata={"example": "TokenRevoked"})
+    message = fields.String()
+    hint = fields.String(allow_none=True)
+    status = fields.Integer(allow_none=True, metadata={"description": "the store's HTTP status, if it answered"})
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True, metadata={"example": "store_unreachable"})
+    message = fields.String(required=True)
+    store_error = fields.Nested(StoreErrorSchema)
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorBodySchema, required=True)
+
+
+def encode_cursor(link_id: int) -> str:
+    return base64.urlsafe_b64encode(f"s{link_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if raw[:1] == "s" and raw[1:].isdigit():
+            return int(raw[1:])
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise ValidationError("not a cursor this API gave out", field_name="cursor")

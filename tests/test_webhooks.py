@@ -17,7 +17,6 @@ from sqlalchemy import func, select, text
 
 from integration import create_app, events, jobs
 from integration.extensions import db
-from integration.magento.errors import UnsafeStoreURL  # noqa: F401 - the guard the sends go through
 from integration.models import StoreLink, User
 from integration.webhook_signature import (HEADER, MalformedHeader, NoMatchingSignature, SignatureError,
                                            TimestampOutsideTolerance, sign, verify_signature)
@@ -142,8 +141,6 @@ def test_the_helper_imports_nothing_from_the_app():
 
 def test_linking_a_store_sends_store_linked_verified_with_the_helper(app, sandbox, receiver, runner, user):
     _, secret = add_endpoint(app, receiver.url + "/hooks/magento")
-    from .conftest import csrf_from as _  # noqa: F401
-
     client = app.test_client()
     integration = sandbox.state.add_integration("Linked", "x", "y")
     from integration.sandbox.oauth_provider import new_verifier

@@ -17,7 +17,6 @@ from sqlalchemy import func, select, text
 
 from integration import create_app, events, jobs
 from integration.extensions import db
-from integration.magento.errors import UnsafeStoreURL  # noqa: F401 - the guard the sends go through
 from integration.models import StoreLink, User
 from integration.webhook_signature import (HEADER, MalformedHeader, NoMatchingSignature, SignatureError,
                                            TimestampOutsideTolerance, sign, verify_signature)
@@ -142,8 +141,6 @@ def test_the_helper_imports_nothing_from_the_app():
 
 def test_linking_a_store_sends_store_linked_verified_with_the_helper(app, sandbox, receiver, runner, user):
     _, secret = add_endpoint(app, receiver.url + "/hooks/magento")
-    from .conftest import csrf_from as _  # noqa: F401
-
     client = app.test_client()
     integration = sandbox.state.add_integration("Linked", "x", "y")
     from integration.sandbox.oauth_provider import new_verifier
@@ -236,10 +233,10 @@ def test_a_500_is_retried_until_the_receiver_takes_it(app, receiver):
 def test_a_receiver_that_does_not_answer_in_time_is_cut_off_and_retried(app, receiver):
     add_endpoint(app, receiver.url)
     record_event(app, a_link(app))
-    receiver.mode, receiver.delay = "sleep", 3.0
+    receiver.mode, receiver.delay = "sleep", 6.0
     started = time.monotonic()
     dispatch_now(app)
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 4.5  # cut at 1 s, not after the receiver's 6 s (slack for a loaded CI)
     [d] = deliveries(app)
     assert d.state == "pending" and d.last_status is None and "within 1 s" in d.last_error
 
@@ -251,7 +248,7 @@ def test_the_deadline_is_total_not_per_read(app, receiver):
     receiver.mode, receiver.delay = "drip", 0.3
     started = time.monotonic()
     dispatch_now(app)
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 6.0  # cut at 1 s, not after the drip's 30 s
     [d] = deliveries(app)
     assert d.state == "pending" and "within 1 s" in d.last_error
 

@@ -156,14 +156,17 @@ def list_stores(as_json: bool) -> None:
     from .models import StoreLink
 
     from .stores import describe
+    from .text import printable
 
     for link in db.session.scalars(select(StoreLink).order_by(StoreLink.id)):
         s = describe(link)
         if as_json:
             click.echo(json.dumps(s))
         else:
-            click.echo(f"{s['id']}\t{s['status']}\t{s['base_url']}\t{s['owner'] or '-'}\t"
-                       f"{s['signature_profile'] or '-'}\t{s['last_contact_at'] or '-'}")
+            # Store text came from outside (a callback, a label): escaped, never raw to the terminal.
+            fields = (s["id"], s["status"], s["label"], s["base_url"], s["consumer_key"], s["owner"],
+                      s["signature_profile"], s["last_contact_at"])
+            click.echo("\t".join(printable(str(f)) if f is not None else "-" for f in fields))
 
 
 @stores.command("show")
@@ -171,14 +174,15 @@ def list_stores(as_json: bool) -> None:
 def show_store(link_id: int) -> None:
     """Details and activation history of one store."""
     from .stores import describe
+    from .text import printable
 
     link = _link(link_id)
     for key, value in describe(link).items():
-        click.echo(f"{key:18} {value if value is not None else '-'}")
+        click.echo(printable(f"{key:18} {value if value is not None else '-'}"))
     click.echo("activations:")
     for a in link.activations:
-        click.echo(f"  {a.received_at:%Y-%m-%d %H:%M:%S}  {a.kind:11} {a.state:10} "
-                   f"{a.user.email if a.user else '-'}  {a.error or ''}")
+        click.echo(f"  {a.received_at:%Y-%m-%d %H:%M:%S} UTC  {a.kind:11} {a.state:10} "
+                   f"{printable(a.user.email) if a.user else '-'}  {printable(a.error or '')}")
 
 
 @stores.command("check")

@@ -70,7 +70,8 @@ def describe(link: StoreLink) -> dict:
         return value.isoformat() + "Z" if value else None
 
     return {
-        "id": link.id, "base_url": link.base_url, "status": link.status,
+        "id": link.id, "label": link.label, "consumer_key": link.masked_consumer_key, "base_url": link.base_url,
+        "status": link.status,
         "owner": link.owner.email if link.owner else None, "signature_profile": link.signature_profile,
         "magento_version": link.magento_version, "linked_at": iso(link.linked_at),
         "last_contact_at": iso(link.last_contact_at), "revoked_at": iso(link.revoked_at),

@@ -29,11 +29,28 @@ def link_of(app, link_id):
 def test_list_and_show(app, linked, sandbox):
     link_id, _ = linked
     plain = run(app, "list")
-    assert plain.exit_code == 0 and f"{link_id}\tlinked\t{sandbox.url}/" in plain.output
+    key = link_of(app, link_id).consumer_key
+    assert plain.exit_code == 0 and f"{link_id}\tlinked\t-\t{sandbox.url}/\t{key[:4]}…{key[-4:]}\t" in plain.output
     rows = [json.loads(line) for line in run(app, "list", "--json").output.splitlines()]
     assert rows[0]["status"] == "linked" and rows[0]["owner"] == "owner@example.com"
     shown = run(app, "show", link_id)
     assert "activations:" in shown.output and "activate" in shown.output and "linked" in shown.output
+
+
+def test_store_text_from_outside_never_reaches_the_terminal_raw(app, linked):
+    """Rows written before control characters were refused (past the ORM, whose listener now
+    neutralises them) still print escaped: a store address must not drive the terminal."""
+    link_id, _ = linked
+    with app.app_context():
+        table = StoreLink.__table__
+        db.session.execute(table.update().where(table.c.id == link_id).values(
+            label="shop\x1b[2J", base_url="https://shop.example/\u202egpj/", last_error="oops\x07"))
+        db.session.commit()
+    for args in (("list",), ("show", link_id)):
+        out = run(app, *args).output
+        assert "\x1b" not in out and "\u202e" not in out and "\x07" not in out
+        assert "shop\\x1b[2J" in out and "\\u202egpj" in out
+    assert "\\x07" in run(app, "show", link_id).output
 
 
 def test_check_prints_version_and_configs_and_records_contact(app, linked):

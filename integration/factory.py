@@ -61,6 +61,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from . import accounts, api, apikeys, auth, callback, cli, dashboard, errors, identity, jobs, logs, ops, store_cap, web, webhooks
 
+    app.url_map.converters["int"] = web.IdConverter
     app.register_blueprint(accounts.bp)
     app.register_blueprint(apikeys.bp)
     app.register_blueprint(auth.bp)

@@ -12,6 +12,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import joinedload
 
 from . import events
+from .activation import unclaimed
 from .extensions import db
 from .magento import errors
 from .magento.client import Credentials, StoreClient
@@ -54,8 +55,9 @@ def visible_to(viewer: User | None) -> Select:
 
 def page_after(viewer: User | None, *, after: int | None = None, status: str | None = None,
                limit: int = 50) -> tuple[list[StoreLink], int | None]:
-    """One page in id order after the link ``after``, and the id to continue after (or None)."""
-    query = visible_to(viewer).options(joinedload(StoreLink.owner))
+    """One page in id order after the link ``after``, and the id to continue after (or None).
+    Links only callbacks ever touched are nobody's stores (anyone can post a callback): left out."""
+    query = visible_to(viewer).options(joinedload(StoreLink.owner)).where(~unclaimed())
     if status:
         query = query.where(StoreLink.status == status)
     if after is not None:

@@ -6,6 +6,8 @@ import logging
 import secrets
 
 from flask import Flask, current_app, g, request, url_for
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing import IntegerConverter
 
 from .accounts import sessions
 from .extensions import login_manager
@@ -46,4 +48,28 @@ def public_url_for(endpoint: str, **values) -> str:
     if base:
         return base + url_for(endpoint, **values)
     return url_for(endpoint, _external=True, **values)
+
+
+def body_within(limit: int) -> bytes:
+    """The request body, refused (413) when over ``limit`` bytes *read*, whatever the transfer
+    encoding: Werkzeug stops a chunked body quietly at a maximum instead of refusing, so read
+    one byte past the limit to tell "too large" from "exactly the limit"."""
+    request.max_content_length = limit + 1
+    body = request.get_data(cache=True)  # a Content-Length over the limit raises here, unread
+    if len(body) > limit:
+        raise RequestEntityTooLarge(f"The body is larger than {limit} bytes.")
+    return body
+
+
+#: Our ids are 32-bit on PostgreSQL (and SQLite refuses what does not fit 64 bits): a larger
+#: number in a URL cannot name a row, so it is a 404 rather than a database error.
+MAX_ID = 2**31 - 1
+
+
+class IdConverter(IntegerConverter):
+    """``<int:…>`` in every route, bounded to what an id column holds."""
+
+    def __init__(self, map, *args, **kwargs):
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
 

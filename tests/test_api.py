@@ -44,10 +44,12 @@ def test_store_shape_never_has_credentials(app, live_app, linked):
     key = make_key(app)
     store = get(live_app, f"/api/v1/stores/{link_id}", key)
     assert store.status_code == 200
-    assert set(store.json()) == {"id", "base_url", "status", "owner", "signature_profile", "magento_version",
+    assert set(store.json()) == {"id", "label", "consumer_key", "base_url", "status", "owner", "signature_profile", "magento_version",
                                  "linked_at", "last_contact_at", "revoked_at", "last_error"}
     assert store.json()["status"] == "linked" and store.json()["linked_at"].endswith("Z")
     assert integration.consumer_secret not in store.text and integration.token.token not in store.text
+    assert integration.consumer_key not in store.text and store.json()["consumer_key"] == (
+        f"{integration.consumer_key[:4]}…{integration.consumer_key[-4:]}")
 
 
 def test_cursor_pagination_and_status_filter(app, live_app, admin):
@@ -183,3 +185,75 @@ def test_the_rate_limit_counts_per_key(app_config, sandbox, user):
         assert get(served, "/api/v1/stores", second).status_code == 200  # its own count
     finally:
         served.stop()
+
+
+# --- what an outsider tried (each of these answered wrongly once) ------------------------
+
+def test_ids_too_large_for_a_row_are_not_found_not_a_server_error(app, live_app, client, admin):
+    key = make_key(app)
+    for path in ("/api/v1/stores/9223372036854775808", "/api/v1/stores/99999999999999999999999/rest/default/V1/x"):
+        answer = get(live_app, path, key)
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+    import base64
+    cursor = base64.urlsafe_b64encode(b"s99999999999999999999999").decode().rstrip("=")
+    assert get(live_app, f"/api/v1/stores?cursor={cursor}", key).status_code == 400
+    from .test_dashboard import login
+    login(client, "admin@example.com")
+    assert client.get("/webhooks/99999999999999999999999").status_code == 404
+    assert client.get("/accounts/").status_code == 200
+
+
+def test_unclaimed_callbacks_are_nobodys_stores_and_stay_out_of_the_api(app, live_app, client):
+    posted = client.post("/magento/callback", data={
+        "oauth_consumer_key": "a" * 32, "oauth_consumer_secret": "b" * 32,
+        "store_base_url": "http://127.0.0.1:9/", "oauth_verifier": "c" * 32})
+    assert posted.status_code == 200
+    key = make_key(app)
+    assert get(live_app, "/api/v1/stores", key).json()["data"] == []
+    assert get(live_app, "/api/v1/stores?status=pending", key).json()["data"] == []
+    assert get(live_app, "/api/v1/stores?status=unlinked", key).status_code == 200
+
+
+def test_head_through_the_proxy_reaches_the_store_as_a_get(app, live_app, linked, sandbox):
+    link_id, _ = linked
+    answer = requests.head(f"{live_app.url}/api/v1/stores/{link_id}/rest/default/V1/store/storeConfigs",
+                           headers=bearer(make_key(app)), timeout=10)
+    assert answer.status_code == 200 and answer.content == b""
+
+
+def test_a_chunked_body_over_the_limit_is_refused_not_cut_short(app, live_app, linked, sandbox):
+    """No Content-Length: the 1 MiB limit is counted on the bytes read, never a truncated body sent on."""
+    import socket
+    from urllib.parse import urlsplit
+
+    link_id, _ = linked
+    body = b'{"product": {"sku": "CHUNKED", "name": "c", "price": 1}}' + b" " * (1024 * 1024 + 10)
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 65536]), body[i:i + 65536])
+                      for i in range(0, len(body), 65536))
+    address = urlsplit(live_app.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(b"POST /api/v1/stores/%d/rest/default/V1/products HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n" % (link_id, make_key(app).encode()))
+        try:
+            sock.sendall(chunks + b"0\r\n\r\n")
+        except OSError:
+            pass  # the server may stop reading once it has refused
+        answer = b""
+        while b"\r\n\r\n" not in answer and (data := sock.recv(65536)):
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert "CHUNKED" not in sandbox.state.products
+
+
+def test_pages_that_show_a_webhook_secret_are_not_cached(app, client, admin):
+    from .servers import csrf_from
+    from .test_dashboard import login
+
+    app.config["ALLOWED_WEBHOOK_HOSTS"] = ("127.0.0.1",)
+    login(client, "admin@example.com")
+    page = client.get("/webhooks/").get_data(as_text=True)
+    made = client.post("/webhooks/", data={"csrf_token": csrf_from(page), "url": "http://127.0.0.1:9/in",
+                                           "types": ["store.linked"]})
+    assert made.status_code == 201 and "whsec_" in made.get_data(as_text=True)
+    assert made.headers["Cache-Control"] == "no-store"

@@ -3,7 +3,7 @@ this operation in the OpenAPI document (``/api/v1/openapi.json``)."""
 
 from __future__ import annotations
 
-from flask import Response, g, jsonify, request
+from flask import Response, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
 from sqlalchemy.orm import undefer
 
@@ -11,6 +11,7 @@ from .. import stores
 from ..extensions import db
 from ..magento.errors import MagentoError
 from ..models import StoreLink
+from ..web import body_within
 from . import bp, proxy
 from .auth import caller, require
 from .errors import InvalidRequest, NotFound, store_problem
@@ -149,9 +150,11 @@ def call_store(link_id: int, store_code: str, path: str):
     post: *with_body
     """
     tail = proxy.rest_path(request.environ.get("RAW_URI"), path)
-    body = proxy.json_body(request.get_data(cache=False)) if request.method != "GET" else None
+    # Flask answers HEAD with the GET view: the store gets a GET, the caller no body.
+    method = "GET" if request.method == "HEAD" else request.method
+    body = proxy.json_body(body_within(current_app.config["MAX_CONTENT_LENGTH"])) if method != "GET" else None
     link = _visible(link_id, with_secrets=True)
-    answer = proxy.forward(link, caller().owner, request.method, tail, store_code,
+    answer = proxy.forward(link, caller().owner, method, tail, store_code,
                            list(request.args.items(multi=True)), body, request.remote_addr)
     response = Response(answer.body, answer.status, content_type=answer.content_type)
     response.headers.update(answer.headers)

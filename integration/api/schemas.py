@@ -9,12 +9,17 @@ import binascii
 from marshmallow import Schema, ValidationError, fields, validate
 
 from ..models import StoreLink
+from ..web import MAX_ID
 
-STATUSES = (StoreLink.PENDING, StoreLink.LINKED, StoreLink.FAILED, StoreLink.REVOKED)
+STATUSES = (StoreLink.PENDING, StoreLink.LINKED, StoreLink.FAILED, StoreLink.REVOKED, StoreLink.UNLINKED)
 
 
 class StoreSchema(Schema):
     id = fields.Integer(required=True)
+    label = fields.String(allow_none=True, metadata={"description": "the operators' name for it (Magento never sends the integration's)"})
+    consumer_key = fields.String(required=True, metadata={
+        "description": "the integration's consumer key, masked (first and last 4): tells integrations of one store apart",
+        "example": "Abcd…wxyz"})
     base_url = fields.String(required=True, metadata={"example": "https://shop.example.com/"})
     status = fields.String(required=True, validate=validate.OneOf(STATUSES))
     owner = fields.String(allow_none=True, metadata={"description": "email of the account that linked it"})
@@ -70,7 +75,7 @@ def encode_cursor(link_id: int) -> str:
 def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if raw[:1] == "s" and raw[1:].isdigit():
+        if raw[:1] == "s" and raw[1:].isdigit() and int(raw[1:]) <= MAX_ID:
             return int(raw[1:])
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass

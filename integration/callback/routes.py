@@ -16,6 +16,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from ..activation import CallbackRejected, parse_callback, record_callback
 from ..extensions import csrf, db, limiter
 from ..metrics import CALLBACKS
+from ..web import body_within
 
 bp = Blueprint("callback", __name__, url_prefix="/magento")
 log = logging.getLogger("integration.callback")
@@ -36,15 +37,9 @@ def receive():
     if request.mimetype != "application/x-www-form-urlencoded":
         CALLBACKS.labels("rejected").inc()
         return _plain("rejected: expected an application/x-www-form-urlencoded POST", 415)
-    # Counted on the bytes read, so a chunked body (no Content-Length) is held to it too:
-    # read one byte past the limit to tell "too large" from "exactly the limit" (Werkzeug
-    # stops quietly at a maximum instead of refusing).
-    request.max_content_length = MAX_CALLBACK_BYTES + 1
     try:
-        too_large = len(request.get_data(cache=True)) > MAX_CALLBACK_BYTES
-    except RequestEntityTooLarge:  # a Content-Length over the limit: nothing read
-        too_large = True
-    if too_large:
+        body_within(MAX_CALLBACK_BYTES)  # counted on the bytes read: chunked bodies too
+    except RequestEntityTooLarge:
         CALLBACKS.labels("rejected").inc()
         return _plain(f"rejected: the body is larger than {MAX_CALLBACK_BYTES} bytes", 413)
     try:

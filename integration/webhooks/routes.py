@@ -29,13 +29,17 @@ class EndpointForm(FlaskForm):
     submit = SubmitField("Add endpoint")
 
 
+#: These pages may show a signing secret (once): no browser or proxy keeps a copy.
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
 class ActionForm(FlaskForm):
     submit = SubmitField("Go")
 
 
 def _index(form: EndpointForm, status: int = 200, created=None, secret: str | None = None):
     return render_template("webhooks/index.html", form=form, endpoints=service.endpoints(), action=ActionForm(),
-                           created=created, secret=secret), status
+                           created=created, secret=secret), status, _NO_STORE
 
 
 @bp.get("/")
@@ -67,7 +71,7 @@ def _endpoint_page(endpoint_id: int, secret: str | None = None, status: int = 20
     except service.NotFound:
         abort(404)
     return render_template("webhooks/endpoint.html", endpoint=endpoint, action=ActionForm(),
-                           deliveries=service.deliveries(endpoint.id), secret=secret), status
+                           deliveries=service.deliveries(endpoint.id), secret=secret), status, _NO_STORE
 
 
 @bp.get("/<int:endpoint_id>")

@@ -75,6 +75,8 @@ def from_environment(instance_path: str) -> dict:
         "JOBS_EMBEDDED_THREADS": _number("JOBS_THREADS", "2", int),
         "ALLOWED_WEBHOOK_HOSTS": _list(_env("ALLOWED_WEBHOOK_HOSTS")),
         "WEBHOOK_RETRY_CAP": _number("WEBHOOK_RETRY_CAP", "3600"),
+        # Development (./scripts/run's sandbox demo) links a store without a phone app in the way.
+        "REQUIRE_2FA": (_env("REQUIRE_2FA", "off" if env == "development" else "admins") or "").strip().lower(),
     }
     if env == "development":
         instance.mkdir(parents=True, exist_ok=True)
@@ -110,6 +112,8 @@ def check(config: dict) -> None:
         except (ValueError, TypeError):
             raise ConfigError(f"{PREFIX}ENCRYPTION_KEYS contains a value that is not a Fernet key "
                               "(32 url-safe base64-encoded bytes)") from None
+    if config.get("REQUIRE_2FA", "admins") not in ("admins", "all", "off"):
+        raise ConfigError(f"{PREFIX}REQUIRE_2FA must be 'admins', 'all' or 'off', not {config.get('REQUIRE_2FA')!r}")
     _check_dns_servers(config)
     deadline = config.get("STORE_DEADLINE", 30)
     if not 1 <= deadline <= MAX_STORE_DEADLINE:

@@ -41,6 +41,7 @@ RECOVERY_CODES = 10
 ISSUER = "Integration Companion"
 POLICIES = ("admins", "all", "off")
 MAX_CREDENTIAL_JSON = 64 * 1024
+_clock = time.time  # the TOTP clock (tests set it, so a code's time-step does not depend on when they run)
 
 
 class SecondFactorError(Exception):
@@ -174,7 +175,7 @@ def _accept_totp(user: User, code: str, *, enrolling: bool = False) -> bool:
     if not enrolling and user.totp_enrolled_at is None:
         return False
     totp = pyotp.TOTP(user.totp_secret)
-    now = int(time.time()) // totp.interval
+    now = int(_clock()) // totp.interval
     for step in (now - 1, now, now + 1):
         if hmac.compare_digest(totp.at(step * totp.interval), code):
             won = db.session.execute(

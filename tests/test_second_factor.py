@@ -263,3 +263,50 @@ def test_removing_the_app_is_audited_and_the_secret_is_stored_encrypted(app, cli
     _log_out(client)
     assert _login(client, "owner@example.com").headers["Location"] == "/"
     assert "2fa.totp_removed" in _actions(app)
+
+
+@pytest.mark.parametrize("junk", ["not json", "[]", '{"id": "x"}', '{"id": 1, "response": {}}', "{" * 5000])
+def test_a_broken_passkey_answer_is_refused_not_a_crash(app, client, user, junk):
+    page = client.get("/auth/login").get_data(as_text=True)
+    token = csrf_from(page)
+    options = client.post("/auth/passkey/options", headers={"X-CSRFToken": token})
+    assert options.status_code == 200 and options.json["rpId"] == "localhost" and options.json["challenge"]
+    response = client.post("/auth/passkey", data={"csrf_token": token, "passkey": junk})
+    assert response.status_code == 401 and "did not work" in response.get_data(as_text=True)
+    assert not _logged_in(client)
+
+    _login(client, "owner@example.com")
+    me = client.get("/accounts/me").get_data(as_text=True)
+    assert client.post("/accounts/me/passkeys/options", headers={"X-CSRFToken": csrf_from(me)}).status_code == 200
+    response = client.post("/accounts/me/passkeys", data={"csrf_token": csrf_from(me), "passkey": junk},
+                           follow_redirects=True)
+    assert response.status_code == 200 and "could not be verified" in response.get_data(as_text=True)
+    with app.app_context():
+        assert not second_factor.accounts_with_passkeys()
+
+
+def test_a_passkey_challenge_is_used_once(app, client, user):
+    """Options, then two answers: the second finds no challenge (deleted by the first)."""
+    page = client.get("/auth/login").get_data(as_text=True)
+    client.post("/auth/passkey/options", headers={"X-CSRFToken": csrf_from(page)})
+    with client.session_transaction() as state:
+        token = state[second_factor.CHALLENGE_KEY]
+    with app.app_context():
+        from integration.models import WebAuthnChallenge
+        assert db.session.get(WebAuthnChallenge, second_factor._digest(token)) is not None
+    client.post("/auth/passkey", data={"csrf_token": csrf_from(page), "passkey": '{"id": "x"}'})
+    with app.app_context():
+        assert db.session.get(WebAuthnChallenge, second_factor._digest(token)) is None
+
+
+def test_the_pop_up_refuses_to_link_for_an_admin_who_must_enrol(app_config, sandbox, admin):
+    from .test_identity import activate, submit
+
+    app = create_app({**app_config, "REQUIRE_2FA": "admins"})
+    client = app.test_client()
+    integration = activate(client, sandbox)
+    response = submit(client, integration, "", email="admin@example.com", password=PASSWORD)
+    assert response.status_code == 403 and "Set up a second factor first" in response.get_data(as_text=True)
+    with app.app_context():
+        from integration.models import StoreLink
+        assert StoreLink.by_consumer_key(integration.consumer_key).status != "linked"

@@ -24,8 +24,7 @@ import webauthn
 from flask import current_app, request, session
 from sqlalchemy import delete, func, or_, select, update
 from webauthn.helpers import bytes_to_base64url
-from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse, \
-    InvalidJSONStructure
+from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import AuthenticatorSelectionCriteria, PublicKeyCredentialDescriptor, \
     ResidentKeyRequirement, UserVerificationRequirement
 
@@ -94,6 +93,11 @@ def pending() -> tuple[User, dict[str, str]] | None:
     if user is None or not user.active:
         return None
     return user, dict(state.get("resume") or {})
+
+
+def pending_has_passkey() -> bool:
+    found = pending()
+    return bool(found and passkeys(found[0]))
 
 
 def finish(code: str | None, passkey: str | None) -> dict[str, str]:
@@ -265,7 +269,7 @@ def register_passkey(user: User, credential: str, name: str) -> Passkey:
         verified = webauthn.verify_registration_response(
             credential=credential, expected_challenge=challenge, expected_rp_id=rp_id, expected_origin=origin,
             require_user_verification=True)
-    except (InvalidRegistrationResponse, InvalidJSONStructure, ValueError, KeyError, TypeError):
+    except (WebAuthnException, ValueError, KeyError, TypeError):
         db.session.commit()
         raise SecondFactorError("The browser's answer could not be verified; try again.") from None
     passkey = Passkey(user_id=user.id, credential_id=bytes_to_base64url(verified.credential_id),
@@ -317,7 +321,7 @@ def _verify_assertion(credential: str, user: User | None) -> User | None:
             credential=credential, expected_challenge=challenge, expected_rp_id=rp_id, expected_origin=origin,
             credential_public_key=webauthn.base64url_to_bytes(passkey.public_key),
             credential_current_sign_count=passkey.sign_count, require_user_verification=True)
-    except (InvalidAuthenticationResponse, InvalidJSONStructure, ValueError, KeyError, TypeError):
+    except (WebAuthnException, ValueError, KeyError, TypeError):
         return None
     passkey.sign_count = verified.new_sign_count
     passkey.last_used_at = utcnow()

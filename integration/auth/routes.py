@@ -45,10 +45,11 @@ def second_step():
         try:
             resume = second_factor.finish(form.code.data, form.passkey.data)
         except logins.LoginRefused as refused:
-            return render_template("auth/second_step.html", form=SecondStepForm(formdata=None),
-                                   error=str(refused)), *logins.answer(refused)
+            return render_template("auth/second_step.html", form=SecondStepForm(formdata=None), error=str(refused),
+                                   offer_passkey=second_factor.pending_has_passkey()), *logins.answer(refused)
         return redirect(_safe_next(resume.get("next")))
-    return render_template("auth/second_step.html", form=form), 400 if form.is_submitted() else 200
+    return render_template("auth/second_step.html", form=form, offer_passkey=second_factor.pending_has_passkey()), \
+        400 if form.is_submitted() else 200
 
 
 @bp.post("/passkey/options")

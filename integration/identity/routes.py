@@ -74,9 +74,11 @@ def second_step():
             second_factor.finish(form.code.data, form.passkey.data)
         except logins.LoginRefused as refused:
             return render_template("identity/second_step.html", form=IdentitySecondStepForm(formdata=None),
-                                   link=link, error=str(refused)), *logins.answer(refused)
+                                   link=link, error=str(refused), offer_passkey=second_factor.pending_has_passkey()), \
+                *logins.answer(refused)
         return _link_store(link, activation, resume.get("success_call_back", ""))
-    return render_template("identity/second_step.html", form=form, link=link), 400 if form.is_submitted() else 200
+    return render_template("identity/second_step.html", form=form, link=link,
+                           offer_passkey=second_factor.pending_has_passkey()), 400 if form.is_submitted() else 200
 
 
 @bp.post("/identity/register")

@@ -29,7 +29,7 @@
 
   function answer(form, credential) {
     form.querySelector("input[name=passkey]").value = JSON.stringify(credential.toJSON());
-    form.submit();
+    HTMLFormElement.prototype.submit.call(form);  // form.submit is the "Continue" button, by name
   }
 
   document.querySelectorAll("button.passkey-get").forEach(function (button) {

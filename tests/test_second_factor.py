@@ -56,6 +56,10 @@ def enrol(client, clock) -> tuple[pyotp.TOTP, list[str]]:
     assert 'src="data:image/svg+xml' in page
     secret = re.search(r'<code class="totp-secret">([A-Z2-7]+)</code>', page).group(1)
     totp = pyotp.TOTP(secret)
+    # A mistyped code keeps the secret the app scanned.
+    mistyped = client.post("/accounts/me/totp", data={"csrf_token": csrf_from(page), "code": "12345"})
+    assert mistyped.status_code == 400 and secret in mistyped.get_data(as_text=True)
+    assert mistyped.headers["Cache-Control"] == "no-store"
     response = client.post("/accounts/me/totp", data={"csrf_token": csrf_from(page), "code": totp.at(clock[0])})
     assert response.status_code == 200, response.get_data(as_text=True)
     codes = re.findall(r"<li><code>([0-9a-f]{5}-[0-9a-f]{5})</code></li>", response.get_data(as_text=True))

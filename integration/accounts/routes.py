@@ -142,13 +142,18 @@ def totp():
         except second_factor.SecondFactorError as exc:
             form.code.errors = [str(exc)]
         else:
-            return render_template("accounts/recovery_codes.html", codes=codes)
+            return render_template("accounts/recovery_codes.html", codes=codes), 200, _NOT_KEPT
     try:
-        qr, secret = second_factor.start_totp(user)
+        qr, secret = second_factor.start_totp(user, fresh=not form.is_submitted())
     except second_factor.SecondFactorError as exc:
         flash(str(exc), "error")
         return redirect(url_for("accounts.me"))
-    return render_template("accounts/totp.html", form=form, qr=qr, secret=secret), 400 if form.errors else 200
+    return render_template("accounts/totp.html", form=form, qr=qr, secret=secret), \
+        400 if form.is_submitted() else 200, _NOT_KEPT
+
+
+# The secret and the recovery codes are shown once: no cache (or back button) keeps a copy.
+_NOT_KEPT = {"Cache-Control": "no-store"}
 
 
 @bp.post("/me/totp/remove")

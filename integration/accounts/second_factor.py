@@ -136,12 +136,14 @@ def sign_in_with_passkey(credential: str) -> User:
 
 # --- TOTP ------------------------------------------------------------------------------
 
-def start_totp(user: User) -> tuple[str, str]:
-    """A new, not yet confirmed secret: (QR code as an SVG data URI, the secret for typing in)."""
+def start_totp(user: User, *, fresh: bool = True) -> tuple[str, str]:
+    """A not yet confirmed secret (a new one unless ``fresh`` is false: a mistyped code keeps the one
+    the app has scanned): (QR code as an SVG data URI, the secret for typing in)."""
     if user.totp_enrolled_at is not None:
         raise SecondFactorError("An authenticator app is already set up; remove it first.")
-    user.totp_secret = pyotp.random_base32()
-    db.session.commit()
+    if fresh or not user.totp_secret:
+        user.totp_secret = pyotp.random_base32()
+        db.session.commit()
     uri = pyotp.TOTP(user.totp_secret).provisioning_uri(name=user.email, issuer_name=ISSUER)
     return segno.make(uri, error="m").svg_data_uri(scale=5, border=2), user.totp_secret
 

@@ -213,6 +213,18 @@ def test_an_admin_the_policy_covers_can_only_enrol_until_it_has(app_config, admi
     assert _login(everyone, "owner@example.com").status_code == 302 and everyone.get("/").status_code == 302
 
 
+def test_admins_must_enrol_by_default_except_in_development(monkeypatch, tmp_path):
+    """./scripts/run's demo admin links a sandbox store without a phone app; production asks admins."""
+    from integration.config import from_environment
+
+    monkeypatch.delenv("INTEGRATION_REQUIRE_2FA", raising=False)
+    for env, policy in (("production", "admins"), ("development", "off")):
+        monkeypatch.setenv("INTEGRATION_ENV", env)
+        assert from_environment(str(tmp_path))["REQUIRE_2FA"] == policy, env
+    monkeypatch.setenv("INTEGRATION_REQUIRE_2FA", "All")
+    assert from_environment(str(tmp_path))["REQUIRE_2FA"] == "all"
+
+
 def test_the_policy_setting_is_checked():
     base = {"SECRET_KEY": "k" * 40, "ENCRYPTION_KEYS": ("5Vv1Z1lQTbjJ1cUVtGPVbCsaEGm1Dr2lVV4N9MuJs5Y=",),
             "LOGIN_RATE_LIMIT": "1 per minute", "ACCOUNT_RATE_LIMIT": "1 per minute",
@@ -254,14 +266,22 @@ def test_the_cli_resets_a_locked_out_admin(app, admin, clock):
     assert app.test_cli_runner().invoke(args=["users", "reset-2fa", "nobody@example.com"]).exit_code != 0
 
 
-def test_removing_the_app_is_audited_and_the_secret_is_stored_encrypted(app, client, user, clock):
+def test_removing_the_app_is_audited_and_no_secret_is_kept_readable(app, client, user, clock, caplog):
+    import logging
+
     from sqlalchemy import text
 
+    caplog.set_level(logging.DEBUG)
     _login(client, "owner@example.com")
-    totp, _ = enrol(client, clock)
+    totp, recovery = enrol(client, clock)
     with app.app_context():
         stored = db.session.execute(text("SELECT totp_secret FROM users WHERE id = :id"), {"id": user}).scalar()
         assert stored and totp.secret not in stored
+        hashes = " ".join(db.session.execute(text("SELECT code_hash FROM recovery_codes")).scalars())
+        assert len(hashes.split()) == 10 and not any(code.replace("-", "") in hashes for code in recovery)
+        audit = " ".join(filter(None, db.session.scalars(select(AuditEvent.detail))))
+    for code in (totp.secret, *recovery):
+        assert code not in caplog.text and code not in audit
     page = client.get("/accounts/me").get_data(as_text=True)
     client.post("/accounts/me/totp/remove", data={"csrf_token": csrf_from(page)})
     _log_out(client)

@@ -90,7 +90,19 @@ def _virtual_authenticator(page):
     return cdp
 
 
-def test_a_passkey_is_registered_then_used_as_second_factor_and_without_a_password(live_app, app, user, page):
+_ANSWER_WITH_ANY_PASSKEY = """async () => {
+  const form = document.getElementById("second-step");
+  const response = await fetch("/auth/passkey/options", {method: "POST",
+    headers: {"X-CSRFToken": form.querySelector("input[name=csrf_token]").value}});
+  const credential = await navigator.credentials.get(
+    {publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(await response.json())});
+  form.querySelector("input[name=passkey]").value = JSON.stringify(credential.toJSON());
+  HTMLFormElement.prototype.submit.call(form);
+}"""
+
+
+def test_a_passkey_is_registered_then_used_as_second_factor_and_without_a_password(live_app, app, user, admin,
+                                                                                 page):
     # WebAuthn needs a secure context: http://localhost is one, and "localhost" is the RP id.
     base = live_app.url.replace("127.0.0.1", "localhost")
     _virtual_authenticator(page)
@@ -111,6 +123,18 @@ def test_a_passkey_is_registered_then_used_as_second_factor_and_without_a_passwo
     page.click("text=Use a passkey")
     page.wait_for_selector("text=Linked stores")
     _log_out(page)
+
+    # Another account's second step: the owner's passkey (the only one this authenticator holds) is refused.
+    with app.app_context():
+        other = db.session.get(User, admin)
+        other.totp_secret, other.totp_enrolled_at = pyotp.random_base32(), utcnow()
+        db.session.commit()
+    _password(page, base, "admin@example.com")
+    page.wait_for_selector("h1:has-text('Second step')")
+    assert page.locator("text=Use a passkey").count() == 0  # not offered: the account has none
+    page.evaluate(_ANSWER_WITH_ANY_PASSKEY)
+    page.wait_for_selector("[role=alert]:has-text('did not work')")
+    assert "admin@example.com" not in page.inner_text("header")
 
     # Alone, without a password.
     page.goto(f"{base}/auth/login")

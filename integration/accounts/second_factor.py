@@ -350,7 +350,9 @@ def _take_challenge(purpose: str, user: User | None) -> bytes | None:
         return None
     db.session.delete(row)
     db.session.flush()
-    if row.purpose != purpose or row.expires_at < utcnow() or row.user_id != (user.id if user else None):
+    # A challenge made for a pending login's account answers only for it; one made for nobody (or, after
+    # "back" from the second step, for the pending account) serves a passwordless sign-in.
+    if row.purpose != purpose or row.expires_at < utcnow() or (user is not None and row.user_id != user.id):
         return None
     return webauthn.base64url_to_bytes(row.challenge)
 

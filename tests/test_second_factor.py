@@ -334,3 +334,22 @@ def test_the_pop_up_refuses_to_link_for_an_admin_who_must_enrol(app_config, sand
     with app.app_context():
         from integration.models import StoreLink
         assert StoreLink.by_consumer_key(integration.consumer_key).status != "linked"
+
+
+def test_key_rotation_re_encrypts_totp_secrets(app, app_config, user):
+    from cryptography.fernet import Fernet
+
+    from integration.crypto import rotate_all
+
+    secret = pyotp.random_base32()
+    with app.app_context():
+        owner = db.session.get(User, user)
+        owner.totp_secret, owner.totp_enrolled_at = secret, None
+        db.session.commit()
+    rotated = create_app({**app_config, "ENCRYPTION_KEYS": (Fernet.generate_key().decode(),
+                                                            app_config["ENCRYPTION_KEYS"][0])})
+    with rotated.app_context():
+        assert rotate_all()["users"] == 1
+    only_new = create_app({**app_config, "ENCRYPTION_KEYS": rotated.config["ENCRYPTION_KEYS"][:1]})
+    with only_new.app_context():
+        assert db.session.get(User, user).totp_secret == secret

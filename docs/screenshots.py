@@ -31,7 +31,8 @@ def main() -> None:
     tmp = tempfile.mkdtemp()
     app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp}/shots.sqlite", "SECRET_KEY": "d" * 64,
                       "ENCRYPTION_KEYS": (Fernet.generate_key().decode(),),
-                      "ALLOWED_STORE_HOSTS": ("127.0.0.1",), "SELF_REGISTRATION": True})
+                      "ALLOWED_STORE_HOSTS": ("127.0.0.1",), "SELF_REGISTRATION": True,
+                      "REQUIRE_2FA": "off"})  # the pages themselves, not the enrolment they would lead to
     with app.app_context():
         upgrade()
         admin = User(email="ops@example.com", role="admin")

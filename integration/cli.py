@@ -75,6 +75,16 @@ def reset_password(email: str) -> None:
     click.echo(f"password changed for {email}")
 
 
+@users.command("reset-2fa")
+@click.argument("email")
+def reset_second_factor(email: str) -> None:
+    """Remove every second factor of an account and end its sessions (for a locked-out last admin)."""
+    from .accounts import second_factor
+
+    second_factor.reset(_user(email))
+    click.echo(f"second factor removed for {email}; it logs in with its password and enrols again")
+
+
 @users.command("list")
 def list_users() -> None:
     """List accounts."""

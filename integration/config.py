@@ -82,6 +82,8 @@ def from_environment(instance_path: str) -> dict:
         "API_RATE_LIMIT": _env("API_RATE_LIMIT", "3000 per minute"),
         "OPS_RATE_LIMIT": _env("OPS_RATE_LIMIT", "300 per minute"),
         "METRICS_ALLOW": _list(_env("METRICS_ALLOW", "127.0.0.0/8,::1")),
+        # Development (./scripts/run's sandbox demo) links a store without a phone app in the way.
+        "REQUIRE_2FA": (_env("REQUIRE_2FA", "off" if env == "development" else "admins") or "").strip().lower(),
     }
     if env == "development":
         instance.mkdir(parents=True, exist_ok=True)
@@ -105,7 +107,7 @@ def check(config: dict) -> None:
             parse(str(config.get(name)))
         except ValueError:
             raise ConfigError(f"{PREFIX}{name} must be a rate like '30 per hour', not {config.get(name)!r}") from None
-    if int(config.get("STORE_CONCURRENCY") or 0) < 1:
+    if int(config.get("STORE_CONCURRENCY", 8)) < 1:
         raise ConfigError(f"{PREFIX}STORE_CONCURRENCY must be at least 1 (calls at once to one store)")
     for entry in config.get("METRICS_ALLOW") or ():
         try:
@@ -124,6 +126,8 @@ def check(config: dict) -> None:
         except (ValueError, TypeError):
             raise ConfigError(f"{PREFIX}ENCRYPTION_KEYS contains a value that is not a Fernet key "
                               "(32 url-safe base64-encoded bytes)") from None
+    if config.get("REQUIRE_2FA", "admins") not in ("admins", "all", "off"):
+        raise ConfigError(f"{PREFIX}REQUIRE_2FA must be 'admins', 'all' or 'off', not {config.get('REQUIRE_2FA')!r}")
     _check_dns_servers(config)
     deadline = config.get("STORE_DEADLINE", 30)
     if not 1 <= deadline <= MAX_STORE_DEADLINE:

@@ -1,8 +1,8 @@
 """Forms shared by more than one blueprint."""
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, HiddenField, PasswordField, SubmitField
-from wtforms.validators import DataRequired, EqualTo, Length
+from wtforms import EmailField, HiddenField, PasswordField, StringField, SubmitField
+from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
 
 class LoginForm(FlaskForm):
@@ -35,3 +35,20 @@ class IdentityRegisterForm(IdentityFields, FlaskForm):
     password = PasswordField("Password (at least 10 characters)", validators=[DataRequired(), Length(min=10, max=1024)])
     confirm = PasswordField("Repeat password", validators=[DataRequired(), EqualTo("password", "The passwords differ")])
     submit = SubmitField("Create account and link store")
+
+
+class SecondStepForm(FlaskForm):
+    """A code from the authenticator app or a recovery code; or (filled in by passkey.js) a passkey's answer."""
+    code = StringField("Code from your authenticator app, or a recovery code",
+                       validators=[Optional(), Length(max=32)], render_kw={"autocomplete": "one-time-code",
+                                                                             "inputmode": "text"})
+    passkey = HiddenField(validators=[Optional(), Length(max=65536)])
+    submit = SubmitField("Continue")
+
+
+class IdentitySecondStepForm(SecondStepForm):
+    submit = SubmitField("Continue and link store")
+
+
+class PasskeySignInForm(FlaskForm):
+    passkey = HiddenField(validators=[DataRequired(), Length(max=65536)])

@@ -36,6 +36,11 @@ class User(UserMixin, db.Model):
     role: Mapped[str] = mapped_column(String(16), default="member")  # admin | member
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Second factor (accounts.second_factor). The secret is written while enrolling and counts only once
+    # a typed code confirmed it (totp_enrolled_at); the last accepted time-step refuses a replayed code.
+    totp_secret: Mapped[str | None] = mapped_column(EncryptedText, deferred=True)
+    totp_enrolled_at: Mapped[dt.datetime | None]
+    totp_last_step: Mapped[int | None]
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses disabled accounts
@@ -73,6 +78,45 @@ class UserSession(db.Model):
     revoked_at: Mapped[dt.datetime | None]
 
     user: Mapped[User] = relationship()
+
+
+class RecoveryCode(db.Model):
+    """One of the ten codes shown once at TOTP enrolment; its SHA-256 (the codes are random, 50 bits)."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[dt.datetime | None]
+
+
+class Passkey(db.Model):
+    """A WebAuthn credential: the public key and the authenticator's sign counter (a clone shows itself
+    by a counter that does not grow)."""
+
+    __tablename__ = "passkeys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)  # base64url
+    public_key: Mapped[str] = mapped_column(Text)  # base64url COSE key
+    sign_count: Mapped[int] = mapped_column(default=0)
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[dt.datetime | None]
+
+
+class WebAuthnChallenge(db.Model):
+    """A challenge handed to a browser, kept here (not in the cookie) so it is used once, on any worker."""
+
+    __tablename__ = "webauthn_challenges"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the browser's token, hex
+    purpose: Mapped[str] = mapped_column(String(16))  # register | authenticate
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    challenge: Mapped[str] = mapped_column(String(128))  # base64url
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
 
 
 class StoreLink(db.Model):

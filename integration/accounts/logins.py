@@ -74,13 +74,6 @@ def answer(refused: LoginRefused) -> tuple[int, dict[str, str]]:
     return 401, {}
 
 
-def log_in(email: str, password: str) -> User:
-    """Both steps, for a login without a second factor."""
-    user = verify_password(email, password)
-    complete_login(user)
-    return user
-
-
 def verify_password(email: str, password: str) -> User:
     """The account these credentials open, or :class:`LoginRefused` (a failure is counted and audited)."""
     attempted = email.strip().lower()[:254]
@@ -147,6 +140,11 @@ class _Budget:
 
 def _strategy() -> MovingWindowRateLimiter:
     return MovingWindowRateLimiter(limiter.storage)
+
+
+def budget_for(user: User) -> _Budget:
+    """The account's budget as this browser sees it: the second step spends the password's."""
+    return _budget(user, user.email)
 
 
 def _budget(user: User | None, attempted: str) -> _Budget:

@@ -12,9 +12,10 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from flask_login import current_user
 
 from .. import activation as activations
-from ..accounts import logins, service
+from ..accounts import logins, second_factor, service
 from ..auth.routes import login_limits
-from ..forms import IdentityConfirmForm, IdentityLoginForm, IdentityRegisterForm, IdentitySwitchForm
+from ..forms import IdentityConfirmForm, IdentityLoginForm, IdentityRegisterForm, IdentitySecondStepForm, \
+    IdentitySwitchForm
 from ..magento.credentials import is_credential
 from ..models import Activation, StoreLink
 from ..outbound import store_policy
@@ -45,13 +46,39 @@ def submit():
                                switch=_switch_form(link.consumer_key, form.success_call_back.data or "")), 400
     if isinstance(form, IdentityLoginForm):
         try:
-            logins.log_in(form.email.data, form.password.data)
+            done = second_factor.log_in(form.email.data, form.password.data, resume={
+                "oauth_consumer_key": link.consumer_key, "success_call_back": form.success_call_back.data or ""})
         except logins.LoginRefused as refused:
             return render_template("identity/link.html", form=_form(link.consumer_key, form.success_call_back.data),
                                    link=link, activation=activation, error=str(refused),
                                    register=_register_form(link.consumer_key, form.success_call_back.data)), \
                 *logins.answer(refused)
+        if not done:
+            return redirect(url_for("identity.second_step"))
     return _link_store(link, activation, form.success_call_back.data or "")
+
+
+@bp.route("/identity/second-step", methods=["GET", "POST"])
+@login_limits
+def second_step():
+    """The second factor inside the pop-up; Magento's key and success_call_back wait in the pending login,
+    and the store is linked as soon as it passes."""
+    found = second_factor.pending()
+    resume = found[1] if found else {}
+    link, activation = _lookup(resume.get("oauth_consumer_key", ""))
+    if activation is None:
+        return _no_callback(resume.get("oauth_consumer_key", ""))
+    form = IdentitySecondStepForm()
+    if form.validate_on_submit():
+        try:
+            second_factor.finish(form.code.data, form.passkey.data)
+        except logins.LoginRefused as refused:
+            return render_template("identity/second_step.html", form=IdentitySecondStepForm(formdata=None),
+                                   link=link, error=str(refused), offer_passkey=second_factor.pending_has_passkey()), \
+                *logins.answer(refused)
+        return _link_store(link, activation, resume.get("success_call_back", ""))
+    return render_template("identity/second_step.html", form=form, link=link,
+                           offer_passkey=second_factor.pending_has_passkey()), 400 if form.is_submitted() else 200
 
 
 @bp.post("/identity/register")
@@ -96,6 +123,14 @@ def switch():
 
 def _link_store(link: StoreLink, activation: Activation, success_call_back: str):
     """Run (or wait for) the token exchange, then send the pop-up back to Magento."""
+    user = current_user._get_current_object()
+    if second_factor.required(user) and not second_factor.has_second_factor(user):
+        # INTEGRATION_REQUIRE_2FA: nothing but enrolling until then (the dashboard's guard, in the pop-up).
+        return render_template("identity/error.html", link=link, title="Set up a second factor first",
+                               message="This account must have a second factor before it can link stores.",
+                               hint="Open Your account in this app, set up an authenticator app or a passkey, "
+                                    "then start the link again from Magento.",
+                               switch=_switch_form(link.consumer_key, success_call_back)), 403
     try:
         activations.link_store(activation, current_user._get_current_object(), request.remote_addr)
     except activations.LinkRefused as refused:

@@ -75,6 +75,13 @@ def from_environment(instance_path: str) -> dict:
         "JOBS_EMBEDDED_THREADS": _number("JOBS_THREADS", "2", int),
         "ALLOWED_WEBHOOK_HOSTS": _list(_env("ALLOWED_WEBHOOK_HOSTS")),
         "WEBHOOK_RETRY_CAP": _number("WEBHOOK_RETRY_CAP", "3600"),
+        "SYNC_INTERVAL": _number("SYNC_INTERVAL", "300"),
+        "SYNC_PAGE_SIZE": _number("SYNC_PAGE_SIZE", "100", int),
+        "SYNC_OVERLAP": _number("SYNC_OVERLAP", "120"),
+        "SYNC_RECONCILE_INTERVAL": _number("SYNC_RECONCILE_INTERVAL", "3600"),
+        "SYNC_LEASE": _number("SYNC_LEASE", "600"),
+        "SYNC_BACKOFF_BASE": _number("SYNC_BACKOFF_BASE", "60"),
+        "SYNC_RECORD_MAX_KB": _number("SYNC_RECORD_MAX_KB", "64", int),
     }
     if env == "development":
         instance.mkdir(parents=True, exist_ok=True)

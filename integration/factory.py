@@ -58,7 +58,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     with app.app_context():
         _tune_sqlite(db.engine)
 
-    from . import accounts, auth, callback, cli, dashboard, errors, identity, jobs, logs, web, webhooks
+    from . import accounts, auth, callback, cli, dashboard, errors, feeds, identity, jobs, logs, web, webhooks
 
     app.register_blueprint(accounts.bp)
     app.register_blueprint(auth.bp)
@@ -70,6 +70,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     cli.init_app(app)
     jobs.init_app(app)
     webhooks.init_app(app)
+    feeds.init_app(app)
     logs.init_app(app)
     return app
 

@@ -8,8 +8,9 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     from .. import jobs
-    from . import cli, schedule, sync
+    from . import cli, routes, schedule, sync
 
+    app.register_blueprint(routes.bp)
     app.cli.add_command(cli.sync_command)
     app.cli.add_command(cli.jobs_group)
     interval = float(app.config.get("SYNC_INTERVAL", sync.DEFAULTS["SYNC_INTERVAL"]))

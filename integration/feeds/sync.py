@@ -310,8 +310,17 @@ def _key(record: dict, spec: FeedEntity) -> tuple[str, int]:
     return str(record.get("updated_at") or ""), number
 
 
-def changed_pages(client: StoreClient, spec: FeedEntity, since: str | None, page_size: int) -> Iterator[list[dict]]:
-    """Pages of records updated at or after ``since`` (all when ``None``), oldest first."""
+def _count(answer: dict) -> int:
+    try:
+        return max(0, int(answer.get("total_count") or 0))
+    except (TypeError, ValueError):
+        raise errors.BadStoreResponse("the store's total_count is not a number") from None
+
+
+def changed_pages(client: StoreClient, spec: FeedEntity, since: str | None, page_size: int,
+                  on_total=None) -> Iterator[list[dict]]:
+    """Pages of records updated at or after ``since`` (all when ``None``), oldest first.
+    ``on_total`` hears the first answer's ``total_count``: how many records the pass reads."""
     at, condition, last = since, "gteq", None
 
     def search(criteria: SearchCriteria) -> dict:
@@ -325,7 +334,11 @@ def changed_pages(client: StoreClient, spec: FeedEntity, since: str | None, page
         if at:
             criteria.where("updated_at", at, condition)
         criteria.order_by("updated_at").order_by(spec.filter_field).page(page_size, 1)
-        items = search(criteria).get("items") or []
+        answer = search(criteria)
+        if on_total is not None:
+            on_total(_count(answer))
+            on_total = None
+        items = answer.get("items") or []
         fresh = [r for r in items if isinstance(r, dict) and (last is None or _key(r, spec) > last)]
         if fresh:
             yield fresh
@@ -340,7 +353,7 @@ def changed_pages(client: StoreClient, spec: FeedEntity, since: str | None, page
         total, number = None, 1
         while total is None or (number - 1) * page_size < total:
             answer = search(same.copy().page(page_size, number))
-            total = int(answer.get("total_count") or 0)
+            total = _count(answer)
             batch = [r for r in answer.get("items") or [] if isinstance(r, dict) and _key(r, spec) > last]
             if batch:
                 yield batch
@@ -354,7 +367,12 @@ def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool
     if feed.cursor is not None and not full:
         since = (feed.cursor - dt.timedelta(seconds=setting("SYNC_OVERLAP"))).strftime(MAGENTO_TIME)
     page_size = max(1, min(int(setting("SYNC_PAGE_SIZE")), MAX_PAGE_SIZE))
-    for page in changed_pages(client, spec, since, page_size):
+
+    def total(count: int) -> None:
+        job.total = count
+        db.session.commit()
+
+    for page in changed_pages(client, spec, since, page_size, on_total=total):
         _check_cancel(job)
         renew(feed.id, owner)
         _emit(feed, spec, page, counts)

@@ -379,3 +379,96 @@ def test_rq_worker_runs_the_feed(app, app_config, migrated, linked, sandbox, red
         with rq_app.app_context():
             db.engine.dispose()
     assert types(app)["product.created"] == 60, out[-2000:]
+
+
+def test_a_sync_whose_lease_was_taken_over_stops_without_committing_its_page(app, linked, sandbox):
+    link_id, _ = linked
+    app.config["SYNC_PAGE_SIZE"] = 10
+    sandbox.state.latency = 0.2
+    with app.app_context():
+        feed_id = sync.feed_for(link_id, "products").id
+    result = []
+    thread = threading.Thread(target=lambda: result.append(
+        jobs.call_in_app(app, lambda: (lambda j: (j.state, j.error))(sync.sync(link_id, "products")))))
+    thread.start()
+    assert wait_until(lambda: types(app)["product.created"] >= 10)
+    with app.app_context():  # as if our lease had expired and another worker had claimed the feed
+        db.session.execute(FeedState.__table__.update().where(FeedState.id == feed_id)
+                           .values(lease_owner="another-worker"))
+        db.session.commit()
+    thread.join(timeout=30)
+    state, error = result[0]
+    assert state == "failed" and "another worker" in error
+    assert types(app)["product.created"] < 60
+    with app.app_context():  # and it left the other worker's lease alone
+        assert db.session.get(FeedState, feed_id).lease_owner == "another-worker"
+
+
+def test_sandbox_control_endpoints_refuse_bad_input(sandbox):
+    assert requests.put(f"{sandbox.url}/sandbox/stock/SB-00001", json={"qty": "lots"}, timeout=5).status_code == 400
+    assert requests.put(f"{sandbox.url}/sandbox/stock/NOPE", json={"qty": 1}, timeout=5).status_code == 404
+    assert requests.put(f"{sandbox.url}/sandbox/orders/1", json={}, timeout=5).status_code == 400
+    assert requests.post(f"{sandbox.url}/sandbox/products", data="x" * (2 * 1024 * 1024), timeout=5).status_code == 413
+    made = requests.post(f"{sandbox.url}/sandbox/products", json={"sku": "NEW-1", "price": 3}, timeout=5).json()
+    assert made["sku"] == "NEW-1" and made["updated_at"] >= "2025"
+    assert requests.post(f"{sandbox.url}/sandbox/products", json={"sku": "NEW-1"}, timeout=5).status_code == 400
+
+
+def login(client, email):
+    from .conftest import PASSWORD, csrf_from
+
+    page = client.get("/auth/login").get_data(as_text=True)
+    client.post("/auth/login", data={"csrf_token": csrf_from(page), "email": email, "password": PASSWORD})
+
+
+def test_members_see_and_act_on_the_jobs_of_their_own_stores_only(app, linked, sandbox, admin):
+    link_id, _ = linked
+    with app.app_context():
+        other = StoreLink(consumer_key="o" * 32, consumer_secret="s" * 32, base_url="https://other.example.com/",
+                          store_host="other.example.com", status="linked", owner_id=admin)
+        db.session.add(other)
+        db.session.commit()
+        other_id = other.id
+        mine = schedule.sync_soon(link_id, ["products"])[0].id
+        theirs = schedule.sync_soon(other_id, ["products"])[0].id
+    client = app.test_client()
+    login(client, "owner@example.com")
+    listed = [j["id"] for j in client.get("/jobs.json").get_json()["jobs"]]
+    assert listed == [mine]
+    page = client.get("/jobs").get_data(as_text=True)
+    from .conftest import csrf_from
+
+    token = csrf_from(page)
+    assert client.post(f"/jobs/{theirs}/cancel", data={"csrf_token": token}).status_code == 404
+    assert client.post(f"/stores/{other_id}/sync", data={"csrf_token": token}).status_code == 404
+    assert client.post(f"/jobs/{mine}/cancel", data={}).status_code == 400  # no CSRF token
+    assert client.post(f"/jobs/{mine}/cancel", data={"csrf_token": token}).status_code == 302
+    with app.app_context():
+        assert db.session.get(Job, mine).state == Job.CANCELLED
+        assert db.session.get(Job, theirs).state == Job.QUEUED
+
+
+def test_ticks_in_several_processes_queue_each_due_feed_once(app, linked):
+    link_id, _ = linked
+    with app.app_context():
+        for n in range(2, 21):  # more stores, so the ticks overlap
+            db.session.add(StoreLink(consumer_key=f"{n:032d}", consumer_secret="s" * 32, status="linked",
+                                     base_url=f"https://s{n}.example.com/", store_host=f"s{n}.example.com"))
+        db.session.commit()
+        for link in db.session.scalars(select(StoreLink)):
+            for entity in ENTITIES:
+                sync.feed_for(link.id, entity)
+    barrier = threading.Barrier(4)
+
+    def ticker():
+        barrier.wait()
+        jobs.call_in_app(app, schedule.tick)
+
+    threads = [threading.Thread(target=ticker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with app.app_context():
+        queued = db.session.execute(select(Job.store_link_id, Job.entity)).all()
+    assert len(queued) == 20 * len(ENTITIES) and len(set(queued)) == len(queued)

@@ -158,7 +158,7 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
             return error(str(exc), 400)
 
     def body_fields() -> dict:
-        payload = request.get_json(silent=True)
+        payload = request.get_json(force=True, silent=True)  # reads the body: over the limit is a 413
         return payload if isinstance(payload, dict) else {}
 
     @app.post("/sandbox/products")

@@ -472,3 +472,29 @@ def test_ticks_in_several_processes_queue_each_due_feed_once(app, linked):
     with app.app_context():
         queued = db.session.execute(select(Job.store_link_id, Job.entity)).all()
     assert len(queued) == 20 * len(ENTITIES) and len(set(queued)) == len(queued)
+
+
+def test_stock_changes_on_msi_stores_become_stock_updated(app, linked, sandbox):
+    link_id, _ = linked
+    sandbox.state.msi = True
+    assert run_sync(app, link_id, "stock").exit_code == 0
+    assert types(app)["stock.updated"] == 60  # the first pass: every source item's level
+    requests.put(f"{sandbox.url}/sandbox/stock/SB-00004", json={"qty": 0}, timeout=5).raise_for_status()
+    assert run_sync(app, link_id, "stock").exit_code == 0
+    assert run_sync(app, link_id, "stock").exit_code == 0
+    stock = payloads(app, "stock.updated")
+    assert len(stock) == 61 and stock[-1]["record"] == {"sku": "SB-00004", "source_code": "default", "quantity": 0,
+                                                        "status": 0}
+
+
+def test_churn_changes_the_catalogue_on_its_own(sandbox):
+    from integration.sandbox.changes import Churn
+
+    before = {sku: dict(p) for sku, p in sandbox.state.products.items()}
+    orders = len(sandbox.state.orders)
+    churn = Churn(sandbox.state, per_minute=1200, seed=1).start()
+    try:
+        assert wait_until(lambda: sum(1 for sku, p in sandbox.state.products.items() if before.get(sku) != p)
+                          + len(sandbox.state.orders) - orders >= 5, timeout=5)
+    finally:
+        churn.stop()

@@ -233,6 +233,8 @@ def _dispatch(state: SandboxState, method: str, route: str, store_code: str, arg
             return ok(search.apply(state.orders, criteria))
         if route == "/customers/search" and method == "GET":
             return ok(search.apply(state.customers, criteria))
+        if route == "/inventory/source-items" and method == "GET" and state.msi:
+            return ok(search.apply(changes.source_items(state), criteria))
         if route == "/products" and method == "POST":
             return _save_product(state, body, None)
         if route.startswith("/products/"):

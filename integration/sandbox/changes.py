@@ -79,6 +79,17 @@ def update_order(state, order_id: int, status: str) -> dict:
         return order
 
 
+def source_items(state) -> list[dict]:
+    """MSI's view of the stock: one source item per product, on the default source."""
+    with state.lock:
+        items = []
+        for product in state.products.values():
+            stock = (product.get("extension_attributes") or {}).get("stock_item") or {"qty": 100, "is_in_stock": True}
+            items.append({"sku": product["sku"], "source_code": "default", "quantity": stock["qty"],
+                          "status": 1 if stock["is_in_stock"] else 0})
+        return items
+
+
 def random_change(state, rng: random.Random) -> str:
     """One change of the kinds a live store sees, mostly edits and orders."""
     skus = list(state.products)

@@ -243,6 +243,8 @@ def test_a_worker_killed_mid_sync_loses_no_change(app, migrated, linked, sandbox
     with app.app_context():
         assert schedule.tick() == 1
         queued = db.session.scalars(select(Job.id).where(Job.state == Job.QUEUED, Job.entity == "products")).all()
+        dead = db.session.scalar(select(Job).where(Job.id != queued[0]))
+        assert dead.state == Job.FAILED and "stopped" in dead.error  # the killed CLI sync's job
     assert len(queued) == 1
     jobs.call_in_app(app, sync.run_job, (queued[0],))
     created = payloads(app, "product.created")
@@ -274,7 +276,7 @@ def test_a_store_answering_500_gets_few_attempts_and_one_check_failed_then_recov
     with app.app_context():
         assert db.session.scalar(select(func.max(FeedState.failures))) == 0
         link = db.session.get(StoreLink, link_id)
-        assert link.status == StoreLink.LINKED
+        assert link.status == StoreLink.LINKED and link.last_error is None
 
 
 def test_a_revoked_store_stops_its_feeds(app, linked, sandbox):

@@ -65,10 +65,22 @@ def tick() -> int:
             feed = db.session.get(FeedState, feed_id)
             _queue(feed.store_link_id, feed.entity, full=False)
             queued += 1
+    _abandoned(now)
     db.session.execute(delete(Job).where(Job.state.in_((Job.FINISHED, Job.CANCELLED)),
                                          Job.finished_at < now - KEEP_FINISHED))
     db.session.commit()
     return queued
+
+
+def _abandoned(now: dt.datetime) -> None:
+    """A job still "running" while nobody holds its feed's lease any more: its worker died."""
+    lease = dt.timedelta(seconds=setting("SYNC_LEASE"))
+    held = select(FeedState.id).where(FeedState.store_link_id == Job.store_link_id, FeedState.entity == Job.entity,
+                                      FeedState.lease_owner.is_not(None), FeedState.lease_expires_at >= now)
+    db.session.execute(update(Job).where(Job.state == Job.RUNNING, Job.started_at < now - lease, ~held.exists())
+                       .values(state=Job.FAILED, finished_at=now,
+                               error="the worker running it stopped; the feed goes on from its last page")
+                       .execution_options(synchronize_session=False))
 
 
 def _queue(link_id: int, entity: str, *, full: bool) -> Job:

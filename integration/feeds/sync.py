@@ -38,6 +38,7 @@ from ..magento import errors
 from ..magento.client import StoreClient, segment
 from ..magento.search import SearchCriteria
 from ..models import StoreLink, utcnow
+from ..text import neutralised
 from .models import FeedRecord, FeedState, Job
 
 log = logging.getLogger("integration.feeds")
@@ -204,9 +205,14 @@ def feed_for(link_id: int, entity: str) -> FeedState:
 
 def run_job(job_id: int) -> None:
     """What a worker runs for a queued sync job."""
-    job = db.session.get(Job, job_id)
-    if job is None or job.state != Job.QUEUED:
+    # Taken with a conditional UPDATE: a Cancel arriving at this moment wins or loses cleanly.
+    taken = db.session.execute(update(Job).where(Job.id == job_id, Job.state == Job.QUEUED)
+                               .values(state=Job.RUNNING, started_at=utcnow())
+                               .execution_options(synchronize_session=False))
+    db.session.commit()
+    if taken.rowcount != 1:
         return  # cancelled while queued, or already taken
+    job = db.session.get(Job, job_id)
     sync(job.store_link_id, job.entity, full=job.full, job=job)
 
 
@@ -293,9 +299,16 @@ def _failed(feed: FeedState, exc: errors.MagentoError) -> None:
                                next_run_at=func.coalesce(FeedState.next_run_at, until))
                        .execution_options(synchronize_session=False))
     feed.last_error, feed.next_run_at = exc.message, until
-    # A failure that breaks the link was already announced by ``stores.contact``.
-    if failures == 0 and not stores.breaks_the_link(exc):
-        events.record(db.session, events.STORE_CHECK_FAILED, link, reason=exc.message)
+    # Once per bout, by the rule of every call (the link's last error, cleared by a success).
+    # A failure that breaks the link was already announced by ``stores.contact``; for the others
+    # the claim is a conditional UPDATE, since the store's feeds may fail at the same moment.
+    if not stores.breaks_the_link(exc):
+        first = db.session.execute(
+            update(StoreLink).where(StoreLink.id == link.id, StoreLink.last_error.is_(None))
+            .values(last_error=neutralised(exc.message, multiline=True)[:2000])
+            .execution_options(synchronize_session=False))
+        if first.rowcount == 1:
+            events.record(db.session, events.STORE_CHECK_FAILED, link, reason=exc.message)
     db.session.commit()
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from flask import current_app
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from .. import events, stores
 from ..extensions import db
@@ -194,7 +195,7 @@ def feed_for(link_id: int, entity: str) -> FeedState:
         db.session.add(feed)
         try:
             db.session.commit()
-        except Exception:  # noqa: BLE001 - created by another worker at the same moment
+        except IntegrityError:  # created by another worker at the same moment
             db.session.rollback()
             feed = db.session.scalar(select(FeedState).where(FeedState.store_link_id == link_id,
                                                              FeedState.entity == entity))
@@ -236,6 +237,9 @@ def sync(link_id: int, entity: str, *, full: bool = False, job: Job | None = Non
         return _end(job, Job.CANCELLED, why)
     try:
         return _run(feed, job, owner, full)
+    except Exception as exc:
+        _end(job, Job.FAILED, f"stopped by an internal error ({type(exc).__name__}); see the worker's log")
+        raise
     finally:
         release(feed.id, owner)
 

@@ -72,10 +72,12 @@ def store_summary(link: StoreLink) -> dict:
 
 
 def record(session: Session, type_: str, link: StoreLink, *, reason: str | None = None,
-           data: dict | None = None) -> Event:
+           data: dict | None = None, endpoints: list | None = None) -> Event:
     """Add the event and one pending delivery per subscribed webhook endpoint to ``session``'s
     transaction; the caller commits. ``reason``: why (for revoked/check_failed); ``data``:
-    what a record event says about the record (see ``record_data``)."""
+    what a record event says about the record (see ``record_data``); ``endpoints``: the
+    webhook endpoints, when the caller records many events in one transaction (loaded once,
+    and the events are then inserted together rather than one flush per event)."""
     from .webhooks.models import WebhookDelivery, WebhookEndpoint, retry_window
 
     if type_ not in TYPES:
@@ -94,7 +96,7 @@ def record(session: Session, type_: str, link: StoreLink, *, reason: str | None 
     event = Event(public_id=body["id"], type=type_, store_link_id=link.id, created_at=now,
                   payload=json.dumps(body, separators=(",", ":"), ensure_ascii=False))
     session.add(event)
-    for endpoint in session.scalars(select(WebhookEndpoint)):
+    for endpoint in endpoints if endpoints is not None else session.scalars(select(WebhookEndpoint)):
         if endpoint.wants(type_):
             session.add(WebhookDelivery(event=event, endpoint_id=endpoint.id, next_attempt_at=now,
                                         created_at=now, expires_at=now + retry_window()))

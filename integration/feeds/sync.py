@@ -410,6 +410,7 @@ def _emit(feed: FeedState, spec: FeedEntity, page: list[dict], counts: Counts) -
                                  FeedRecord.record_id.in_(ids)))}
     link = feed.store_link
     max_bytes = int(setting("SYNC_RECORD_MAX_KB")) * 1024
+    endpoints = webhook_endpoints()
     for record_id, record in zip(ids, page):
         print_, updated_at = fingerprint(record), store_time(record.get("updated_at"))
         row = known.get(record_id)
@@ -431,7 +432,13 @@ def _emit(feed: FeedState, spec: FeedEntity, page: list[dict], counts: Counts) -
         row.fingerprint, row.updated_at, row.seen_at = print_, updated_at, utcnow()
         events.record(db.session, f"{spec.event}.{kind}", link,
                       data=events.record_data(spec.name, record_id, record, rest_path=spec.rest_path(record),
-                                              max_bytes=max_bytes))
+                                              max_bytes=max_bytes), endpoints=endpoints)
+
+
+def webhook_endpoints() -> list:
+    from ..webhooks.models import WebhookEndpoint
+
+    return list(db.session.scalars(select(WebhookEndpoint)))
 
 
 def _progress(job: Job, counts: Counts, seen: int) -> None:

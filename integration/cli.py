@@ -106,8 +106,10 @@ def list_users() -> None:
               help="Where this app runs: the sandbox offers an integration whose URLs point here.")
 @click.option("--state", "state_file", type=click.Path(dir_okay=False),
               help="File that keeps the integrations across restarts  [default: INSTANCE/sandbox.json]")
+@click.option("--churn", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Random catalogue changes per minute (edits, new and deleted products, stock, orders).")
 def sandbox(host: str, port: int, profile: str, products: int, latency: float, bearer: bool, app_url: str,
-            state_file: str | None) -> None:
+            state_file: str | None, churn: float | None) -> None:
     """Run the sandbox Magento store (for trying an activation locally)."""
     import os
 
@@ -128,6 +130,11 @@ def sandbox(host: str, port: int, profile: str, products: int, latency: float, b
     if not any(i.callback_url == callback_url for i in state.integrations.values()):
         state.add_integration("Companion (local)", callback_url, f"{app_url}/magento/identity")
     click.echo(f"Sandbox store on http://{host}:{port}/admin/integrations — click Activate.")
+    if churn:
+        from .sandbox.changes import Churn
+
+        Churn(state, churn).start()
+        click.echo(f"Changing {churn:g} records a minute.")
     run_simple(host, port, create_sandbox(state), threaded=True)
 
 

@@ -84,6 +84,13 @@ def from_environment(instance_path: str) -> dict:
         "METRICS_ALLOW": _list(_env("METRICS_ALLOW", "127.0.0.0/8,::1")),
         # Development (./scripts/run's sandbox demo) links a store without a phone app in the way.
         "REQUIRE_2FA": (_env("REQUIRE_2FA", "off" if env == "development" else "admins") or "").strip().lower(),
+        "SYNC_INTERVAL": _number("SYNC_INTERVAL", "300"),
+        "SYNC_PAGE_SIZE": _number("SYNC_PAGE_SIZE", "100", int),
+        "SYNC_OVERLAP": _number("SYNC_OVERLAP", "120"),
+        "SYNC_RECONCILE_INTERVAL": _number("SYNC_RECONCILE_INTERVAL", "3600"),
+        "SYNC_LEASE": _number("SYNC_LEASE", "600"),
+        "SYNC_BACKOFF_BASE": _number("SYNC_BACKOFF_BASE", "60"),
+        "SYNC_RECORD_MAX_KB": _number("SYNC_RECORD_MAX_KB", "64", int),
     }
     if env == "development":
         instance.mkdir(parents=True, exist_ok=True)

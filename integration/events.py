@@ -25,7 +25,12 @@ STORE_REAUTHORIZED = "store.reauthorized"
 STORE_REVOKED = "store.revoked"
 STORE_UNLINKED = "store.unlinked"
 STORE_CHECK_FAILED = "store.check_failed"
-TYPES = (STORE_LINKED, STORE_REAUTHORIZED, STORE_REVOKED, STORE_UNLINKED, STORE_CHECK_FAILED)
+#: Changes a store's change feed found (see ``integration.feeds``).
+RECORD_TYPES = ("product.created", "product.updated", "product.deleted", "order.created", "order.updated",
+                "customer.created", "customer.updated", "customer.deleted", "stock.updated")
+TYPES = (STORE_LINKED, STORE_REAUTHORIZED, STORE_REVOKED, STORE_UNLINKED, STORE_CHECK_FAILED, *RECORD_TYPES)
+#: A record larger than this (JSON bytes) is sent as a reference to fetch instead.
+RECORD_MAX_BYTES = 64 * 1024
 
 #: Any constant works; it only has to be the same in every process.
 _ORDER_LOCK = 0x6D69635F657674  # "mic_evt"
@@ -66,9 +71,13 @@ def store_summary(link: StoreLink) -> dict:
             "signature_profile": link.signature_profile, "magento_version": link.magento_version}
 
 
-def record(session: Session, type_: str, link: StoreLink, *, reason: str | None = None) -> Event:
+def record(session: Session, type_: str, link: StoreLink, *, reason: str | None = None,
+           data: dict | None = None, endpoints: list | None = None) -> Event:
     """Add the event and one pending delivery per subscribed webhook endpoint to ``session``'s
-    transaction; the caller commits. ``reason``: why (for revoked/check_failed)."""
+    transaction; the caller commits. ``reason``: why (for revoked/check_failed); ``data``:
+    what a record event says about the record (see ``record_data``); ``endpoints``: the
+    webhook endpoints, when the caller records many events in one transaction (loaded once,
+    and the events are then inserted together rather than one flush per event)."""
     from .webhooks.models import WebhookDelivery, WebhookEndpoint, retry_window
 
     if type_ not in TYPES:
@@ -82,15 +91,30 @@ def record(session: Session, type_: str, link: StoreLink, *, reason: str | None 
             "store": store_summary(link)}
     if reason:
         body["reason"] = reason[:500]
+    if data:
+        body.update(data)
     event = Event(public_id=body["id"], type=type_, store_link_id=link.id, created_at=now,
                   payload=json.dumps(body, separators=(",", ":"), ensure_ascii=False))
     session.add(event)
-    for endpoint in session.scalars(select(WebhookEndpoint)):
+    for endpoint in endpoints if endpoints is not None else session.scalars(select(WebhookEndpoint)):
         if endpoint.wants(type_):
             session.add(WebhookDelivery(event=event, endpoint_id=endpoint.id, next_attempt_at=now,
                                         created_at=now, expires_at=now + retry_window()))
             session.info[_WAKE] = True
     return event
+
+
+def record_data(entity: str, record_id: str, record: dict | None, *, rest_path: str, max_bytes: int) -> dict:
+    """The record part of a record event: the record itself, or, when its JSON is over
+    ``max_bytes``, only where to fetch it (``rest_path``, under the store's REST API)."""
+    data: dict = {"entity": entity, "record_id": record_id}
+    if record is not None:
+        size = len(json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode())
+        if size <= max_bytes:
+            data["record"] = record
+        else:
+            data["record_ref"] = {"rest_path": rest_path, "bytes": size}
+    return data
 
 
 def events_after(after_id: str | None, *, user: User, limit: int = 100) -> list[Event]:

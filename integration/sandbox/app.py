@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 import requests
 from flask import Flask, Response, abort, jsonify, redirect, render_template_string, request, url_for
 
-from . import oauth_provider, search
+from . import changes, oauth_provider, search
 from .catalogue import product as make_product
 from .state import SandboxLimit, SandboxState
 
@@ -27,6 +27,7 @@ POST_FAILED = "The attempt to post data to consumer failed due to an unexpected 
 def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = None) -> Flask:
     app = Flask(__name__)
     app.config["SANDBOX"] = state = state or SandboxState()
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
 
     def store_base_url() -> str:
         return base_url or request.host_url
@@ -140,7 +141,56 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
         if integration is None or not _allowed(integration, resource):
             return error("The consumer isn't authorized to access %resources.", 401, {"resources": resource})
         state.counters.rest_calls += 1
-        return _dispatch(state, request.method, route, store_code, request.args, body)
+        response = _dispatch(state, request.method, route, store_code, request.args, body)
+        if request.args.get("fields") and response.status_code == 200:
+            response.set_data(json.dumps(changes.select_fields(json.loads(response.get_data()),
+                                                               request.args["fields"])))
+        return response
+
+    # --- control: the catalogue changes on demand (a sandbox, so no credentials) -----------
+
+    def changed(do, *args):
+        try:
+            return ok(do(state, *args))
+        except KeyError as exc:
+            return error(f"no such record {exc.args[0]!r}", 404)
+        except (ValueError, TypeError) as exc:
+            return error(str(exc), 400)
+
+    def body_fields() -> dict:
+        payload = request.get_json(force=True, silent=True)  # reads the body: over the limit is a 413
+        return payload if isinstance(payload, dict) else {}
+
+    @app.post("/sandbox/products")
+    def control_create_product():
+        return changed(changes.create_product, body_fields())
+
+    @app.put("/sandbox/products/<sku>")
+    def control_update_product(sku: str):
+        return changed(changes.update_product, sku, body_fields())
+
+    @app.delete("/sandbox/products/<sku>")
+    def control_delete_product(sku: str):
+        return changed(changes.delete_product, sku)
+
+    @app.put("/sandbox/stock/<sku>")
+    def control_stock(sku: str):
+        qty = body_fields().get("qty")
+        if not isinstance(qty, (int, float)) or isinstance(qty, bool):
+            return error("qty must be a number", 400)
+        return changed(changes.set_stock, sku, qty)
+
+    @app.post("/sandbox/orders")
+    def control_place_order():
+        fields = body_fields()
+        return changed(changes.place_order, fields.get("sku"), fields.get("customer_email"))
+
+    @app.put("/sandbox/orders/<int:order_id>")
+    def control_update_order(order_id: int):
+        status = body_fields().get("status")
+        if not isinstance(status, str) or not status:
+            return error("status is required", 400)
+        return changed(changes.update_order, order_id, status[:32])
 
     return app
 
@@ -183,6 +233,8 @@ def _dispatch(state: SandboxState, method: str, route: str, store_code: str, arg
             return ok(search.apply(state.orders, criteria))
         if route == "/customers/search" and method == "GET":
             return ok(search.apply(state.customers, criteria))
+        if route == "/inventory/source-items" and method == "GET" and state.msi:
+            return ok(search.apply(changes.source_items(state), criteria))
         if route == "/products" and method == "POST":
             return _save_product(state, body, None)
         if route.startswith("/products/"):

@@ -91,6 +91,8 @@ class SandboxState:
         self.products: dict[str, dict] = {}
         self.orders: list[dict] = []
         self.customers: list[dict] = []
+        #: Whether the store has MSI (``inventory/source-items``); stock lives on the products either way.
+        self.msi = False
         from .catalogue import generate
 
         generate(self, products)

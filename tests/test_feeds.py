@@ -1,0 +1,502 @@
+"""Change feeds from a linked sandbox store: created, updated and deleted records become events
+exactly when they change; one sync per feed at a time; a dead worker's lease expires and the
+next run resumes from the database cursor; a failing store backs off; a revoked one stops."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+import requests
+from redis import Redis
+from sqlalchemy import func, select
+
+from integration import create_app, events, jobs
+from integration.extensions import db
+from integration.feeds import schedule, sync
+from integration.feeds.models import FeedRecord, FeedState, Job
+from integration.models import StoreLink, utcnow
+from integration.webhooks import dispatch, service
+
+from .conftest import KEYS
+from .receiver import Receiver
+from .servers import ROOT
+
+REDIS_URL = os.environ.get("INTEGRATION_TEST_FEEDS_REDIS_URL", "redis://127.0.0.1:6379/12")
+ENTITIES = ("products", "orders", "customers")
+
+
+@pytest.fixture
+def app_config(app_config):
+    return {**app_config, "ALLOWED_WEBHOOK_HOSTS": ("127.0.0.1",), "SYNC_ENTITIES": ENTITIES}
+
+
+def run_sync(app, link_id, *args):
+    return app.test_cli_runner().invoke(args=["sync", str(link_id), *args])
+
+
+def types(app) -> Counter:
+    with app.app_context():
+        return Counter(db.session.scalars(select(events.Event.type)))
+
+
+def payloads(app, type_: str) -> list[dict]:
+    with app.app_context():
+        return [json.loads(p) for p in db.session.scalars(
+            select(events.Event.payload).where(events.Event.type == type_).order_by(events.Event.id))]
+
+
+def wait_until(predicate, timeout=15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+# --- the feed ---------------------------------------------------------------------------------
+
+def test_first_sync_emits_the_catalogue_then_only_what_changed(app, linked, sandbox):
+    link_id, _ = linked
+    result = run_sync(app, link_id)
+    assert result.exit_code == 0, result.output
+    got = types(app)
+    assert got["product.created"] == 60 and got["order.created"] == 6 and got["customer.created"] == 6
+    created = payloads(app, "product.created")
+    assert {p["record_id"] for p in created} == {str(p["id"]) for p in sandbox.state.products.values()}
+    assert created[0]["record"]["sku"] == "SB-00001" and created[0]["store"]["id"] == link_id
+
+    # An unchanged re-poll emits nothing and costs one request per entity.
+    calls = sandbox.state.counters.rest_calls
+    assert run_sync(app, link_id).exit_code == 0
+    assert types(app) == got
+    assert sandbox.state.counters.rest_calls - calls == len(ENTITIES)
+
+    # One edit in the sandbox: exactly one updated event, carrying the new record.
+    answer = requests.put(f"{sandbox.url}/sandbox/products/SB-00007", json={"price": 1234.5}, timeout=5)
+    assert answer.status_code == 200
+    assert run_sync(app, link_id, "products").exit_code == 0
+    assert run_sync(app, link_id, "products").exit_code == 0
+    updated = payloads(app, "product.updated")
+    assert len(updated) == 1 and updated[0]["record"]["price"] == 1234.5 and updated[0]["record_id"] == "7"
+
+    # An order placed and one changed.
+    requests.post(f"{sandbox.url}/sandbox/orders", json={"sku": "SB-00003"}, timeout=5).raise_for_status()
+    requests.put(f"{sandbox.url}/sandbox/orders/2", json={"status": "complete"}, timeout=5).raise_for_status()
+    assert run_sync(app, link_id, "orders").exit_code == 0
+    assert types(app)["order.created"] == 7 and [p["record"]["status"] for p in payloads(app, "order.updated")] \
+        == ["complete"]
+
+
+def test_a_change_stamped_earlier_than_the_one_sent_never_moves_the_record_back(app, linked, sandbox):
+    link_id, _ = linked
+    run_sync(app, link_id, "products")
+    requests.put(f"{sandbox.url}/sandbox/products/SB-00005", json={"name": "New name"}, timeout=5)
+    run_sync(app, link_id, "products")
+    with sandbox.state.lock:  # a replica lagging behind serves the version before the edit
+        product = sandbox.state.products["SB-00005"]
+        product["name"], product["updated_at"] = "Old name", "2024-01-01 03:05:00"
+    assert run_sync(app, link_id, "products", "--full").exit_code == 0
+    assert [p["record"]["name"] for p in payloads(app, "product.updated")] == ["New name"]
+
+
+def test_a_deleted_product_becomes_one_deleted_event(app, linked, sandbox):
+    link_id, _ = linked
+    run_sync(app, link_id, "products")
+    assert requests.delete(f"{sandbox.url}/sandbox/products/SB-00010", timeout=5).status_code == 200
+    assert run_sync(app, link_id, "products").exit_code == 0
+    assert types(app)["product.deleted"] == 0  # reconciliation is hourly by default...
+    assert run_sync(app, link_id, "products", "--full").exit_code == 0  # ...or asked for
+    assert run_sync(app, link_id, "products", "--full").exit_code == 0
+    deleted = payloads(app, "product.deleted")
+    assert [(p["record_id"], p.get("record")) for p in deleted] == [("10", None)]
+    assert types(app)["product.updated"] == 0  # a full pass over unchanged records emits nothing
+
+
+def test_reconciliation_reads_ids_only(sandbox, linked, app):
+    link_id, _ = linked
+    with app.app_context():
+        from integration import stores
+
+        link = db.session.get(StoreLink, link_id)
+        with stores.contact(link, "test") as client:
+            pages = list(sync.remote_ids(client, sync.ENTITIES["products"], page_size=25))
+            answer = client.get("products", params=[("searchCriteria[pageSize]", "2"),
+                                                    ("fields", "items[id],total_count")])
+    assert [len(p) for p in pages] == [25, 25, 10]
+    assert answer == {"items": [{"id": 1}, {"id": 2}], "total_count": 60}
+
+
+def test_a_large_record_is_sent_as_a_reference(app, app_config, linked, sandbox):
+    link_id, _ = linked
+    app.config["SYNC_RECORD_MAX_KB"] = 1
+    sandbox.state.products["SB-00002"]["custom_attributes"][0]["value"] = "x" * 5000
+    run_sync(app, link_id, "products")
+    by_id = {p["record_id"]: p for p in payloads(app, "product.created")}
+    assert "record" not in by_id["2"] and by_id["2"]["record_ref"]["rest_path"] == "products/SB-00002"
+    assert by_id["3"]["record"]["sku"] == "SB-00003"
+
+
+def test_record_events_reach_webhook_endpoints(app, linked, sandbox):
+    link_id, _ = linked
+    receiver = Receiver()
+    try:
+        with app.app_context():
+            service.add(receiver.url, ["product.updated"])
+        run_sync(app, link_id, "products")
+        requests.put(f"{sandbox.url}/sandbox/products/SB-00001", json={"price": 9.5}, timeout=5)
+        run_sync(app, link_id, "products")
+        jobs.call_in_app(app, dispatch.run)
+        assert [r.event["type"] for r in receiver.received] == ["product.updated"]
+        assert receiver.received[0].event["record"]["price"] == 9.5
+    finally:
+        receiver.stop()
+
+
+def test_a_store_without_msi_has_no_stock_feed_and_says_why(app, linked, sandbox):
+    link_id, _ = linked
+    result = run_sync(app, link_id, "stock")
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        feed = db.session.scalar(select(FeedState).where(FeedState.entity == "stock"))
+        assert "no MSI source items" in feed.note
+    assert types(app)["stock.updated"] == 0
+
+
+# --- one sync at a time, and resuming after a dead worker --------------------------------------
+
+def test_two_workers_racing_on_one_feed_one_runs(app, linked, sandbox):
+    link_id, _ = linked
+    sandbox.state.latency = 0.2
+    app.config["SYNC_PAGE_SIZE"] = 20
+    results = []
+    barrier = threading.Barrier(2)
+
+    def worker():
+        barrier.wait()
+        results.append(jobs.call_in_app(app, lambda: sync.sync(link_id, "products").state))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["cancelled", "finished"]
+    assert types(app)["product.created"] == 60
+
+
+def test_a_held_lease_is_not_claimed_until_it_expires(app, linked):
+    link_id, _ = linked
+    app.config["SYNC_LEASE"] = 0.5
+    with app.app_context():
+        feed = sync.feed_for(link_id, "products")
+        assert sync.claim(feed.id, "worker-a")
+        assert not sync.claim(feed.id, "worker-b")
+        time.sleep(0.6)
+        assert sync.claim(feed.id, "worker-b")
+
+
+def worker_env(database_url: str, **extra) -> dict:
+    return {**os.environ, "INTEGRATION_ENV": "production", "INTEGRATION_SECRET_KEY": "w" * 64,
+            "INTEGRATION_ENCRYPTION_KEYS": KEYS[0], "INTEGRATION_DATABASE_URL": database_url,
+            "INTEGRATION_ALLOWED_STORE_HOSTS": "127.0.0.1", "INTEGRATION_ALLOWED_WEBHOOK_HOSTS": "127.0.0.1",
+            **extra}
+
+
+def test_a_worker_killed_mid_sync_loses_no_change(app, migrated, linked, sandbox):
+    link_id, _ = linked
+    sandbox.state.latency = 0.3
+    proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "sync", str(link_id), "products"],
+                            cwd=ROOT, env=worker_env(migrated, INTEGRATION_SYNC_LEASE="3", INTEGRATION_SYNC_PAGE_SIZE="10"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def emitted() -> int:
+        with app.app_context():
+            return db.session.scalar(select(func.count()).select_from(FeedRecord)) or 0
+
+    try:
+        assert wait_until(lambda: emitted() >= 20, timeout=30), proc.communicate(timeout=5)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    sandbox.state.latency = 0
+    partial = emitted()
+    assert 20 <= partial < 60  # killed mid-pass
+    # Changed while nobody syncs: one already sent, one not yet.
+    requests.put(f"{sandbox.url}/sandbox/products/SB-00001", json={"name": "After the crash"}, timeout=5)
+    requests.put(f"{sandbox.url}/sandbox/products/SB-00060", json={"name": "Late one"}, timeout=5)
+    app.config.update(SYNC_LEASE=3, SYNC_PAGE_SIZE=10, SYNC_ENTITIES=("products",))
+    with app.app_context():
+        db.session.execute(FeedState.__table__.update().values(next_run_at=None))
+        db.session.commit()
+        assert schedule.tick() == 0  # the dead worker's lease still holds
+        lease = db.session.scalar(select(FeedState.lease_expires_at).where(FeedState.entity == "products"))
+    time.sleep(max(0.0, (lease - utcnow()).total_seconds()) + 0.2)
+    with app.app_context():
+        assert schedule.tick() == 1
+        queued = db.session.scalars(select(Job.id).where(Job.state == Job.QUEUED, Job.entity == "products")).all()
+        dead = db.session.scalar(select(Job).where(Job.id != queued[0]))
+        assert dead.state == Job.FAILED and "stopped" in dead.error  # the killed CLI sync's job
+    assert len(queued) == 1
+    jobs.call_in_app(app, sync.run_job, (queued[0],))
+    created = payloads(app, "product.created")
+    ids = [p["record_id"] for p in created]
+    assert sorted(ids, key=int) == [str(i) for i in range(1, 61)]  # every product once, none lost
+    by_record = {p["record_id"]: p["record"]["name"] for p in created + payloads(app, "product.updated")}
+    assert by_record["1"] == "After the crash" and by_record["60"] == "Late one"
+    assert len({p["id"] for p in created}) == 60
+
+
+# --- failures ---------------------------------------------------------------------------------
+
+def test_a_store_answering_500_gets_few_attempts_and_one_check_failed_then_recovers(app, linked, sandbox):
+    link_id, _ = linked
+    app.config.update(SYNC_ENTITIES=("products", "orders"), SYNC_INTERVAL=0.1, SYNC_TICK=0.05,
+                      SYNC_BACKOFF_BASE=0.4, SYNC_BACKOFF_CAP=60)
+    jobs.periodic(app, schedule.TASK, schedule.tick, interval=0.05)
+    sandbox.state.failures.append(["/", 500, 100_000])
+    jobs.start(app)
+    try:
+        time.sleep(3.0)  # without back-off, 0.1 s passes: ~30 per entity
+        attempts = 100_000 - sandbox.state.failures[0][2]
+        assert 2 <= attempts <= 8, attempts
+        assert types(app)["store.check_failed"] == 1
+        sandbox.state.failures.clear()  # the store is back
+        assert wait_until(lambda: types(app)["product.created"] == 60, timeout=15)
+    finally:
+        jobs.stop(app)
+    with app.app_context():
+        assert db.session.scalar(select(func.max(FeedState.failures))) == 0
+        link = db.session.get(StoreLink, link_id)
+        assert link.status == StoreLink.LINKED and link.last_error is None
+
+
+def test_a_revoked_store_stops_its_feeds(app, linked, sandbox):
+    link_id, integration = linked
+    run_sync(app, link_id, "products")
+    sandbox.state.integrations.pop(integration.id)  # the integration deleted in Magento
+    result = run_sync(app, link_id, "products")
+    assert result.exit_code == 1 and "failed" in result.output
+    assert types(app)["store.revoked"] == 1
+    with app.app_context():
+        assert db.session.get(StoreLink, link_id).status == StoreLink.REVOKED
+        db.session.execute(FeedState.__table__.update().values(next_run_at=None))
+        db.session.commit()
+        assert schedule.tick() == 0
+    calls = sandbox.state.counters.rest_calls
+    result = run_sync(app, link_id, "products")
+    assert "not linked" in result.output and sandbox.state.counters.rest_calls == calls
+
+
+# --- jobs -------------------------------------------------------------------------------------
+
+def test_jobs_list_cancel_retry(app, linked, sandbox):
+    link_id, _ = linked
+    runner = app.test_cli_runner()
+    out = runner.invoke(args=["sync", str(link_id), "products", "--background"]).output
+    job_id = int(out.split()[2].rstrip(":"))
+    assert f"{job_id}\tqueued" in runner.invoke(args=["jobs", "list"]).output
+    assert "cancelled" in runner.invoke(args=["jobs", "cancel", str(job_id)]).output
+    with app.app_context():
+        sync.run_job(job_id)  # a cancelled job is not run
+    assert types(app)["product.created"] == 0
+    bad = runner.invoke(args=["jobs", "cancel", str(job_id)])
+    assert bad.exit_code == 1 and "only queued or running" in bad.output
+    retried = runner.invoke(args=["jobs", "retry", str(job_id)])
+    new_id = int(retried.output.split()[2])
+    with app.app_context():
+        sync.run_job(new_id)
+    assert types(app)["product.created"] == 60
+    listing = runner.invoke(args=["jobs", "list", "--state", "finished"]).output
+    assert f"{new_id}\tfinished" in listing and "+60" in listing
+    assert runner.invoke(args=["jobs", "retry", str(new_id)]).exit_code == 1
+    assert "no job" in runner.invoke(args=["jobs", "cancel", "999999"]).output
+
+
+def test_a_running_job_stops_after_its_current_page_when_cancelled(app, linked, sandbox):
+    link_id, _ = linked
+    app.config["SYNC_PAGE_SIZE"] = 10
+    sandbox.state.latency = 0.2
+    with app.app_context():
+        job = Job(kind="sync", store_link_id=link_id, entity="products")
+        db.session.add(job)
+        db.session.commit()
+        job_id = job.id
+    thread = threading.Thread(target=jobs.call_in_app, args=(app, sync.run_job, (job_id,)))
+    thread.start()
+    assert wait_until(lambda: types(app)["product.created"] >= 10)
+    with app.app_context():
+        schedule.cancel(job_id)
+    thread.join(timeout=30)
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        assert job.state == Job.CANCELLED and job.done < 60
+    assert types(app)["product.created"] < 60
+
+
+# --- on RQ ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def redis_db():
+    conn = Redis.from_url(REDIS_URL)
+    try:
+        conn.ping()
+    except Exception:  # noqa: BLE001
+        pytest.fail("Redis is not running on 127.0.0.1:6379 (.ci/run starts it)")
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
+
+
+def test_rq_worker_runs_the_feed(app, app_config, migrated, linked, sandbox, redis_db):
+    link_id, _ = linked
+    rq_app = create_app({**app_config, "JOBS_REDIS_URL": REDIS_URL})
+    worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"], cwd=ROOT,
+                              env=worker_env(migrated, INTEGRATION_REDIS_URL=REDIS_URL,
+                                             INTEGRATION_SYNC_INTERVAL="3600"),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # The workers' tick queues the first sync of every feed.
+        assert wait_until(lambda: types(rq_app)["product.created"] == 60, timeout=40)
+        requests.put(f"{sandbox.url}/sandbox/products/SB-00002", json={"price": 3.25}, timeout=5)
+        with rq_app.app_context():
+            schedule.sync_soon(link_id, ["products"])
+        assert wait_until(lambda: types(rq_app)["product.updated"] == 1, timeout=30)
+        with rq_app.app_context():
+            states = Counter(db.session.scalars(select(Job.state)))
+        assert states[Job.FINISHED] >= 4 and not states[Job.FAILED]
+    finally:
+        worker.terminate()
+        out = worker.communicate(timeout=20)[0]
+        jobs.stop(rq_app)
+        with rq_app.app_context():
+            db.engine.dispose()
+    assert types(app)["product.created"] == 60, out[-2000:]
+
+
+def test_a_sync_whose_lease_was_taken_over_stops_without_committing_its_page(app, linked, sandbox):
+    link_id, _ = linked
+    app.config["SYNC_PAGE_SIZE"] = 10
+    sandbox.state.latency = 0.2
+    with app.app_context():
+        feed_id = sync.feed_for(link_id, "products").id
+    result = []
+    thread = threading.Thread(target=lambda: result.append(
+        jobs.call_in_app(app, lambda: (lambda j: (j.state, j.error))(sync.sync(link_id, "products")))))
+    thread.start()
+    assert wait_until(lambda: types(app)["product.created"] >= 10)
+    with app.app_context():  # as if our lease had expired and another worker had claimed the feed
+        db.session.execute(FeedState.__table__.update().where(FeedState.id == feed_id)
+                           .values(lease_owner="another-worker"))
+        db.session.commit()
+    thread.join(timeout=30)
+    state, error = result[0]
+    assert state == "failed" and "another worker" in error
+    assert types(app)["product.created"] < 60
+    with app.app_context():  # and it left the other worker's lease alone
+        assert db.session.get(FeedState, feed_id).lease_owner == "another-worker"
+
+
+def test_sandbox_control_endpoints_refuse_bad_input(sandbox):
+    assert requests.put(f"{sandbox.url}/sandbox/stock/SB-00001", json={"qty": "lots"}, timeout=5).status_code == 400
+    assert requests.put(f"{sandbox.url}/sandbox/stock/NOPE", json={"qty": 1}, timeout=5).status_code == 404
+    assert requests.put(f"{sandbox.url}/sandbox/orders/1", json={}, timeout=5).status_code == 400
+    assert requests.post(f"{sandbox.url}/sandbox/products", data="x" * (2 * 1024 * 1024), timeout=5).status_code == 413
+    made = requests.post(f"{sandbox.url}/sandbox/products", json={"sku": "NEW-1", "price": 3}, timeout=5).json()
+    assert made["sku"] == "NEW-1" and made["updated_at"] >= "2025"
+    assert requests.post(f"{sandbox.url}/sandbox/products", json={"sku": "NEW-1"}, timeout=5).status_code == 400
+
+
+def login(client, email):
+    from .conftest import PASSWORD, csrf_from
+
+    page = client.get("/auth/login").get_data(as_text=True)
+    client.post("/auth/login", data={"csrf_token": csrf_from(page), "email": email, "password": PASSWORD})
+
+
+def test_members_see_and_act_on_the_jobs_of_their_own_stores_only(app, linked, sandbox, admin):
+    link_id, _ = linked
+    with app.app_context():
+        other = StoreLink(consumer_key="o" * 32, consumer_secret="s" * 32, base_url="https://other.example.com/",
+                          store_host="other.example.com", status="linked", owner_id=admin)
+        db.session.add(other)
+        db.session.commit()
+        other_id = other.id
+        mine = schedule.sync_soon(link_id, ["products"])[0].id
+        theirs = schedule.sync_soon(other_id, ["products"])[0].id
+    client = app.test_client()
+    login(client, "owner@example.com")
+    listed = [j["id"] for j in client.get("/jobs.json").get_json()["jobs"]]
+    assert listed == [mine]
+    page = client.get("/jobs").get_data(as_text=True)
+    from .conftest import csrf_from
+
+    token = csrf_from(page)
+    assert client.post(f"/jobs/{theirs}/cancel", data={"csrf_token": token}).status_code == 404
+    assert client.post(f"/stores/{other_id}/sync", data={"csrf_token": token}).status_code == 404
+    assert client.post(f"/jobs/{mine}/cancel", data={}).status_code == 400  # no CSRF token
+    assert client.post(f"/jobs/{mine}/cancel", data={"csrf_token": token}).status_code == 302
+    with app.app_context():
+        assert db.session.get(Job, mine).state == Job.CANCELLED
+        assert db.session.get(Job, theirs).state == Job.QUEUED
+
+
+def test_ticks_in_several_processes_queue_each_due_feed_once(app, linked):
+    link_id, _ = linked
+    with app.app_context():
+        for n in range(2, 21):  # more stores, so the ticks overlap
+            db.session.add(StoreLink(consumer_key=f"{n:032d}", consumer_secret="s" * 32, status="linked",
+                                     base_url=f"https://s{n}.example.com/", store_host=f"s{n}.example.com"))
+        db.session.commit()
+        for link in db.session.scalars(select(StoreLink)):
+            for entity in ENTITIES:
+                sync.feed_for(link.id, entity)
+    barrier = threading.Barrier(4)
+
+    def ticker():
+        barrier.wait()
+        jobs.call_in_app(app, schedule.tick)
+
+    threads = [threading.Thread(target=ticker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with app.app_context():
+        queued = db.session.execute(select(Job.store_link_id, Job.entity)).all()
+    assert len(queued) == 20 * len(ENTITIES) and len(set(queued)) == len(queued)
+
+
+def test_stock_changes_on_msi_stores_become_stock_updated(app, linked, sandbox):
+    link_id, _ = linked
+    sandbox.state.msi = True
+    assert run_sync(app, link_id, "stock").exit_code == 0
+    assert types(app)["stock.updated"] == 60  # the first pass: every source item's level
+    requests.put(f"{sandbox.url}/sandbox/stock/SB-00004", json={"qty": 0}, timeout=5).raise_for_status()
+    assert run_sync(app, link_id, "stock").exit_code == 0
+    assert run_sync(app, link_id, "stock").exit_code == 0
+    stock = payloads(app, "stock.updated")
+    assert len(stock) == 61 and stock[-1]["record"] == {"sku": "SB-00004", "source_code": "default", "quantity": 0,
+                                                        "status": 0}
+
+
+def test_churn_changes_the_catalogue_on_its_own(sandbox):
+    from integration.sandbox.changes import Churn
+
+    before = {sku: dict(p) for sku, p in sandbox.state.products.items()}
+    orders = len(sandbox.state.orders)
+    churn = Churn(sandbox.state, per_minute=1200, seed=1).start()
+    try:
+        assert wait_until(lambda: sum(1 for sku, p in sandbox.state.products.items() if before.get(sku) != p)
+                          + len(sandbox.state.orders) - orders >= 5, timeout=5)
+    finally:
+        churn.stop()

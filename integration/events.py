@@ -117,9 +117,10 @@ def record_data(entity: str, record_id: str, record: dict | None, *, rest_path: 
     return data
 
 
-def events_after(after_id: str | None, *, user: User, limit: int = 100) -> list[Event]:
+def events_after(after_id: str | None, *, user: User | None, limit: int = 100) -> list[Event]:
     """Events after the one with public id ``after_id`` (from the start when ``None``), oldest
-    first, at most ``limit``: all of them for admins, those of their own stores for members.
+    first, at most ``limit``: all of them for admins and for ``None`` (the deployment itself:
+    the CLI, a service key without an owner), those of their own stores for members.
     ``NoSuchEvent`` if ``after_id`` is not an event id."""
     query = select(Event).order_by(Event.id).limit(max(1, min(limit, 1000)))
     if after_id:
@@ -127,7 +128,7 @@ def events_after(after_id: str | None, *, user: User, limit: int = 100) -> list[
         if position is None:
             raise NoSuchEvent(f"no event {after_id!r}")
         query = query.where(Event.id > position)
-    if not user.is_admin:
+    if user is not None and not user.is_admin:
         query = query.join(StoreLink, StoreLink.id == Event.store_link_id).where(StoreLink.owner_id == user.id)
     return list(db.session.scalars(query))
 

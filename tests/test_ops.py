@@ -91,14 +91,3 @@ def test_metrics_count_callbacks_exchanges_and_proxy_calls(app, live_app, linked
         assert _value(after, name, **labels) - _value(before, name, **labels) == grew, name
     assert _value(after, "companion_callbacks_total", outcome="stored") >= 1
     assert _value(after, "companion_token_exchanges_total", outcome="succeeded") >= 1
-
-
-def test_the_outbox_depth_gauge_reads_what_the_webhook_code_registers(client):
-    from integration import metrics
-
-    metrics.register_outbox_depth(lambda: 42)
-    try:
-        text = client.get("/metrics").get_data(as_text=True)
-        assert _value(text, "companion_outbox_depth") == 42
-    finally:
-        metrics.register_outbox_depth(None)

@@ -25,6 +25,7 @@ from integration.webhooks.models import DeliveryAttempt, WebhookDelivery
 
 from .conftest import PASSWORD, csrf_from
 from .receiver import Receiver
+from .test_ops import _value as metric_value
 
 FAST = {"ALLOWED_WEBHOOK_HOSTS": ("127.0.0.1",), "WEBHOOK_RETRY_BASE": 0.2, "WEBHOOK_RETRY_CAP": 0.4,
         "WEBHOOK_DEADLINE": 1.0, "WEBHOOK_SWEEP_INTERVAL": 0.2}
@@ -280,6 +281,40 @@ def test_after_the_retry_window_a_delivery_is_given_up(app, receiver):
     time.sleep(0.45)
     assert dispatch_now(app) == 0 and receiver.count == 1
 
+
+def test_metrics_count_deliveries_by_outcome_and_show_the_outbox_depth(app, receiver):
+    def scrape():
+        answer = app.test_client().get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+        assert answer.status_code == 200
+        text_ = answer.get_data(as_text=True)
+        return {name: metric_value(text_, "companion_webhook_deliveries_total", outcome=name)
+                for name in ("delivered", "retrying", "given_up")}, metric_value(text_, "companion_outbox_depth")
+
+    before, depth = scrape()
+    assert depth == 0
+    add_endpoint(app, receiver.url)
+    link = a_link(app)
+    record_event(app, link)
+    receiver.mode = "500"
+    assert scrape()[1] == 1
+    dispatch_now(app)
+    counts, depth = scrape()
+    assert depth == 1 and counts["retrying"] - before["retrying"] == 1 and counts["delivered"] == before["delivered"]
+    receiver.mode = "ok"
+    record_event(app, link)
+    time.sleep(0.45)  # past the back-off
+    dispatch_now(app)
+    counts, depth = scrape()
+    assert depth == 0 and counts["delivered"] - before["delivered"] == 2 and counts["retrying"] - before["retrying"] == 1
+    record_event(app, link)
+    receiver.mode = "500"
+    with app.app_context():
+        db.session.execute(text("UPDATE webhook_deliveries SET expires_at = :t WHERE state = 'pending'"),
+                           {"t": dt.datetime(2000, 1, 1)})
+        db.session.commit()
+    dispatch_now(app)
+    counts, depth = scrape()
+    assert depth == 0 and counts["given_up"] - before["given_up"] == 1
 
 def test_backoff_grows_exponentially_with_jitter_up_to_the_cap():
     delays = [dispatch.backoff(n, base=10, cap=3600) for n in range(1, 12)]

@@ -34,6 +34,7 @@ ERRORS = {
     "InvalidRequest": "The request is malformed (bad parameter, path or JSON body).",
     "Unauthenticated": "No key, an unknown or revoked key, or its account is disabled.",
     "Forbidden": "The key lacks the scope this operation needs.",
+    "UnknownEvent": "`after` is not the id of an event (malformed parameters are 400 invalid_request too).",
     "NotFound": "No such store for this key (another account's store is not found either).",
     "RateLimited": "Too many requests with this key; see Retry-After.",
     "StoreBusy": "Too many calls in flight to this store; see Retry-After.",

@@ -65,6 +65,10 @@ class InvalidRequest(ApiProblem):
     code, error_code = 400, "invalid_request"
 
 
+class UnknownEvent(ApiProblem):
+    code, error_code = 400, "unknown_event"
+
+
 class StoreBusy(ApiProblem):
     code, error_code = 429, "store_busy"
 

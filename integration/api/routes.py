@@ -3,19 +3,21 @@ this operation in the OpenAPI document (``/api/v1/openapi.json``)."""
 
 from __future__ import annotations
 
+import json
+
 from flask import Response, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
 from sqlalchemy.orm import undefer
 
-from .. import stores
+from .. import events, stores
 from ..extensions import db
 from ..magento.errors import MagentoError
 from ..models import StoreLink
 from ..web import body_within
 from . import bp, proxy
 from .auth import caller, require
-from .errors import InvalidRequest, NotFound, store_problem
-from .schemas import CheckSchema, StoreListArgs, StoreSchema, decode_cursor, encode_cursor
+from .errors import InvalidRequest, NotFound, UnknownEvent, store_problem
+from .schemas import CheckSchema, EventListArgs, StoreListArgs, StoreSchema, decode_cursor, encode_cursor
 
 
 @bp.get("/stores")
@@ -47,6 +49,40 @@ def list_stores():
     schema = StoreSchema()
     return jsonify(data=[schema.dump(stores.describe(link)) for link in links],
                    next_cursor=encode_cursor(next_id) if next_id is not None else None)
+
+
+@bp.get("/events")
+@require("events:read")
+def list_events():
+    """The lifecycle events feed, for callers that cannot receive webhooks.
+    ---
+    get:
+      summary: List events
+      description: |
+        The events the webhooks deliver (`store.linked`, `store.reauthorized`, `store.revoked`,
+        `store.unlinked`, `store.check_failed`), oldest first, each with the same body. Poll with
+        `after` set to the `next_after` of the previous answer. A member's key sees the events
+        of that member's stores; an admin's or a service key sees all.
+      tags: [events]
+      parameters:
+        - in: query
+          schema: EventListArgs
+      responses:
+        200:
+          description: The events after `after`, at most `limit`.
+          content:
+            application/json:
+              schema: EventPageSchema
+        400: UnknownEvent
+    """
+    args = _load(EventListArgs(), request.args)
+    after = args.get("after") or None
+    try:
+        found = events.events_after(after, user=caller().owner, limit=args["limit"])
+    except events.NoSuchEvent:
+        raise UnknownEvent(f"{after!r} is not the id of an event; use one this API or a webhook gave you") from None
+    return jsonify(data=[json.loads(event.payload) for event in found],
+                   next_after=found[-1].public_id if found else after)
 
 
 @bp.get("/stores/<int:link_id>")

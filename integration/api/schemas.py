@@ -8,6 +8,7 @@ import binascii
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from ..events import TYPES as EVENT_TYPES
 from ..models import StoreLink
 from ..web import MAX_ID
 
@@ -43,6 +44,36 @@ class StoreListArgs(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
     cursor = fields.String(validate=validate.Length(max=64), metadata={
         "description": "`next_cursor` of the previous page"})
+
+
+class EventStoreSchema(Schema):
+    id = fields.Integer(required=True)
+    base_url = fields.String(required=True)
+    status = fields.String(required=True, metadata={"description": "the store's status when the event happened"})
+    signature_profile = fields.String(allow_none=True)
+    magento_version = fields.String(allow_none=True)
+
+
+class EventSchema(Schema):
+    id = fields.String(required=True, metadata={"example": "evt_5f0c2b9e8a7d6c5b4a392817"})
+    type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
+    created_at = fields.String(required=True, metadata={"format": "date-time"})
+    store = fields.Nested(EventStoreSchema, required=True)
+    reason = fields.String(metadata={"description": "why (store.revoked, store.check_failed)"})
+
+
+class EventPageSchema(Schema):
+    data = fields.List(fields.Nested(EventSchema), required=True, metadata={
+        "description": "the events, oldest first, each exactly as its webhook delivers it"})
+    next_after = fields.String(allow_none=True, required=True, metadata={
+        "description": "pass as `after` for the events that follow; the `after` you sent when there are "
+                       "none yet (null only when there have never been any)"})
+
+
+class EventListArgs(Schema):
+    after = fields.String(validate=validate.Length(max=40), metadata={
+        "description": "an event `id`: only the events after it; omit for the oldest"})
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
 
 
 class CheckSchema(Schema):

@@ -59,7 +59,7 @@ def send(session: requests.Session, method: str, url: str, *, timeout, deadline:
     late = StoreTimeout(f"the store did not answer {method} {_path(url)} within {deadline.seconds:g} s")
     if deadline.expired:
         raise late
-    watch = _Watch(deadline)
+    watch = DeadlineWatch(deadline)
     try:
         with watch:
             response = session.request(method, url, timeout=deadline.bound(timeout), allow_redirects=False,
@@ -81,7 +81,7 @@ def send(session: requests.Session, method: str, url: str, *, timeout, deadline:
     return response
 
 
-def _read(response: requests.Response, method: str, url: str, max_bytes: int, watch: _Watch) -> bytes:
+def _read(response: requests.Response, method: str, url: str, max_bytes: int, watch: DeadlineWatch) -> bytes:
     def too_large() -> AnswerTooLarge:
         response.close()
         return AnswerTooLarge(f"the store's answer to {method} {_path(url)} is larger than {_size(max_bytes)}",
@@ -120,8 +120,11 @@ def _raise_transport_error(exc: Exception, method: str, url: str, timeout) -> No
     raise exc
 
 
-class _Watch:
-    """Shuts the sockets of one request down when its deadline passes.
+class DeadlineWatch:
+    """Shuts the sockets of one request down when its deadline passes; ``cut`` says it did.
+
+    Used as ``with DeadlineWatch(deadline): session.request(...)`` around a ``safe_session``
+    (whose connections register their sockets with the watch of the running request).
 
     A socket timeout bounds each read, not the answer: a store that drips two bytes every
     few seconds never trips it. The connection registers its socket here (through
@@ -137,7 +140,7 @@ class _Watch:
         self._timer = threading.Timer(deadline.remaining(), self._shut_down)
         self._timer.daemon = True
 
-    def __enter__(self) -> _Watch:
+    def __enter__(self) -> DeadlineWatch:
         self._token = _watching.set(self)
         self._timer.start()
         return self
@@ -167,7 +170,7 @@ class _Watch:
                 _shut(sock)
 
 
-_watching: contextvars.ContextVar[_Watch | None] = contextvars.ContextVar("store_request_watch", default=None)
+_watching: contextvars.ContextVar[DeadlineWatch | None] = contextvars.ContextVar("store_request_watch", default=None)
 
 
 def _shut(sock: socket.socket) -> None:

@@ -1,7 +1,7 @@
 """The sandbox store: a small WSGI app that behaves like a Magento 2.4 store towards an integration.
 
 * ``/admin/integrations``: Magento's Integrations grid, cut down: create an integration,
-  *Activate* / *Reauthorize* (POSTs the callback, opens the identity link in a pop-up).
+  *Activate* / *Reauthorize* (POSTs the callback, opens the identity link in a pop-up), *Delete*.
 * ``/oauth/token/request`` and ``/oauth/token/access`` with Magento's rules and errors.
 * ``/rest/[store]/V1/...``: a few REST resources, signed with OAuth (or bearer, if enabled).
 
@@ -51,6 +51,12 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
                                   request.form.get("identity_url", "").strip())
         except SandboxLimit as exc:
             return Response(f"Not saved: {exc}.", 400, content_type="text/plain; charset=utf-8")
+        return redirect(url_for("integrations"))
+
+    @app.post("/admin/integrations/<int:integration_id>/delete")
+    def delete_integration(integration_id: int):
+        if not state.remove_integration(integration_id):
+            abort(404)
         return redirect(url_for("integrations"))
 
     @app.get("/admin/integrations/<int:integration_id>/tokens_exchange")
@@ -294,14 +300,16 @@ ADMIN_PAGE = """<!doctype html>
 <header><strong>Sandbox store</strong> · System › Extensions › Integrations · signature profile {{ profile }}</header>
 <main>
 <div id="notice" role="status"></div>
-<table><thead><tr><th>Name</th><th>Status</th><th>Callback URL</th><th>Identity link URL</th><th>Activate</th></tr></thead>
+<table><thead><tr><th>Name</th><th>Status</th><th>Callback URL</th><th>Identity link URL</th><th>Activate</th><th></th></tr></thead>
 <tbody>
 {% for i in integrations %}
 <tr data-integration="{{ i.id }}"><td>{{ i.name }}</td><td class="status status-{{ i.status }}">{{ i.status }}</td>
 <td>{{ i.callback_url }}</td><td>{{ i.identity_url }}</td>
 <td><button type="button" class="activate" data-id="{{ i.id }}" data-reauthorize="{{ 1 if i.status != 'Inactive' else 0 }}">
-{{ 'Reauthorize' if i.status != 'Inactive' else 'Activate' }}</button></td></tr>
-{% else %}<tr><td colspan="5">No integrations yet.</td></tr>{% endfor %}
+{{ 'Reauthorize' if i.status != 'Inactive' else 'Activate' }}</button></td>
+<td><form method="post" action="{{ url_for('delete_integration', integration_id=i.id) }}">
+<button type="submit" class="delete">Delete</button></form></td></tr>
+{% else %}<tr><td colspan="6">No integrations yet.</td></tr>{% endfor %}
 </tbody></table>
 <form class="create" method="post" action="{{ url_for('create_integration') }}">
 <h2>Add New Integration</h2>

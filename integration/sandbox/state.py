@@ -110,6 +110,15 @@ class SandboxState:
             self.save()
             return integration
 
+    def remove_integration(self, integration_id: int) -> bool:
+        """Magento's *Delete* in the grid: the integration and its tokens are gone, so its next
+        signed call is refused as a consumer that does not exist. False if there was none."""
+        with self.lock:
+            if self.integrations.pop(integration_id, None) is None:
+                return False
+            self.save()
+            return True
+
     def save(self) -> None:
         """Write the integrations to ``path`` (if any): a new file renamed over the old one, so a
         crash leaves either the old state or the new, never half of one."""

@@ -6,10 +6,11 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from .. import jobs
+    from .. import jobs, metrics
     from . import cli, dispatch, routes
 
     app.register_blueprint(routes.bp)
     app.cli.add_command(cli.webhooks)
     jobs.periodic(app, dispatch.TASK, dispatch.run,
                   interval=float(app.config.get("WEBHOOK_SWEEP_INTERVAL", dispatch.SWEEP_INTERVAL)))
+    metrics.register_outbox_depth(dispatch.outbox_depth)

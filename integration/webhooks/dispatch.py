@@ -32,6 +32,7 @@ from sqlalchemy.orm import joinedload, undefer
 from .. import jobs
 from ..extensions import db
 from ..magento.store_url import StorePolicy
+from ..metrics import WEBHOOK_DELIVERIES
 from ..models import utcnow
 from ..webhook_signature import HEADER, sign
 from . import sender
@@ -130,10 +131,12 @@ def headers_for(c: Claimed) -> dict[str, str]:
 
 
 def record_outcomes(batch: list[Claimed], answers: list[sender.Answer]) -> None:
-    """The one place where a delivery's outcome is written (hook delivery metrics here).
+    """The one place where a delivery's outcome is written, and counted in
+    ``companion_webhook_deliveries_total`` (delivered, retrying, given_up).
 
     Only under the claim that sent it: an outcome arriving after another dispatcher took the
-    delivery over is dropped. Successes are written per claim and status in one statement."""
+    delivery over is dropped, and not counted. Successes are written per claim and status in
+    one statement."""
     now = utcnow()
     D = WebhookDelivery
     recorded: set[int] = set()
@@ -155,23 +158,31 @@ def record_outcomes(batch: list[Claimed], answers: list[sender.Answer]) -> None:
         base = float(current_app.config.get("WEBHOOK_RETRY_BASE", RETRY_BASE))
         expiry = dict(db.session.execute(select(D.id, D.expires_at)
                                          .where(D.id.in_([c.delivery_id for c, _ in failed]))).all())
+    outcomes = {"delivered": len(recorded), "retrying": 0, "given_up": 0}
     for c, answer in failed:
         values = {"last_attempt_at": now, "last_status": answer.status, "last_error": answer.error,
                   "claim_token": None}
         if c.delivery_id in expiry and now >= expiry[c.delivery_id]:
             values.update(state=D.FAILED, next_attempt_at=None)
-            log.warning("webhook %s to %s given up after %d attempts: %s", c.event_id, c.url, c.attempt,
-                        answer.error)
+            outcome = "given_up"
         else:
             values["next_attempt_at"] = now + dt.timedelta(seconds=backoff(c.attempt, base, cap))
+            outcome = "retrying"
         if db.session.execute(update(D).where(D.id == c.delivery_id, D.claim_token == c.claim_token)
                               .values(**values).execution_options(synchronize_session=False)).rowcount:
             recorded.add(c.delivery_id)
+            outcomes[outcome] += 1
+            if outcome == "given_up":
+                log.warning("webhook %s to %s given up after %d attempts: %s", c.event_id, c.url, c.attempt,
+                            answer.error)
     attempts = [{"delivery_id": c.delivery_id, "at": now, "status": a.status, "error": a.error,
                  "duration_ms": a.duration_ms} for c, a in zip(batch, answers) if c.delivery_id in recorded]
     if attempts:
         db.session.execute(insert(DeliveryAttempt), attempts)
     db.session.commit()
+    for outcome, count in outcomes.items():
+        if count:
+            WEBHOOK_DELIVERIES.labels(outcome).inc(count)
 
 
 def backoff(attempt: int, base: float = RETRY_BASE, cap: float = 3600.0) -> float:

@@ -165,3 +165,24 @@ def test_long_urls_and_messages_wrap_on_a_390_px_phone(live_app, sandbox, user, 
     page.wait_for_selector("text=This session")
     fits("account-sessions")
     context.close()
+
+
+def test_deleting_the_integration_in_the_sandbox_grid_revokes_our_token(app, live_app, sandbox, user, page):
+    from .test_activation_flow import run_activation
+
+    run_activation(live_app, sandbox)
+    page.goto(f"{sandbox.url}/admin/integrations")
+    page.click("tr[data-integration='1'] button.delete")
+    page.wait_for_selector("text=No integrations yet.")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "sandbox-integration-deleted.png"), full_page=True)
+    assert sandbox.state.integrations == {}
+    # The store only learns at our next signed call: the dashboard's check marks it revoked.
+    page.goto(f"{live_app.url}/auth/login")
+    page.fill("input[name=email]", "owner@example.com")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("input[type=submit]")
+    page.locator("tbody tr", has_text=sandbox.url).locator("a").click()
+    page.click("text=Test connection")
+    page.wait_for_selector("text=The integration was deleted, reauthorized or its token revoked in Magento")
+    assert "revoked" in page.inner_text("main")

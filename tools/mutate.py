@@ -20,8 +20,11 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import json
 import os
+import queue
 import random
+import select
 import shutil
 import signal
 import subprocess
@@ -306,60 +309,137 @@ class Outcome:
     imported: bool
 
 
+class ForkServer:
+    """One ``mutation_forkserver`` process: runs pytest in a fork of an interpreter that has the
+    third-party imports done already (about 4× less CPU per killed mutant)."""
+
+    def __init__(self, imports: Path, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "mutation_forkserver", str(imports)], cwd=ROOT,
+                                        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        self.buffer = b""
+        self.child: int | None = None
+        ready = self._line(300)
+        self.project_modules: list[str] = json.loads(ready)["project_modules"] if ready else ["(no answer)"]
+
+    def _line(self, timeout: float | None) -> str | None:
+        """The next line from the server, or None when ``timeout`` passes first."""
+        assert self.process.stdout is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self.process.stdout], [], [], remaining)[0]:
+                return None
+            chunk = os.read(self.process.stdout.fileno(), 65536)
+            if not chunk:
+                raise EOFError("the fork server stopped")
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode()
+
+    def run(self, args: list[str], env: dict[str, str], timeout: float | None) -> int | None:
+        """pytest's exit status, or None on timeout (the child's process group is killed)."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"args": args, "env": env}).encode() + b"\n")
+        self.process.stdin.flush()
+        self.child = int(self._line(60) or 0)
+        try:
+            status = self._line(timeout)
+            if status is None:
+                _kill_group(self.child)
+                self._line(60)
+                return None
+            return int(status)
+        finally:
+            self.child = None
+
+    def stop(self) -> None:
+        if self.child:
+            _kill_group(self.child)
+        _kill_group(self.process.pid)
+        self.process.wait()
+
+
 class Runner:
-    """Runs the tests against one version of the module at a time, each in a fresh process group."""
+    """Runs the tests against one version of the module at a time, each in its own process group."""
 
     def __init__(self, module: Path, tests: list[str], pytest_args: list[str], scratch: Path) -> None:
         self.module, self.tests, self.scratch = module, tests, scratch
-        self.command = [sys.executable, "-m", "pytest", *PYTEST, *pytest_args, *tests]
+        self.args = [*PYTEST, *pytest_args, *tests]
         name = module.relative_to(ROOT).with_suffix("").as_posix().replace("/", ".")
         self.fullname = name.removesuffix(".__init__")
-        self.running: set[subprocess.Popen[bytes]] = set()
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(SITE), os.environ.get("PYTHONPATH")])),
+                        MUTATION_ROOT=str(ROOT), PYTHONDONTWRITEBYTECODE="1",
+                        HYPOTHESIS_STORAGE_DIRECTORY=str(scratch / "hypothesis"))
+        self.running: set[int] = set()
+        self.servers: queue.Queue[ForkServer] = queue.Queue()
+        self.all_servers: list[ForkServer] = []
         self.lock = threading.Lock()
 
-    def run(self, source: bytes, tag: str, timeout: float | None) -> Outcome:
+    def start_fork_servers(self, count: int, imports: Path) -> list[str]:
+        """Start ``count`` fork servers; the project modules they imported (must be none) if any did."""
+        for _ in range(count):
+            server = ForkServer(imports, self.env)
+            self.all_servers.append(server)
+            if server.project_modules:
+                return server.project_modules
+            self.servers.put(server)
+        return []
+
+    def run(self, source: bytes, tag: str, timeout: float | None, record_imports: Path | None = None) -> Outcome:
         work = self.scratch / tag
         work.mkdir()
         (work / "module.py").write_bytes(source)
         mark = work / "imported"
-        env = dict(
-            os.environ,
-            PYTHONPATH=os.pathsep.join(filter(None, [str(SITE), os.environ.get("PYTHONPATH")])),
-            MUTATION_MODULE=self.fullname, MUTATION_ORIGIN=str(self.module), MUTATION_SOURCE=str(work / "module.py"),
-            MUTATION_MARK=str(mark),
-            # Nothing a mutant does may outlive it: no bytecode, no examples Hypothesis remembers.
-            PYTHONDONTWRITEBYTECODE="1", HYPOTHESIS_STORAGE_DIRECTORY=str(work / "hypothesis"),
-        )
+        # Nothing a mutant does may outlive it: no bytecode, no examples Hypothesis remembers.
+        run_env = dict(MUTATION_MODULE=self.fullname, MUTATION_ORIGIN=str(self.module),
+                       MUTATION_SOURCE=str(work / "module.py"), MUTATION_MARK=str(mark),
+                       HYPOTHESIS_STORAGE_DIRECTORY=str(work / "hypothesis"))
+        if record_imports:
+            run_env["MUTATION_IMPORTS_OUT"] = str(record_imports)
+        args = [*self.args, f"--basetemp={work / 'tmp'}"]
         began = time.monotonic()
-        process = subprocess.Popen([*self.command, f"--basetemp={work / 'tmp'}"], cwd=ROOT, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        with self.lock:
-            self.running.add(process)
-        try:
-            code = process.wait(timeout=timeout)
-            status = "survived" if code == 0 else "killed"
-        except subprocess.TimeoutExpired:
-            _kill_group(process)
-            status = "timeout"
-        finally:
-            with self.lock:
-                self.running.discard(process)
+        if self.all_servers and not record_imports:
+            server = self.servers.get()
+            try:
+                code = server.run(args, run_env, timeout)
+            finally:
+                self.servers.put(server)
+        else:
+            code = self._run_fresh(args, {**self.env, **run_env}, timeout)
+        status = "timeout" if code is None else "survived" if code == 0 else "killed"
         outcome = Outcome(status, time.monotonic() - began, mark.exists())
         shutil.rmtree(work, ignore_errors=True)
         return outcome
 
+    def _run_fresh(self, args: list[str], env: dict[str, str], timeout: float | None) -> int | None:
+        process = subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=ROOT, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        with self.lock:
+            self.running.add(process.pid)
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process.pid)
+            process.wait()
+            return None
+        finally:
+            with self.lock:
+                self.running.discard(process.pid)
+
     def stop(self) -> None:
         with self.lock:
-            for process in list(self.running):
-                _kill_group(process)
+            for pid in list(self.running):
+                _kill_group(pid)
+        for server in self.all_servers:
+            server.stop()
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
+def _kill_group(pid: int) -> None:
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    process.wait()
 
 
 def _line_range(text: str) -> tuple[int, int]:
@@ -382,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, metavar="N", help="test runs at once (default: the module's `jobs`, or 1)")
     parser.add_argument("--timeout-factor", type=float, default=3.0, metavar="N",
                         help="a mutant times out after N × the unmutated run, plus 10 s (default 3)")
+    parser.add_argument("--no-fork", action="store_true",
+                        help="start every test run as a fresh process (slower; for tests that cannot run forked)")
     parser.add_argument("--list", action="store_true", help="print the mutants, run nothing")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every mutant's outcome")
     args = parser.parse_args(argv)
@@ -419,25 +501,39 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tests: {' '.join(tests)}", flush=True)
     began = time.monotonic()
     results: list[tuple[Mutant, Outcome]] = []
-    with tempfile.TemporaryDirectory(prefix="mutation-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="mutation-", ignore_cleanup_errors=True) as scratch:
         runner = Runner(module, tests, config.pytest_args, Path(scratch))
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            baseline = runner.run(original, "baseline", None)
+            imports = Path(scratch) / "imports.json"
+            baseline = runner.run(original, "baseline", None, record_imports=None if args.no_fork else imports)
             if baseline.status != "survived" or not baseline.imported:
                 problem = "fail without any mutation" if baseline.status != "survived" else \
                     f"never import {runner.fullname}"
                 print(f"the tests {problem}; see:\n  {sys.executable} -m pytest "
                       f"{' '.join(PYTEST + config.pytest_args + tests)}", file=sys.stderr)
                 return 2
+            how = "fresh processes"
+            if not args.no_fork:
+                imported = runner.start_fork_servers(jobs, imports)
+                forked = None if imported else runner.run(original, "baseline-forked", None)
+                if forked is None or forked.status != "survived":
+                    why = f"it imported {', '.join(imported)}" if imported else "the tests fail in it"
+                    print(f"warning: not using the fork server ({why}); each run starts afresh", file=sys.stderr)
+                    runner.stop()
+                    runner = Runner(module, tests, config.pytest_args, Path(scratch))
+                else:
+                    baseline, how = forked, "forked from a preloaded interpreter"
             timeout = baseline.seconds * args.timeout_factor + 10
-            print(f"baseline: tests pass in {baseline.seconds:.1f} s; per-mutant timeout {timeout:.0f} s", flush=True)
+            print(f"baseline: tests pass in {baseline.seconds:.1f} s ({how}); per-mutant timeout {timeout:.0f} s",
+                  flush=True)
 
             def one(numbered: tuple[int, Mutant]) -> tuple[Mutant, Outcome]:
                 n, mutant = numbered
                 return mutant, runner.run(mutant.apply(original), f"m{n}", timeout)
 
-            with ThreadPoolExecutor(jobs) as pool:
+            pool = ThreadPoolExecutor(jobs)
+            try:
                 for n, (mutant, outcome) in enumerate(pool.map(one, enumerate(candidates)), 1):
                     results.append((mutant, outcome))
                     if args.verbose or outcome.status == "survived":
@@ -445,11 +541,14 @@ def main(argv: list[str] | None = None) -> int:
                               f"{mutant.ident(relative)}", flush=True)
                     elif sys.stderr.isatty():
                         print(f"\r[{n}/{len(candidates)}]", end="", file=sys.stderr, flush=True)
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)  # on Ctrl-C: start nothing more
         except KeyboardInterrupt:
             runner.stop()
             print("\ninterrupted; nothing in the tree was changed", file=sys.stderr)
             return 130
         finally:
+            runner.stop()
             signal.signal(signal.SIGTERM, previous)
     elapsed = time.monotonic() - began
 

@@ -146,6 +146,27 @@ def php_strnatcmp(a: str, b: str) -> int:
             return (i < xl) - (j < yl)
 
 
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4 (laminas-uri's removePathDotSegments), step by step."""
+    output: list[str] = []
+    while path:
+        if path.startswith(("../", "./")):
+            path = path.partition("/")[2]
+        elif path.startswith("/./") or path == "/.":
+            path = "/" + path[3:]
+        elif path.startswith("/../") or path == "/..":
+            path = "/" + path[4:]
+            output = output[:-1]
+        elif path in (".", ".."):
+            path = ""
+        else:
+            end = path.find("/", 1)
+            end = len(path) if end < 0 else end
+            output.append(path[:end])
+            path = path[end:]
+    return "".join(output)
+
+
 def _laminas_uri(url: str, decode_set: str) -> str:
     scheme, _, rest = url.partition("://")
     authority, slash, path = rest.partition("/")
@@ -154,15 +175,7 @@ def _laminas_uri(url: str, decode_set: str) -> str:
     for default in ((":80", "http"), (":443", "https")):
         if authority.endswith(default[0]) and scheme.lower() == default[1]:
             authority = authority[: -len(default[0])]
-    segments: list[str] = []
-    for seg in path.split("/")[1:]:
-        if seg == "..":
-            segments = segments[:-1]
-        elif seg != ".":
-            segments.append(seg)
-    if path.rstrip("/").split("/")[-1] in (".", ".."):
-        segments.append("")
-    path = "/" + "/".join(segments)
+    path = _remove_dot_segments(path)
     path = re.sub(r"%([0-9A-Fa-f]{2})",
                   lambda m: chr(int(m.group(1), 16)) if chr(int(m.group(1), 16)) in decode_set else "%" + m.group(1).upper(),
                   path)

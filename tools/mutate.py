@@ -459,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max", type=int, metavar="N", help="run a random sample of N mutants")
     parser.add_argument("--seed", type=int, default=0, help="seed for --max (default 0)")
     parser.add_argument("--lines", type=_line_range, metavar="A-B", help="only mutants starting on these lines")
+    parser.add_argument("--only", type=Path, metavar="FILE",
+                        help="only the mutants listed in FILE, one identity a line (e.g. a previous run's survivors)")
     parser.add_argument("--jobs", type=int, metavar="N", help="test runs at once (default: the module's `jobs`, or 1)")
     parser.add_argument("--timeout-factor", type=float, default=3.0, metavar="N",
                         help="a mutant times out after N × the unmutated run, plus 10 s (default 3)")
@@ -489,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     candidates = [m for m in mutants if m.ident(relative) not in config.equivalent]
     if args.lines:
         candidates = [m for m in candidates if args.lines[0] <= m.line <= args.lines[1]]
+    if args.only:
+        wanted = {line.strip() for line in args.only.read_text().splitlines() if line.strip()}
+        candidates = [m for m in candidates if m.ident(relative) in wanted]
     if args.max is not None and args.max < len(candidates):
         candidates = sorted(random.Random(args.seed).sample(candidates, args.max), key=lambda m: m.start)
     if args.list:

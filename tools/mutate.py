@@ -290,11 +290,10 @@ class ModuleConfig:
 def load_config(module: str) -> ModuleConfig:
     data = tomllib.loads(CONFIG.read_text()) if CONFIG.exists() else {}
     entry = data.get("module", {}).get(module, {})
-    equivalent = {}
-    for item in entry.get("equivalent", []):
-        if not item.get("why"):
-            raise SystemExit(f"{CONFIG.relative_to(ROOT)}: equivalent mutant without a reason: {item.get('id')}")
-        equivalent[item["id"]] = item["why"]
+    equivalent = dict(entry.get("equivalent", {}))
+    for ident, why in equivalent.items():
+        if not why.strip():
+            raise SystemExit(f"{CONFIG.relative_to(ROOT)}: say why this mutant is equivalent: {ident}")
     return ModuleConfig(module, list(entry.get("tests", [])),
                         list(data.get("pytest_args", [])) + list(entry.get("pytest_args", [])),
                         int(entry.get("jobs", 1)), equivalent)

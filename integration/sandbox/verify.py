@@ -103,6 +103,19 @@ def collect(profile: str, environ, body: str) -> dict[str, str]:
     return params
 
 
+# PHP 8 numeric strings: optional surrounding whitespace, sign, decimal digits, point, exponent.
+PHP_NUMERIC = re.compile(r"[ \t\n\r\v\f]*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?[ \t\n\r\v\f]*")
+
+
+def php_ksort_compare(a: str, b: str) -> int:
+    """``ksort`` on string keys (PHP 8): two numeric strings compare as numbers, others as bytes."""
+    if PHP_NUMERIC.fullmatch(a) and PHP_NUMERIC.fullmatch(b):
+        numbers = float(a), float(b)
+        return (numbers[0] > numbers[1]) - (numbers[0] < numbers[1])
+    raw = a.encode("utf-8", "surrogateescape"), b.encode("utf-8", "surrogateescape")
+    return (raw[0] > raw[1]) - (raw[0] < raw[1])
+
+
 def php_strnatcmp(a: str, b: str) -> int:
     """PHP's ``strnatcmp`` (ext/standard/strnatcmp.c), as a plain comparator on bytes."""
     x, y = a.encode("utf-8", "surrogateescape") + b"\0", b.encode("utf-8", "surrogateescape") + b"\0"
@@ -146,6 +159,27 @@ def php_strnatcmp(a: str, b: str) -> int:
             return (i < xl) - (j < yl)
 
 
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4 (laminas-uri's removePathDotSegments), step by step."""
+    output: list[str] = []
+    while path:
+        if path.startswith(("../", "./")):
+            path = path.partition("/")[2]
+        elif path.startswith("/./") or path == "/.":
+            path = "/" + path[3:]
+        elif path.startswith("/../") or path == "/..":
+            path = "/" + path[4:]
+            output = output[:-1]
+        elif path in (".", ".."):
+            path = ""
+        else:
+            end = path.find("/", 1)
+            end = len(path) if end < 0 else end
+            output.append(path[:end])
+            path = path[end:]
+    return "".join(output)
+
+
 def _laminas_uri(url: str, decode_set: str) -> str:
     scheme, _, rest = url.partition("://")
     authority, slash, path = rest.partition("/")
@@ -154,15 +188,7 @@ def _laminas_uri(url: str, decode_set: str) -> str:
     for default in ((":80", "http"), (":443", "https")):
         if authority.endswith(default[0]) and scheme.lower() == default[1]:
             authority = authority[: -len(default[0])]
-    segments: list[str] = []
-    for seg in path.split("/")[1:]:
-        if seg == "..":
-            segments = segments[:-1]
-        elif seg != ".":
-            segments.append(seg)
-    if path.rstrip("/").split("/")[-1] in (".", ".."):
-        segments.append("")
-    path = "/" + "/".join(segments)
+    path = _remove_dot_segments(path)
     path = re.sub(r"%([0-9A-Fa-f]{2})",
                   lambda m: chr(int(m.group(1), 16)) if chr(int(m.group(1), 16)) in decode_set else "%" + m.group(1).upper(),
                   path)
@@ -184,8 +210,8 @@ def base_string(profile: str, method: str, url: str, params: dict[str, str]) -> 
                 del merged[key.split("[", 1)[0]]
         if any(re.fullmatch(r"0|-?[1-9]\d*", k) for k in merged):
             raise ServerError("integer parameter name")
-        pairs = sorted((k, v) for k, v in merged.items() if isinstance(v, str))
-        pairs.sort(key=lambda kv: kv[0].encode("utf-8", "surrogateescape"))
+        pairs = sorted(((k, v) for k, v in merged.items() if isinstance(v, str)),
+                       key=functools.cmp_to_key(lambda p, q: php_ksort_compare(p[0], q[0])))
         normalized = "&".join(f"{rawurlencode(k)}={rawurlencode(v)}" for k, v in pairs)
         m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^?#]*)", url)
         base = f"{m.group(1)}://{m.group(2)}{m.group(3)}"

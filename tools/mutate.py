@@ -84,7 +84,6 @@ class _Finder(ast.NodeVisitor):
     """Collects the mutants of a module; each replaces the source span of one node."""
 
     def __init__(self, source: bytes) -> None:
-        self.source = source
         self.lines = source.splitlines(keepends=True)
         self.offsets = [0]
         for line in self.lines:
@@ -111,7 +110,7 @@ class _Finder(ast.NodeVisitor):
         """f-strings: messages, and ``ast.unparse`` cannot always put them back."""
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        pass
+        """``from __future__ import annotations`` and friends: nothing to mutate."""
 
     def _visit_definition(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
         for decorator in node.decorator_list:
@@ -160,7 +159,7 @@ class _Finder(ast.NodeVisitor):
         return text in ("TYPE_CHECKING", "typing.TYPE_CHECKING", "__name__ == '__main__'")
 
     def generic_visit(self, node: ast.AST) -> None:
-        for name, value in ast.iter_fields(node):
+        for _, value in ast.iter_fields(node):
             if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
                 self._visit_body(value)
             elif isinstance(value, list):

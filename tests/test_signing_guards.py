@@ -298,6 +298,8 @@ def test_laminas_stores_sign_a_value_that_looks_like_a_protocol_name(profile):
 @pytest.mark.parametrize(("a", "b", "expected"), [
     ("x ", "x", 1),         # PHP stops as soon as one string has ended
     ("x\0", "x", 1),
+    ("x", "x ", -1),
+    ("x", "x\0", -1),
     ("x ", "x\0", 0),       # past its end PHP reads the string's terminating NUL
     ("x ", "x\x01", -1),
     ("x0a", "x01", -1),     # left-aligned digit runs (a leading 0): the run that ends first is smaller

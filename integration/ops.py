@@ -21,7 +21,8 @@ def _ops_limit() -> str:
     return current_app.config["OPS_RATE_LIMIT"]
 
 
-limiter.limit(_ops_limit)(bp)
+# One budget per address for the three endpoints together (not three budgets of the same size).
+limiter.shared_limit(_ops_limit, scope="ops")(bp)
 
 
 @bp.get("/healthz")

@@ -91,3 +91,17 @@ def test_metrics_count_callbacks_exchanges_and_proxy_calls(app, live_app, linked
         assert _value(after, name, **labels) - _value(before, name, **labels) == grew, name
     assert _value(after, "companion_callbacks_total", outcome="stored") >= 1
     assert _value(after, "companion_token_exchanges_total", outcome="succeeded") >= 1
+
+
+def test_the_ops_endpoints_share_one_budget_per_address(app_config):
+    """The limit is per address for /healthz, /readyz and /metrics together, not per endpoint."""
+    from integration import create_app
+
+    app = create_app({**app_config, "OPS_RATE_LIMIT": "2 per minute"})
+    client = app.test_client()
+    local = {"REMOTE_ADDR": "127.0.0.1"}
+    assert client.get("/healthz", environ_base=local).status_code == 200
+    assert client.get("/readyz", environ_base=local).status_code in (200, 503)
+    assert client.get("/metrics", environ_base=local).status_code == 429
+    # Another address has its own budget.
+    assert client.get("/healthz", environ_base={"REMOTE_ADDR": "127.0.0.2"}).status_code == 200

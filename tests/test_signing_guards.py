@@ -341,3 +341,30 @@ _NAT = "00129a/:\0\x01\t\n\x0b\x0c\r\x0e \udcff"
 @given(a=st.text(_NAT, max_size=8), b=st.text(_NAT, max_size=8))
 def test_strnatcmp_agrees_with_the_sandbox_port_on_whitespace_and_neighbours_of_digits(a, b):
     assert signing.strnatcmp(a, b) == verify.php_strnatcmp(a, b)
+
+
+@pytest.mark.parametrize("query", ["5%0A=x", "99999999999999999999=x", "9223372036854775808=x", "%D9%A3=x"])
+def test_2_4_8_signs_names_php_keeps_as_strings(query):
+    """PHP makes a key an integer only for ASCII digits that fit 64 bits: a trailing newline, a
+    number past PHP_INT_MAX or an Arabic-Indic digit stays a string name, which Magento signs."""
+    case = CASES["rest_get_no_query"]
+    url = "http://127.0.0.1:8765" + PATH + "?" + query
+    base = _sign(signing.PROFILE_248, case, url)
+    assert _store_computes(signing.PROFILE_248, case, url) == base
+
+
+def test_2_4_8_refuses_the_largest_integer_name_php_has():
+    case = CASES["rest_get_no_query"]
+    with pytest.raises(signing.UnsignableRequest, match="integer"):
+        _sign(signing.PROFILE_248, case, "http://127.0.0.1:8765" + PATH + "?9223372036854775807=x")
+
+
+def test_2_4_8_orders_non_ascii_digits_as_text_not_numbers():
+    """PHP's is_numeric knows ASCII digits only: U+0663 (Arabic-Indic three) sorts by its bytes,
+    by its bytes after every ASCII name, not between 2 and 4."""
+    case = CASES["rest_get_no_query"]
+    url = "http://127.0.0.1:8765" + PATH + "?%D9%A3=x&2e0=y&4e0=z"
+    base = _sign(signing.PROFILE_248, case, url)
+    names = _names_in_order(base)
+    assert names[:2] == ["2e0", "4e0"] and names[-1] == "%25D9%25A3"
+    assert _store_computes(signing.PROFILE_248, case, url) == base

@@ -44,8 +44,15 @@ _SUBDELIMS = frozenset(":@&=+$,/;%")
 _DECODABLE = {PROFILE_244: _UNRESERVED | _SUBDELIMS, PROFILE_PATCH: _UNRESERVED}
 _PATH_LITERAL = _UNRESERVED | _SUBDELIMS | frozenset("()")
 _ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
-_PHP_NUMERIC = re.compile(r"^[ \t\n\r\v\f]*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?[ \t\n\r\v\f]*$")
-_PHP_INT_KEY = re.compile(r"^(0|-?[1-9][0-9]*)$")
+# PHP's is_numeric and array-key rules know ASCII digits only, and a key is an integer only while it
+# fits a 64-bit zend_long ("5\n" or 2**63 stay strings).
+_PHP_NUMERIC = re.compile(r"[ \t\n\r\v\f]*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?[ \t\n\r\v\f]*")
+_PHP_INT_KEY = re.compile(r"0|-?[1-9][0-9]*")
+_PHP_INT_MIN, _PHP_INT_MAX = -(2**63), 2**63 - 1
+
+
+def _is_php_int_key(key: str) -> bool:
+    return bool(_PHP_INT_KEY.fullmatch(key)) and _PHP_INT_MIN <= int(key) <= _PHP_INT_MAX
 
 
 class UnsignableRequest(ValueError):
@@ -221,7 +228,7 @@ def _compare_left(x: bytes, i: int, y: bytes, j: int) -> tuple[int, int, int]:
 
 def _php_key_compare(a: str, b: str) -> int:
     """PHP 8 ``ksort`` comparison of two string keys."""
-    if _PHP_NUMERIC.match(a) and _PHP_NUMERIC.match(b):
+    if _PHP_NUMERIC.fullmatch(a) and _PHP_NUMERIC.fullmatch(b):
         fa, fb = float(a), float(b)
         return (fa > fb) - (fa < fb)
     xa, xb = a.encode("utf-8", "surrogateescape"), b.encode("utf-8", "surrogateescape")
@@ -315,7 +322,7 @@ def _magento_param_string(params: dict[str, str], query: str) -> str:
         if bracket >= 0 and "]" in key[bracket:] and merged.get(key[:bracket], "") is None:
             del merged[key[:bracket]]
     for key in merged:
-        if _PHP_INT_KEY.match(key):
+        if _is_php_int_key(key):
             raise UnsignableRequest(f"parameter name {key!r} is an integer; Magento 2.4.8+ answers 500")
     keys = sorted(merged, key=functools.cmp_to_key(_php_key_compare))
     return "&".join(f"{_enc_surrogate(k)}={_enc_surrogate(merged[k])}" for k in keys if merged[k] is not None)

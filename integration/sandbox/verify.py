@@ -208,7 +208,8 @@ def base_string(profile: str, method: str, url: str, params: dict[str, str]) -> 
         for key in list(merged):
             if "[" in key and "]" in key.split("[", 1)[1] and isinstance(merged.get(key.split("[", 1)[0]), list):
                 del merged[key.split("[", 1)[0]]
-        if any(re.fullmatch(r"0|-?[1-9]\d*", k) for k in merged):
+        # PHP turns a key into an integer only for ASCII digits that fit a zend_long.
+        if any(re.fullmatch(r"0|-?[1-9][0-9]*", k) and -(2**63) <= int(k) < 2**63 for k in merged):
             raise ServerError("integer parameter name")
         pairs = sorted(((k, v) for k, v in merged.items() if isinstance(v, str)),
                        key=functools.cmp_to_key(lambda p, q: php_ksort_compare(p[0], q[0])))

@@ -4,14 +4,11 @@ confirmation tick), and a store linked with partial ACL whose page says what is 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from playwright.sync_api import expect
 
 from .conftest import PASSWORD
 from .test_browser import ARTIFACTS, browser, page, pytestmark  # noqa: F401 - fixtures and marks
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def login(page, url, email="admin@example.com"):
@@ -40,8 +37,8 @@ def test_explorer_lists_the_stores_operations_and_tries_them(live_app, linked, s
     assert any("catalogProductRepositoryV1" in t for t in tags) and any("salesOrderRepositoryV1" in t for t in tags)
     paths = page.locator(".opblock-summary-path").all_inner_texts()
     assert "/V1/products/{sku}" in " ".join(paths) and "/V1/store/storeViews" in " ".join(paths)
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / "14-api-explorer.png"), full_page=True)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "14-api-explorer.png"), full_page=True)
     # Searchable: the filter keeps only the matching resources.
     page.fill(".operation-filter-input", "salesOrder")
     expect(page.locator(".opblock-tag")).to_have_count(1)  # (the CSP allows no eval: locators, not JS)
@@ -57,7 +54,7 @@ def test_explorer_lists_the_stores_operations_and_tries_them(live_app, linked, s
     body = block.locator(".live-responses-table .microlight, .live-responses-table pre").first.inner_text()
     assert '"SB-00001"' in body and '"SB-00002"' in body and '"SB-00003"' not in body
     block.locator(".opblock-summary").first.scroll_into_view_if_needed()
-    block.screenshot(path=str(DOCS / "15-api-explorer-try-it.png"))
+    block.screenshot(path=str(ARTIFACTS / "15-api-explorer-try-it.png"))
 
     # A write without the tick is refused by our server; the product stays.
     block = operation(page, "catalogProductRepositoryV1", "catalogProductRepositoryV1DeleteByIdDelete")
@@ -67,7 +64,7 @@ def test_explorer_lists_the_stores_operations_and_tries_them(live_app, linked, s
     assert block.locator(".live-responses-table tr.response .response-col_status").first.inner_text().strip() == "400"
     assert "Tick this box to send a DELETE" in block.locator(".live-responses-table").inner_text()
     assert "SB-00001" in sandbox.state.products
-    block.screenshot(path=str(DOCS / "16-api-explorer-write-refused.png"))
+    block.screenshot(path=str(ARTIFACTS / "16-api-explorer-write-refused.png"))
     # With the tick, it goes through.
     page.check("#confirm-writes")
     block.locator("button.execute").click()
@@ -108,5 +105,5 @@ def test_partial_acl_store_page_warns_what_is_missing(live_app, sandbox, admin, 
     assert "customers: not granted" in warnings and "store views: not granted" in warnings
     assert "products" not in warnings.replace("product export", "")
     page.locator("#capabilities").scroll_into_view_if_needed()
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / "17-store-capabilities-partial-acl.png"), full_page=True)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "17-store-capabilities-partial-acl.png"), full_page=True)

@@ -230,3 +230,24 @@ def test_sync_with_input_limits_on_keeps_to_the_limit(app, linked, sandbox, prob
     assert sandbox.state.counters.largest_page_served == 100
     assert sandbox.state.counters.page_size_refusals == 1  # the probe's question, or the sync's first page
     assert capabilities(app, link_id).max_page_size == 100
+
+
+def test_sandbox_async_and_bulk_endpoints_answer_202(sandbox):
+    from integration.magento.oauth import magento_auth
+
+    _, integration = store_client(sandbox)
+
+    def post(path, entities):
+        return requests.post(f"{sandbox.url}/rest/default/{path}", data=json.dumps(entities), timeout=5,
+                             headers={"Content-Type": "application/json"},
+                             auth=magento_auth(integration.consumer_key, integration.consumer_secret,
+                                               integration.token.token, integration.token.secret))
+
+    bulk = post("async/bulk/V1/products", [{"product": {"sku": "ASYNC-1", "name": "A"}}, {"product": {"name": "?"}}])
+    assert bulk.status_code == 202
+    assert [i["status"] for i in bulk.json()["request_items"]] == ["accepted", "rejected"]
+    assert bulk.json()["errors"] is True and sandbox.state.products["ASYNC-1"]["name"] == "A"
+    one = post("async/V1/products", {"product": {"sku": "ASYNC-2"}})
+    assert one.status_code == 202 and one.json()["request_items"][0]["status"] == "accepted"
+    sandbox.state.async_api = False  # no Magento_WebapiAsync: no such route
+    assert post("async/V1/products", {"product": {"sku": "ASYNC-3"}}).status_code == 404

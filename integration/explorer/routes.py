@@ -64,8 +64,14 @@ def call(link_id: int):
     link = _visible(link_id)
     form = ConsoleForm()
     if not form.validate_on_submit():
-        problems = [f"{getattr(form, name).label.text}: {'; '.join(errors)}" if name != "csrf_token"
-                    else "The form expired (CSRF): reload the page." for name, errors in form.errors.items()]
+        problems = []
+        for name, errors in form.errors.items():
+            if name == "csrf_token":
+                problems.append("The form expired (CSRF): reload the page.")
+            elif name == "confirm":  # the box is at the top of the explorer, not next to the operation
+                problems.append(f"{'; '.join(errors)} (the box at the top of this page)")
+            else:
+                problems.append(f"{getattr(form, name).label.text}: {'; '.join(errors)}")
         return jsonify(message=" ".join(problems)), 400
     result = console_call(link, form)
     if result["ok"]:

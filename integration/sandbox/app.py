@@ -133,6 +133,12 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
             store_code = segments.pop(0)
         if segments in (["schema"], ["async", "schema"], ["async", "bulk", "schema"]):
             return _schema(state, segments, request.environ)
+        mode = None
+        if state.async_api and request.method != "GET":  # async routes exist for writes only
+            if segments[:2] == ["async", "V1"]:
+                mode, segments = "async", segments[1:]
+            elif segments[:3] == ["async", "bulk", "V1"]:
+                mode, segments = "bulk", segments[2:]
         if not segments or segments[0] != "V1":
             return error('Request does not match any route.', 404)
         # Magento's REST router matches on the trimmed path: /V1/products/ is /V1/products.
@@ -154,6 +160,8 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
         if integration is None or not _allowed(integration, resource):
             return error("The consumer isn't authorized to access %resources.", 401, {"resources": resource})
         state.counters.rest_calls += 1
+        if mode is not None:
+            return _accepted(state, mode, route, store_code, body)
         response = _dispatch(state, request.method, route, store_code, request.args, body)
         if request.args.get("fields") and response.status_code == 200:
             response.set_data(json.dumps(changes.select_fields(json.loads(response.get_data()),
@@ -267,6 +275,35 @@ def _schema(state: SandboxState, segments: list[str], environ) -> Response:
                                base_path=base_path, scheme=request.scheme, msi=state.msi,
                                async_events=state.async_events, version=state.version)
     return ok(document)
+
+
+def _accepted(state: SandboxState, mode: str, route: str, store_code: str, body: str) -> Response:
+    """``/rest/{store}/async/V1/…`` (one entity) and ``/rest/{store}/async/bulk/V1/…`` (a list):
+    Magento_WebapiAsync publishes the operations to a queue and answers 202 with an
+    ``AsyncResponseInterface`` (``WebapiAsync\\Controller\\Rest\\AsynchronousRequestProcessor``). The
+    sandbox has no queue: it applies them at once, and lists any it could not as rejected."""
+    import hashlib
+    import uuid
+
+    try:
+        payload = json.loads(body or "null")
+    except json.JSONDecodeError:
+        return error("Decoding error: \nSyntax error", 400)
+    entities = payload if mode == "bulk" else [payload]
+    if not isinstance(entities, list):
+        return error("The bulk request must be a list of entities.", 400)
+    items = []
+    for i, entity in enumerate(entities[:1000]):
+        text = json.dumps(entity)
+        answer = _dispatch(state, request.method, route, store_code, request.args, text)
+        item = {"id": i, "data_hash": hashlib.sha256(text.encode()).hexdigest(),
+                "status": "accepted" if answer.status_code < 400 else "rejected"}
+        if answer.status_code >= 400:
+            item["error_message"] = json.loads(answer.get_data()).get("message", "")
+        items.append(item)
+    return Response(json.dumps({"bulk_uuid": str(uuid.uuid4()), "request_items": items,
+                                "errors": any(i["status"] == "rejected" for i in items)}),
+                    202, content_type="application/json; charset=utf-8")
 
 
 def _resource_for(route: str) -> str:

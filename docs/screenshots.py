@@ -92,11 +92,55 @@ def main() -> None:
             phone = browser.new_page(viewport={"width": 375, "height": 740}, is_mobile=True)
             phone.goto(f"{served.url}/auth/login")
             shot(phone, "13-phone-login")
+            _explorer(page, served.url, sandbox.url, shot)
             browser.close()
     finally:
         sandbox.stop()
         served.stop()
     print(f"screenshots in {OUT}")
+
+
+def _explorer(page, app_url: str, sandbox_url: str, shot) -> None:
+    """The capability probe and the API explorer (issue 11): the store linked above, probed; its
+    explorer, a Try it GET and a write refused without the tick; then a store linked with partial ACL."""
+    page.goto(f"{app_url}/stores/1")
+    page.click("button:has-text('Probe now')")
+    page.wait_for_selector("text=Probed:")
+    page.click("a:has-text('API explorer')")
+    page.wait_for_selector(".opblock-tag")
+    shot(page, "14-api-explorer")
+    block = page.locator("#operations-catalogProductRepositoryV1-catalogProductRepositoryV1GetListGet")
+    block.locator(".opblock-summary").first.click()
+    block.locator(".try-out__btn").click()
+    block.locator("tr[data-param-name='searchCriteria[pageSize]'] input").fill("2")
+    block.locator("button.execute").click()
+    block.locator(".live-responses-table tr.response").first.wait_for()
+    block.screenshot(path=str(OUT / "15-api-explorer-try-it.png"))
+    block = page.locator("#operations-catalogProductRepositoryV1-catalogProductRepositoryV1DeleteByIdDelete")
+    block.locator(".opblock-summary").first.click()
+    block.locator(".try-out__btn").click()
+    block.locator("tr[data-param-name='sku'] input").fill("SB-00001")
+    block.locator("button.execute").click()
+    block.locator(".live-responses-table tr.response").first.wait_for()
+    block.screenshot(path=str(OUT / "16-api-explorer-write-refused.png"))
+    # A second integration in Magento's admin, granted Products only.
+    page.goto(f"{sandbox_url}/admin/integrations")
+    page.fill("input[name=name]", "Products only")
+    page.fill("input[name=callback_url]", f"{app_url}/magento/callback")
+    page.fill("input[name=identity_url]", f"{app_url}/magento/identity")
+    page.check("input[name=resource_access][value=custom]")
+    page.check("input[name=resources][value='Magento_Catalog::products']")
+    page.click("button:has-text('Save')")
+    with page.expect_popup() as info:
+        page.locator("tr", has_text="Products only").locator("button.activate").click()
+    popup = info.value
+    popup.wait_for_load_state()
+    with popup.expect_event("close"):  # still logged in from the first link: one click
+        popup.click("input[type=submit]")
+    page.goto(f"{app_url}/stores/2")
+    page.click("button:has-text('Probe now')")
+    page.wait_for_selector("ul.warnings")
+    shot(page, "17-store-capabilities-partial-acl")
 
 
 if __name__ == "__main__":

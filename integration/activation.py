@@ -266,6 +266,9 @@ def exchange(activation: Activation, user: User, client: TokenExchange, remote_a
                   link)
     db.session.commit()
     EXCHANGES.labels("succeeded").inc()
+    from .probe import enqueue_probe  # probe → stores → activation: imported when used
+
+    enqueue_probe(link.id)  # what the integration may do can change with every reauthorize
     return link
 
 

@@ -108,8 +108,11 @@ def list_users() -> None:
               help="File that keeps the integrations across restarts  [default: INSTANCE/sandbox.json]")
 @click.option("--churn", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Random catalogue changes per minute (edits, new and deleted products, stock, orders).")
+@click.option("--input-limit", type=click.IntRange(1, 10000), default=None, metavar="MAX",
+              help="Input limits on: searches refuse a pageSize above MAX (Magento's default maximum is 300).")
+@click.option("--async-events", is_flag=True, help="Serve aligent/magento-async-events' /V1/async_event routes.")
 def sandbox(host: str, port: int, profile: str, products: int, latency: float, bearer: bool, app_url: str,
-            state_file: str | None, churn: float | None) -> None:
+            state_file: str | None, churn: float | None, input_limit: int | None, async_events: bool) -> None:
     """Run the sandbox Magento store (for trying an activation locally)."""
     import os
 
@@ -125,6 +128,7 @@ def sandbox(host: str, port: int, profile: str, products: int, latency: float, b
         state = SandboxState(profile=profile, products=products, latency=latency, bearer=bearer, path=state_file)
     except StateFileError as exc:
         raise click.ClickException(str(exc)) from None
+    state.input_limit, state.async_events = input_limit, async_events
     app_url = app_url.rstrip("/")
     callback_url = f"{app_url}/magento/callback"
     if not any(i.callback_url == callback_url for i in state.integrations.values()):
@@ -219,6 +223,32 @@ def check_store(link_id: int) -> None:
     click.echo(f"magento_version: {result['magento_version'] or 'hidden'}")
     click.echo(f"signature_profile: {link.signature_profile or 'not known yet'}")
     click.echo(json.dumps(result["store_configs"], indent=2, ensure_ascii=False))
+
+
+@stores.command("probe")
+@click.argument("link_id", type=int)
+def probe_store(link_id: int) -> None:
+    """Ask the store what it can do (version, store views, granted operations, input limits, async API)."""
+    from . import probe
+    from . import stores as store_service
+    from .magento.errors import MagentoError
+
+    link = _link(link_id)
+    try:
+        found = probe.probe(link, remote_addr=store_service.COMMAND_LINE)
+    except MagentoError as exc:
+        raise _fail(exc) from None
+    click.echo(f"magento: {found.version or '?'} {found.edition or ''}".rstrip())
+    click.echo(f"store views: {', '.join(v['code'] for v in found.store_views) or 'unknown (not granted)'}")
+    click.echo(f"base currency: {found.base_currency or 'unknown'}")
+    click.echo(f"operations granted: {len(found.operations)} "
+               f"({', '.join(f'{name} {n}' for name, n in found.resources().items())})")
+    limits = {True: f"on, at most {found.max_page_size} records a page", False: "off", None: "unknown"}
+    click.echo(f"input limits: {limits[found.input_limits]}")
+    click.echo(f"async/bulk API: {({True: 'available', False: 'not available', None: 'unknown'})[found.async_api]}")
+    click.echo(f"async events module: {'yes' if found.async_events else 'no'}")
+    for warning in found.warnings():
+        click.echo(f"warning: {warning}")
 
 
 @stores.command("call")
@@ -324,7 +354,10 @@ def export_store(link_id: int, entity: str, since: str | None, fmt: str | None, 
     from .magento.errors import MagentoError
     from .magento.export import ExportError, export
 
+    from . import probe
+
     link = _link(link_id)
+    page_size = probe.page_size_for(link, page_size)  # a store with input limits on refuses more
     show_progress = output is not None and sys.stderr.isatty()
     bar = None
 
@@ -341,6 +374,8 @@ def export_store(link_id: int, entity: str, since: str | None, fmt: str | None, 
             count = export(client, entity, output, fmt=fmt, since=since, concurrency=concurrency,
                            page_size=page_size, stdout=sys.stdout, on_total=on_total,
                            on_record=(lambda: bar.update(1)) if show_progress else None)
+            if client.page_size_limit:  # learnt from a refusal: the next run asks for that at once
+                probe.note_page_size_limit(link.id, client.page_size_limit)
     except (MagentoError, ExportError) as exc:
         raise _fail(exc) from None
     finally:

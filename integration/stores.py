@@ -211,6 +211,9 @@ def add_manual(base_url: str, credentials: Credentials, *, owner: User | None = 
     db.session.add(link)
     audit("store.added", user=owner, store_link=link, remote_addr=remote_addr, detail="manual link")
     db.session.commit()
+    from .probe import enqueue_probe  # probe imports this module
+
+    enqueue_probe(link.id)
     return link
 
 

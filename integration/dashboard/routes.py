@@ -117,10 +117,11 @@ def _store_page(link: StoreLink, console: ConsoleForm, result: dict | None = Non
     ).all()
     label = label or LabelForm(formdata=None, data={"label": link.label or ""})
     from ..feeds.routes import feeds_of, lag
+    from ..probe import capabilities_of
 
     return render_template("dashboard/store.html", link=link, events=events, action=ActionForm(),
                            console=console, result=result, label=label, feeds=feeds_of(link),
-                           feed_lag=lag), status
+                           feed_lag=lag, capabilities=capabilities_of(link)), status
 
 
 @bp.post(STORE + "/test")
@@ -176,6 +177,17 @@ def console(link_id: int):
     form = ConsoleForm()
     if not form.validate_on_submit():
         return _store_page(link, form, status=400)
+    result = console_call(link, form)
+    if result["ok"]:
+        result["body"] = json.dumps(result.pop("payload"), indent=2, ensure_ascii=False)
+    else:
+        result["body"] = result.pop("message")
+    return _store_page(link, form, result)
+
+
+def console_call(link: StoreLink, form: ConsoleForm) -> dict:
+    """A validated console request (the console's form, or the API explorer's *Try it*), signed
+    and sent through ``stores.contact``: one audit entry per call, whoever asks."""
     method, path = form.method.data, form.path.data.strip()
     started = time.perf_counter()
     try:
@@ -183,12 +195,32 @@ def console(link_id: int):
                             remote_addr=request.remote_addr) as client:
             payload = client.request(method, path, params=form.pairs() or None, json=form.json_body(),
                                      store_code=form.store_code.data)
-        result = {"ok": True, "status": 200, "body": json.dumps(payload, indent=2, ensure_ascii=False)}
+        result = {"ok": True, "status": 200, "payload": payload}
     except (MagentoError, ValueError) as exc:
-        result = {"ok": False, "status": getattr(exc, "status", None), "body": str(exc),
+        result = {"ok": False, "status": getattr(exc, "status", None), "message": str(exc),
                   "hint": getattr(exc, "hint", "")}
     result["ms"] = (time.perf_counter() - started) * 1000
-    return _store_page(link, form, result)
+    return result
+
+
+@bp.post(STORE + "/probe")
+@login_required
+def probe_now(link_id: int):
+    from .. import probe
+
+    link = _visible(link_id)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        found = probe.probe(link, user=current_user, remote_addr=request.remote_addr)
+    except MagentoError as exc:
+        flash(f"Probe failed: {exc.message} {exc.hint}", "error")
+    else:
+        flash(f"Probed: {len(found.operations)} operations granted"
+              f"{', ' + str(len(found.missing())) + ' of our features lack a resource' if found.missing() else ''}.",
+              "success")
+    target = "explorer.page" if request.args.get("next") == "explorer" else "dashboard.store"
+    return redirect(url_for(target, link_id=link.id))
 
 
 @bp.route("/stores/new", methods=["GET", "POST"])

@@ -33,7 +33,7 @@ from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .. import events, stores
+from .. import events, probe, stores
 from ..extensions import db
 from ..magento import errors
 from ..magento.client import StoreClient, segment
@@ -64,6 +64,11 @@ DEFAULTS = {
 
 def setting(name: str):
     return current_app.config.get(name, DEFAULTS[name])
+
+
+def _page_size(feed: FeedState) -> int:
+    """SYNC_PAGE_SIZE, within Magento's usual maximum and the store's own (input limits)."""
+    return probe.page_size_for(feed.store_link, max(1, min(int(setting("SYNC_PAGE_SIZE")), MAX_PAGE_SIZE)))
 
 
 @dataclass(frozen=True)
@@ -244,7 +249,7 @@ def sync(link_id: int, entity: str, *, full: bool = False, job: Job | None = Non
         release(feed.id, owner)
 
 
-def _run(feed: FeedState, job: Job, owner: str, full: bool) -> Job:
+def _run(feed: FeedState, job: Job, owner: str, full: bool, *, limit_learnt: bool = False) -> Job:
     link = db.session.get(StoreLink, feed.store_link_id)
     if link is None or link.status != StoreLink.LINKED or not link.has_token:
         return _end(job, Job.CANCELLED, "the store is not linked (revoked or unlinked): its feeds are stopped")
@@ -262,6 +267,13 @@ def _run(feed: FeedState, job: Job, owner: str, full: bool) -> Job:
                     seconds=setting("SYNC_RECONCILE_INTERVAL"))
                 if spec.deletions and (full or due):
                     _reconcile(client, feed, job, owner, counts)
+    except errors.PageSizeTooLarge as exc:
+        # Input limits switched on since the probe: keep the maximum the store stated and pass again.
+        probe.note_page_size_limit(link.id, exc.limit)
+        if limit_learnt:
+            _failed(feed, exc)
+            return _end(job, Job.FAILED, exc.message)
+        return _run(feed, job, owner, full, limit_learnt=True)
     except errors.MagentoError as exc:
         if not isinstance(exc, errors.TokenRevoked):
             _failed(feed, exc)
@@ -383,7 +395,7 @@ def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool
     since = None
     if feed.cursor is not None and not full:
         since = (feed.cursor - dt.timedelta(seconds=setting("SYNC_OVERLAP"))).strftime(MAGENTO_TIME)
-    page_size = max(1, min(int(setting("SYNC_PAGE_SIZE")), MAX_PAGE_SIZE))
+    page_size = _page_size(feed)
 
     def total(count: int) -> None:
         job.total = count
@@ -479,7 +491,7 @@ def remote_ids(client: StoreClient, spec: FeedEntity, page_size: int = MAX_PAGE_
 def _reconcile(client: StoreClient, feed: FeedState, job: Job, owner: str, counts: Counts) -> None:
     spec = ENTITIES[feed.entity]
     present: set[str] = set()
-    for ids in remote_ids(client, spec):
+    for ids in remote_ids(client, spec, probe.page_size_for(feed.store_link, MAX_PAGE_SIZE)):
         _check_cancel(job)
         present.update(ids)
     renew(feed.id, owner)
@@ -509,7 +521,7 @@ def _stock_pass(client: StoreClient, feed: FeedState, job: Job, owner: str, coun
     404: the feed notes it and does nothing."""
     try:
         pages = client.iter_search(STOCK_PATH, SearchCriteria().order_by("source_item_id"),
-                                   page_size=max(1, min(int(setting("SYNC_PAGE_SIZE")), MAX_PAGE_SIZE)))
+                                   page_size=_page_size(feed))
         first = True
         batch: list[dict] = []
         for item in pages:

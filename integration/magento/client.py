@@ -37,6 +37,8 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 MAX_RETRY_AFTER = 60.0
 # Store codes ("default", "all", a view's code) are letters, digits and underscores.
 _STORE_CODE = re.compile(r"[A-Za-z0-9_]+")
+#: A store's whole schema (every service the integration may call) is a few megabytes.
+SCHEMA_MAX_BYTES = 16 * 1024 * 1024
 #: Another attempt is only worth waiting for if at least this much of the deadline is left after the wait.
 MIN_ATTEMPT = 1.0
 
@@ -130,6 +132,8 @@ class StoreClient:
         self.backoff = backoff
         self.on_profile = on_profile
         self.sleep = sleep
+        #: The maximum page size a store with input limits on stated when it refused a larger one.
+        self.page_size_limit: int | None = None
 
     @property
     def profile_known(self) -> bool:
@@ -205,7 +209,14 @@ class StoreClient:
             c.page_size, c.current_page = page_size, n
             return self.search(path, c, store_code=store_code)
 
-        first = page(1)
+        try:
+            first = page(1)
+        except errors.PageSizeTooLarge as exc:
+            if not 0 < exc.limit < page_size:
+                raise
+            # Input limits on: ask again with the maximum the store stated, once.
+            page_size = self.page_size_limit = exc.limit
+            first = page(1)
         total = int(first.get("total_count") or 0)
         if on_total:
             on_total(total)
@@ -225,6 +236,23 @@ class StoreClient:
                     pending.append(pool.submit(page, next_page))
                     next_page += 1
                 yield from pending.popleft().result().get("items") or []
+
+    def schema(self, *, store_code: str | None = None, async_api: bool = False,
+               max_bytes: int = SCHEMA_MAX_BYTES) -> dict:
+        """The store's Swagger 2.0 schema, ``GET {base}rest/{store}/schema?services=all`` (or
+        ``…/async/schema`` from Magento_WebapiAsync), signed: Magento lists only the operations
+        this integration's ACL allows (``Webapi\\Model\\AbstractSchemaGenerator::
+        getAllowedServicesMetadata``). A full schema runs to megabytes, hence its own cap."""
+        store_code = store_code or self.store_code
+        if not _STORE_CODE.fullmatch(store_code):
+            raise errors.UnsafePath(f"{store_code[:100]!r} is not a store code (letters, digits, _)")
+        url = f"{self.base_url}rest/{store_code}/{'async/' if async_api else ''}schema?services=all"
+        response = self._send_signed("GET", url, {"Accept": "application/json"}, None, self._deadline(),
+                                     max_bytes=max_bytes)
+        document = self._decode(response, "GET", url)
+        if not isinstance(document, dict) or not isinstance(document.get("paths"), dict):
+            raise errors.BadStoreResponse("the schema endpoint did not answer with a Swagger document")
+        return document
 
     def magento_version(self) -> str:
         """``{base}magento_version``: unsigned, e.g. ``Magento/2.4 (Community)``."""
@@ -246,7 +274,7 @@ class StoreClient:
         return self.deadline or Deadline(self.call_deadline)
 
     def _send_signed(self, method: str, url: str, headers: dict, body: str | None,
-                     deadline: Deadline) -> requests.Response:
+                     deadline: Deadline, *, max_bytes: int | None = None) -> requests.Response:
         content_type, sent = headers.get("Content-Type"), signed_url(url)
 
         @functools.cache
@@ -263,7 +291,7 @@ class StoreClient:
             signed_as = base(profile)
             if signed_as is None or signed_as in refused:
                 continue  # this generation cannot verify it, or the store just refused this very signature
-            response = self._send_with_retries(method, url, headers, body, profile, deadline)
+            response = self._send_with_retries(method, url, headers, body, profile, deadline, max_bytes)
             # Only "signature invalid" proves the store did not act on the request: anything
             # else is final, a POST that may have been accepted is never sent again.
             if not (response.status_code == 401 and _signature_rejected(response)):
@@ -283,13 +311,14 @@ class StoreClient:
         if self.profile_known and not (was_known and was == profile) and self.on_profile:
             self.on_profile(profile)
 
-    def _send_with_retries(self, method, url, headers, body, profile, deadline: Deadline) -> requests.Response:
+    def _send_with_retries(self, method, url, headers, body, profile, deadline: Deadline,
+                           max_bytes: int | None = None) -> requests.Response:
         attempt = 0
         while True:
             try:
                 # A new auth per attempt: a fresh nonce, since Magento burns one even on failure.
                 response = send(self.session, method, url, timeout=self.timeout, deadline=deadline,
-                                max_bytes=self.max_answer_bytes, headers=headers,
+                                max_bytes=max_bytes or self.max_answer_bytes, headers=headers,
                                 data=body.encode("utf-8") if body is not None else None, auth=self._auth(profile))
             except errors.StoreUnreachable:
                 if method not in IDEMPOTENT or attempt >= self.retries or not self._wait(
@@ -375,6 +404,10 @@ def api_error(status: int, payload, method: str, url: str) -> errors.ApiError:
     else:
         message, details, parameters = f"{where} answered HTTP {status}", [], None
     lowered = message.lower()
+    limit = errors.PAGE_SIZE_REFUSAL.match(message) if status == 400 else None
+    if limit and int(limit.group(1)) > 0:
+        return errors.PageSizeTooLarge(message, limit=int(limit.group(1)), status=status, parameters=parameters,
+                                       errors=details)
     if status == 400:
         cls = errors.BadRequest
     elif status == 401:

@@ -131,6 +131,21 @@ class BadRequest(ApiError):
     hint = "Magento rejected the request's content; see its message."
 
 
+class PageSizeTooLarge(BadRequest):
+    """Input limits are on and a search asked for more than the store's maximum page size:
+    ``Framework\\Webapi\\Validator\\SearchCriteriaValidator`` throws "Maximum SearchCriteria
+    pageSize is %max" (a LocalizedException, so HTTP 400). ``limit`` is the %max it stated."""
+
+    hint = "The store has input limits on (Stores › Configuration › Services › Web API › Input Limits); ask for at most that many records per page."
+
+    def __init__(self, message: str, *, limit: int, **kwargs):
+        super().__init__(message, **kwargs)
+        self.limit = limit
+
+
+PAGE_SIZE_REFUSAL = re.compile(r"^Maximum SearchCriteria pageSize is (\d{1,6})\b")
+
+
 class Unauthorized(ApiError):
     hint = "Reauthorize the integration in Magento's admin, or check its API resource access."
 

@@ -25,11 +25,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", default="2.4.8+", choices=["2.4.8+", "2.4.4-2.4.7", "patch-37278"])
     parser.add_argument("--bearer", action="store_true", help="accept access tokens as bearer tokens")
     parser.add_argument("--seed-credentials", action="store_true")
+    parser.add_argument("--input-limit", type=int, metavar="MAX", nargs="?", const=300,
+                        help="input limits on: searches refuse a pageSize above MAX (default 300)")
+    parser.add_argument("--grant", metavar="RESOURCES",
+                        help="the seeded integration's ACL, comma-separated (default: all resources)")
+    parser.add_argument("--async-events", action="store_true", help="serve aligent's /V1/async_event routes")
+    parser.add_argument("--no-async", action="store_true", help="no Magento_WebapiAsync (async/schema is a 404)")
     args = parser.parse_args(argv)
     state = SandboxState(profile=args.profile, products=args.products, latency=args.latency, bearer=args.bearer)
+    state.input_limit = args.input_limit
+    state.async_events, state.async_api = args.async_events, not args.no_async
     server = make_server(args.host, args.port, create_sandbox(state), threaded=True)
     if args.seed_credentials:
-        integration = state.add_integration("Seeded", "", "")
+        grant = tuple(r.strip() for r in args.grant.split(",") if r.strip()) if args.grant else None
+        integration = state.add_integration("Seeded", "", "", resources=grant)
         integration.token = Token("access", random_string(), random_string(), "")
         integration.status = "Active"
         print(json.dumps({"base_url": f"http://{args.host}:{server.server_port}/",

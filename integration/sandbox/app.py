@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 import requests
 from flask import Flask, Response, abort, jsonify, redirect, render_template_string, request, url_for
 
-from . import changes, oauth_provider, search
+from . import changes, oauth_provider, schema, search
 from .catalogue import product as make_product
 from .state import SandboxLimit, SandboxState
 
@@ -41,14 +41,19 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
     @app.get("/admin/integrations")
     def integrations():
         return render_template_string(ADMIN_PAGE, integrations=list(state.integrations.values()),
-                                      profile=state.profile)
+                                      profile=state.profile, resources=schema.RESOURCES,
+                                      input_limit=state.input_limit)
 
     @app.post("/admin/integrations")
     def create_integration():
         name = request.form.get("name", "").strip() or "Integration"
+        # Magento's *API* tab: Resource Access "All", or "Custom" with the ticked resources.
+        resources = None
+        if request.form.get("resource_access") == "custom":
+            resources = tuple(r for r in request.form.getlist("resources") if r in schema.RESOURCES)
         try:
             state.add_integration(name, request.form.get("callback_url", "").strip(),
-                                  request.form.get("identity_url", "").strip())
+                                  request.form.get("identity_url", "").strip(), resources=resources)
         except SandboxLimit as exc:
             return Response(f"Not saved: {exc}.", 400, content_type="text/plain; charset=utf-8")
         return redirect(url_for("integrations"))
@@ -126,6 +131,14 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
         store_code = "default"
         if segments and segments[0] != "V1":
             store_code = segments.pop(0)
+        if segments in (["schema"], ["async", "schema"], ["async", "bulk", "schema"]):
+            return _schema(state, segments, request.environ)
+        mode = None
+        if state.async_api and request.method != "GET":  # async routes exist for writes only
+            if segments[:2] == ["async", "V1"]:
+                mode, segments = "async", segments[1:]
+            elif segments[:3] == ["async", "bulk", "V1"]:
+                mode, segments = "bulk", segments[2:]
         if not segments or segments[0] != "V1":
             return error('Request does not match any route.', 404)
         # Magento's REST router matches on the trimmed path: /V1/products/ is /V1/products.
@@ -147,6 +160,8 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
         if integration is None or not _allowed(integration, resource):
             return error("The consumer isn't authorized to access %resources.", 401, {"resources": resource})
         state.counters.rest_calls += 1
+        if mode is not None:
+            return _accepted(state, mode, route, store_code, body)
         response = _dispatch(state, request.method, route, store_code, request.args, body)
         if request.args.get("fields") and response.status_code == 200:
             response.set_data(json.dumps(changes.select_fields(json.loads(response.get_data()),
@@ -166,6 +181,37 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
     def body_fields() -> dict:
         payload = request.get_json(force=True, silent=True)  # reads the body: over the limit is a 413
         return payload if isinstance(payload, dict) else {}
+
+    @app.put("/sandbox/integrations/<int:integration_id>/resources")
+    def control_resources(integration_id: int):
+        """Grant an integration these resources (a JSON list; ``["Magento_Backend::all"]`` is
+        *Resource Access: All*), as editing its API tab in Magento does."""
+        integration = state.integrations.get(integration_id) or abort(404)
+        granted = request.get_json(force=True, silent=True)
+        if not isinstance(granted, list) or not all(isinstance(r, str) and len(r) <= 100 for r in granted[:50]):
+            return error("send a JSON list of ACL resource names", 400)
+        with state.lock:
+            integration.resources = tuple(granted[:50])
+            state.save()
+        return ok({"id": integration.id, "resources": list(integration.resources)})
+
+    @app.put("/sandbox/config")
+    def control_config():
+        """Store switches: ``input_limit`` (the maximum pageSize, null for input limits off),
+        ``async_api`` (Magento_WebapiAsync) and ``async_events`` (aligent's module)."""
+        fields = body_fields()
+        if "input_limit" in fields:
+            limit = fields["input_limit"]
+            if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10000):
+                return error("input_limit must be null or a number from 1 to 10000", 400)
+            state.input_limit = limit
+        for switch in ("async_api", "async_events"):
+            if switch in fields:
+                if not isinstance(fields[switch], bool):
+                    return error(f"{switch} must be true or false", 400)
+                setattr(state, switch, fields[switch])
+        return ok({"input_limit": state.input_limit, "async_api": state.async_api,
+                   "async_events": state.async_events})
 
     @app.post("/sandbox/products")
     def control_create_product():
@@ -212,7 +258,58 @@ def ok(payload) -> Response:
     return Response(json.dumps(payload), 200, content_type="application/json; charset=utf-8")
 
 
+def _schema(state: SandboxState, segments: list[str], environ) -> Response:
+    """Magento's schema routes (``Webapi\\Controller\\Rest::processSchemaRequest``, and
+    ``WebapiAsync\\Controller\\Rest\\AsynchronousSchemaRequestProcessor`` for ``async/schema``):
+    no ACL check of their own, but the document lists only what the caller may call. No OAuth
+    header is an anonymous caller; a bad one is refused as any REST call is."""
+    if segments[0] == "async" and not state.async_api:
+        return error("Specified request does not match any route.", 404)
+    try:
+        integration = oauth_provider.rest_user(state, environ, "")
+    except oauth_provider.OAuthFailure as exc:
+        return error(exc.message, 401 if exc.status == 401 else 400)
+    state.counters.schema_calls += 1
+    base_path = request.path[: request.path.rindex("/schema")]
+    document = schema.document(integration.resources if integration else (), host=request.host,
+                               base_path=base_path, scheme=request.scheme, msi=state.msi,
+                               async_events=state.async_events, version=state.version)
+    return ok(document)
+
+
+def _accepted(state: SandboxState, mode: str, route: str, store_code: str, body: str) -> Response:
+    """``/rest/{store}/async/V1/…`` (one entity) and ``/rest/{store}/async/bulk/V1/…`` (a list):
+    Magento_WebapiAsync publishes the operations to a queue and answers 202 with an
+    ``AsyncResponseInterface`` (``WebapiAsync\\Controller\\Rest\\AsynchronousRequestProcessor``). The
+    sandbox has no queue: it applies them at once, and lists any it could not as rejected."""
+    import hashlib
+    import uuid
+
+    try:
+        payload = json.loads(body or "null")
+    except json.JSONDecodeError:
+        return error("Decoding error: \nSyntax error", 400)
+    entities = payload if mode == "bulk" else [payload]
+    if not isinstance(entities, list):
+        return error("The bulk request must be a list of entities.", 400)
+    items = []
+    for i, entity in enumerate(entities[:1000]):
+        text = json.dumps(entity)
+        answer = _dispatch(state, request.method, route, store_code, request.args, text)
+        item = {"id": i, "data_hash": hashlib.sha256(text.encode()).hexdigest(),
+                "status": "accepted" if answer.status_code < 400 else "rejected"}
+        if answer.status_code >= 400:
+            item["error_message"] = json.loads(answer.get_data()).get("message", "")
+        items.append(item)
+    return Response(json.dumps({"bulk_uuid": str(uuid.uuid4()), "request_items": items,
+                                "errors": any(i["status"] == "rejected" for i in items)}),
+                    202, content_type="application/json; charset=utf-8")
+
+
 def _resource_for(route: str) -> str:
+    if route.startswith("/async_event"):
+        return ("Aligent_AsyncEvents::async_events_save" if request.method != "GET"
+                else "Aligent_AsyncEvents::async_events_get")
     if route.startswith("/products"):
         return "Magento_Catalog::products"
     if route.startswith("/orders"):
@@ -223,12 +320,43 @@ def _resource_for(route: str) -> str:
 
 
 def _allowed(integration, resource: str) -> bool:
-    return "Magento_Backend::all" in integration.resources or resource in integration.resources
+    return schema.allowed(integration.resources, resource)
+
+
+def _page_size_refused(state: SandboxState, criteria: dict) -> Response | None:
+    """Input limits (``webapi/validation/input_limit_enabled``):
+    ``Framework\\Webapi\\Validator\\SearchCriteriaValidator`` throws a LocalizedException
+    "Maximum SearchCriteria pageSize is %max", which the REST error processor answers with 400;
+    a search without a pageSize gets ``webapi/validation/default_page_size`` (20)."""
+    if state.input_limit is None:
+        return None
+    try:
+        size = int(criteria.get("pageSize") or 0)
+    except ValueError:
+        return None  # search.apply says what is wrong
+    if size > state.input_limit:
+        state.counters.page_size_refusals += 1
+        return error("Maximum SearchCriteria pageSize is %max", 400, {"max": state.input_limit})
+    if not size:
+        criteria["pageSize"] = "20"
+    state.counters.largest_page_served = max(state.counters.largest_page_served, size or 20)
+    return None
 
 
 def _dispatch(state: SandboxState, method: str, route: str, store_code: str, args, body: str) -> Response:
     criteria = search.parse(list(parse_qsl(request.query_string.decode(), keep_blank_values=True)))
+    if method == "GET" and route in SEARCHES:
+        refused = _page_size_refused(state, criteria)
+        if refused is not None:
+            return refused
     try:
+        if route == "/store/storeViews" and method == "GET":
+            return ok([{"id": 0, "code": "admin", "name": "Admin", "website_id": 0, "store_group_id": 0,
+                        "is_active": 1},
+                       {"id": 1, "code": "default", "name": "Default Store View", "website_id": 1,
+                        "store_group_id": 1, "is_active": 1}])
+        if route == "/async_events" and method == "GET" and state.async_events:
+            return ok(search.apply([], criteria))
         if route == "/store/storeConfigs" and method == "GET":
             return ok([{"id": 1, "code": store_code, "website_id": 1, "locale": "en_US", "base_currency_code": "EUR",
                         "default_display_currency_code": "EUR", "timezone": "Europe/Berlin", "weight_unit": "kgs",
@@ -258,6 +386,9 @@ def _dispatch(state: SandboxState, method: str, route: str, store_code: str, arg
     except ValueError as exc:
         return error(str(exc), 400)
     return error("Request does not match any route.", 404)
+
+
+SEARCHES = frozenset({"/products", "/orders", "/customers/search", "/inventory/source-items", "/async_events"})
 
 
 def _no_product() -> Response:
@@ -296,14 +427,17 @@ ADMIN_PAGE = """<!doctype html>
  #notice.info{display:block;background:#e5f7fe}
  form.create{background:#fff;padding:16px;margin-top:24px} label{display:block;margin-top:8px}
  input[type=text],input[type=url]{width:100%;padding:6px;box-sizing:border-box}
+ fieldset{margin-top:12px;border:1px solid #ddd} label.resource{margin-left:24px} .resources{color:#8a2d00}
 </style></head><body>
-<header><strong>Sandbox store</strong> · System › Extensions › Integrations · signature profile {{ profile }}</header>
+<header><strong>Sandbox store</strong> · System › Extensions › Integrations · signature profile {{ profile }}
+{% if input_limit %} · input limits on (max page size {{ input_limit }}){% endif %}</header>
 <main>
 <div id="notice" role="status"></div>
 <table><thead><tr><th>Name</th><th>Status</th><th>Callback URL</th><th>Identity link URL</th><th>Activate</th><th></th></tr></thead>
 <tbody>
 {% for i in integrations %}
-<tr data-integration="{{ i.id }}"><td>{{ i.name }}</td><td class="status status-{{ i.status }}">{{ i.status }}</td>
+<tr data-integration="{{ i.id }}"><td>{{ i.name }}{% if 'Magento_Backend::all' not in i.resources %}
+<br><small class="resources">Custom: {{ i.resources|join(', ') or 'nothing' }}</small>{% endif %}</td><td class="status status-{{ i.status }}">{{ i.status }}</td>
 <td>{{ i.callback_url }}</td><td>{{ i.identity_url }}</td>
 <td><button type="button" class="activate" data-id="{{ i.id }}" data-reauthorize="{{ 1 if i.status != 'Inactive' else 0 }}">
 {{ 'Reauthorize' if i.status != 'Inactive' else 'Activate' }}</button></td>
@@ -316,6 +450,12 @@ ADMIN_PAGE = """<!doctype html>
 <label>Name <input type="text" name="name" required></label>
 <label>Callback URL <input type="url" name="callback_url" placeholder="http://127.0.0.1:5000/magento/callback"></label>
 <label>Identity link URL <input type="url" name="identity_url" placeholder="http://127.0.0.1:5000/magento/identity"></label>
+<fieldset><legend>API · Resource Access</legend>
+<label><input type="radio" name="resource_access" value="all" checked> All</label>
+<label><input type="radio" name="resource_access" value="custom"> Custom:</label>
+{% for name, title in resources.items() %}
+<label class="resource"><input type="checkbox" name="resources" value="{{ name }}"> {{ title }} <code>{{ name }}</code></label>
+{% endfor %}</fieldset>
 <p><button type="submit">Save</button></p>
 </form>
 </main>

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from fnmatch import fnmatchcase
 
+CAMEL = {"filterGroups": "filter_groups", "conditionType": "condition_type"}
 _KEY = re.compile(r"^searchCriteria((?:\[[^\]]*\])+)$")
 
 
@@ -15,7 +16,8 @@ def parse(args: list[tuple[str, str]]) -> dict:
         m = _KEY.match(name)
         if not m:
             continue
-        keys = re.findall(r"\[([^\]]*)\]", m.group(1))
+        # Magento maps the getters' camelCase names (its schema's) to the same setters as snake_case.
+        keys = [CAMEL.get(k, k) for k in re.findall(r"\[([^\]]*)\]", m.group(1))]
         node = tree
         for key in keys[:-1]:
             node = node.setdefault(key, {})

@@ -71,6 +71,10 @@ class Counters:
     request_token_calls: int = 0
     access_token_calls: int = 0
     rest_calls: int = 0
+    schema_calls: int = 0
+    #: Searches refused for a pageSize above the input limit; the largest pageSize answered.
+    page_size_refusals: int = 0
+    largest_page_served: int = 0
 
 
 class SandboxState:
@@ -93,19 +97,29 @@ class SandboxState:
         self.customers: list[dict] = []
         #: Whether the store has MSI (``inventory/source-items``); stock lives on the products either way.
         self.msi = False
+        #: Input limits on: the largest pageSize a search accepts (Magento's default is 300); None: off.
+        self.input_limit: int | None = None
+        #: Magento_WebapiAsync installed: ``/rest/{store}/async/schema`` answers.
+        self.async_api = True
+        #: aligent/magento-async-events installed: its ``/V1/async_event`` routes exist.
+        self.async_events = False
         from .catalogue import generate
 
         generate(self, products)
         if path is not None:
             self._load()
 
-    def add_integration(self, name: str, callback_url: str = "", identity_url: str = "") -> Integration:
+    def add_integration(self, name: str, callback_url: str = "", identity_url: str = "", *,
+                        resources: tuple[str, ...] | None = None) -> Integration:
+        """A new integration, granted ``resources`` (default: *Resource Access: All*)."""
         if len(name) > MAX_NAME_LENGTH or max(len(callback_url), len(identity_url)) > MAX_URL_LENGTH:
             raise SandboxLimit(f"names are at most {MAX_NAME_LENGTH} characters, URLs at most {MAX_URL_LENGTH}")
         with self.lock:
             if len(self.integrations) >= MAX_INTEGRATIONS:
                 raise SandboxLimit(f"this sandbox keeps at most {MAX_INTEGRATIONS} integrations")
             integration = Integration(max(self.integrations, default=0) + 1, name, callback_url, identity_url)
+            if resources is not None:
+                integration.resources = tuple(resources)
             self.integrations[integration.id] = integration
             self.save()
             return integration

@@ -53,7 +53,7 @@ class Gunicorn:
             [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", str(threads),
              "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "5", "--access-logfile", os.environ.get("GUNICORN_ACCESS_LOG", "/dev/null"), "--access-logformat", "%(r)s %(s)s %(D)s", "app:app"],
             cwd=ROOT, env={**os.environ, **env}, stdout=self.output, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # workers import the whole app: slow on a busy machine
         while time.monotonic() < deadline:
             try:
                 if requests.get(self.url + "/magento/callback", timeout=3).status_code == 200:

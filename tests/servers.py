@@ -106,7 +106,10 @@ def activate(sandbox_url: str, integration_id: int, email: str, password: str, *
     for _ in range(2 if double_submit else 1):
         s = requests.Session()
         t0 = time.perf_counter()
-        page = s.get(reply["identity_link_url"], params=params, timeout=30)
+        # Connection: close: the submit waits for the other pop-up's page, often longer than
+        # gunicorn keeps an idle connection (2 s), and a POST on a connection the server has just
+        # closed fails where a browser would retry it on a new one.
+        page = s.get(reply["identity_link_url"], params=params, timeout=30, headers={"Connection": "close"})
         if timings is not None:
             timings.setdefault("identity page", []).append(time.perf_counter() - t0)
         statuses.append(page.status_code)

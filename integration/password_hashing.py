@@ -23,6 +23,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -41,8 +42,17 @@ def _setting(name: str, default: int) -> int:
         raise ValueError(f"INTEGRATION_{name} must be an integer, not {value!r}") from None
 
 
-def _lower_priority(nice: int) -> None:  # runs in each child as it starts
+def _start_child(nice: int, parent: int) -> None:
+    """Runs in each child as it starts: lower its priority, and end it with its parent (a
+    worker killed by gunicorn would otherwise leave its hashing processes behind)."""
     os.nice(nice)
+
+    def watch_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch_parent, name="watch-parent", daemon=True).start()
 
 
 def _pool_for_this_process() -> ProcessPoolExecutor | None:
@@ -59,7 +69,7 @@ def _pool_for_this_process() -> ProcessPoolExecutor | None:
         # inherit its locks in whatever state the other threads left them.
         _pool = ProcessPoolExecutor(max_workers=max(1, _setting("HASH_PROCESSES", 1)),
                                     mp_context=multiprocessing.get_context("spawn"),
-                                    initializer=_lower_priority, initargs=(nice,))
+                                    initializer=_start_child, initargs=(nice, os.getpid()))
         _pool_pid = os.getpid()
         return _pool
 

@@ -42,7 +42,8 @@ def test_callbacks_are_stored_without_waiting_behind_a_burst_of_logins(app, app_
         forms = []
         for _ in range(LOGINS):  # the login pages first: the burst is the password checks alone
             session = requests.Session()
-            page = session.get(server.url + "/auth/login", timeout=30)
+            # Connection: close, so that each login is a new connection when the burst starts.
+            page = session.get(server.url + "/auth/login", timeout=30, headers={"Connection": "close"})
             forms.append((session, {"csrf_token": csrf_from(page.text), "email": "owner@example.com",
                                     "password": PASSWORD}))
         started = threading.Event()

@@ -12,7 +12,9 @@ from gunicorn.glogging import Logger
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", max(2, multiprocessing.cpu_count())))
-worker_class = "gthread"
+# gthread plus a lane of threads (GUNICORN_CALLBACK_THREADS, default 4) that only Magento's
+# callback uses, so that a burst of logins cannot make it queue (integration/serving.py).
+worker_class = "integration.serving.CallbackLaneWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = 60
 graceful_timeout = 20

@@ -22,6 +22,9 @@ PROXY_CALLS = Counter("companion_proxy_calls_total", "Calls through the signing 
                       "status class (2xx, 4xx, 5xx) or our error code.", ["outcome"])
 PROXY_SECONDS = Histogram("companion_proxy_call_seconds", "Time the store took to answer a proxied call "
                           "(retries included).", buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+DISPATCHED = Counter("companion_requests_dispatched_total", "Requests handed to a thread by the gunicorn worker, "
+                     "by kind (callback, other) and whether they had to wait for a free thread (yes, no).",
+                     ["kind", "waited"])
 WEBHOOK_DELIVERIES = Counter("companion_webhook_deliveries_total", "Webhook delivery attempts, by outcome.",
                              ["outcome"])
 

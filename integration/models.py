@@ -7,19 +7,10 @@ import datetime as dt
 from flask_login import UserMixin
 from sqlalchemy import ForeignKey, Index, String, Text, event, inspect, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
-from werkzeug.security import check_password_hash, generate_password_hash
-
-import threading
-
+from . import password_hashing
 from .crypto import EncryptedText
 from .extensions import db
 from .text import neutralised
-
-
-# Password hashing is deliberately expensive (scrypt, ~0.1 s of CPU). One hash at a time per
-# process keeps a burst of logins from starving the threads that answer Magento's callback,
-# which Magento abandons after 5 seconds.
-_HASHING = threading.BoundedSemaphore(1)
 
 
 def utcnow() -> dt.datetime:
@@ -50,13 +41,13 @@ class User(UserMixin, db.Model):
     def is_admin(self) -> bool:
         return self.role == "admin"
 
+    # Hashing is deliberately expensive (scrypt): it runs in lower-priority processes of its
+    # own, away from the CPU that answers Magento's callback (password_hashing).
     def set_password(self, password: str) -> None:
-        with _HASHING:
-            self.password_hash = generate_password_hash(password)
+        self.password_hash = password_hashing.hash_password(password)
 
     def check_password(self, password: str) -> bool:
-        with _HASHING:
-            return check_password_hash(self.password_hash, password)
+        return password_hashing.verify_password(self.password_hash, password)
 
     @classmethod
     def by_email(cls, email: str) -> User | None:

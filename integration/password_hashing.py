@@ -1,0 +1,96 @@
+"""Password hashes computed in a separate, lower-priority process, never on a web worker's CPU.
+
+A hash is scrypt (werkzeug's default, ~0.1 s of CPU and 32 MiB on an idle core). A burst of
+logins used to compute them inside the web workers: the CPU they took was the CPU Magento's
+callback needed, and Magento abandons the callback after 5 seconds. Here each process that
+hashes (a gunicorn worker, the CLI) hands the work to a small pool of its own child
+processes started at a higher ``nice`` value, so the kernel runs the web workers first and the
+hashes on what is left. The thread asking waits on the answer without holding the
+interpreter lock or the CPU.
+
+Nothing is shared between processes or hosts: each process has its own pool, started at its
+first hash (after gunicorn's fork). This module imports nothing of the app: the pool's
+children are started with ``spawn`` and import only this file (and werkzeug).
+
+Settings (environment, read when the pool starts):
+  INTEGRATION_HASH_PROCESSES  hashing processes per app process (default 1)
+  INTEGRATION_HASH_NICE       how much lower their priority is (default 3; 0 turns the pool
+                              off: hashes then run in the calling thread)
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from werkzeug.security import check_password_hash, generate_password_hash
+
+_lock = threading.Lock()
+_pool: ProcessPoolExecutor | None = None
+_pool_pid: int | None = None
+
+
+def _setting(name: str, default: int) -> int:
+    value = os.environ.get(f"INTEGRATION_{name}", "").strip()
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise ValueError(f"INTEGRATION_{name} must be an integer, not {value!r}") from None
+
+
+def _start_child(nice: int, parent: int) -> None:
+    """Runs in each child as it starts: lower its priority, and end it with its parent (a
+    worker killed by gunicorn would otherwise leave its hashing processes behind)."""
+    os.nice(nice)
+
+    def watch_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch_parent, name="watch-parent", daemon=True).start()
+
+
+def _pool_for_this_process() -> ProcessPoolExecutor | None:
+    global _pool, _pool_pid
+    if _pool is not None and _pool_pid == os.getpid():
+        return _pool
+    with _lock:
+        if _pool is not None and _pool_pid == os.getpid():
+            return _pool
+        nice = _setting("HASH_NICE", 3)
+        if nice <= 0:
+            return None
+        # spawn, not fork: the parent is a threaded web worker, and a forked child would
+        # inherit its locks in whatever state the other threads left them.
+        _pool = ProcessPoolExecutor(max_workers=max(1, _setting("HASH_PROCESSES", 1)),
+                                    mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=_start_child, initargs=(nice, os.getpid()))
+        _pool_pid = os.getpid()
+        return _pool
+
+
+def _run(func, *args):
+    pool = _pool_for_this_process()
+    if pool is None:
+        return func(*args)
+    try:
+        return pool.submit(func, *args).result()
+    except BrokenProcessPool:  # a child was killed (OOM, an operator): start a new pool, once
+        global _pool
+        with _lock:
+            if _pool is pool:
+                _pool = None
+        return _pool_for_this_process().submit(func, *args).result()
+
+
+def hash_password(password: str) -> str:
+    return _run(generate_password_hash, password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    return _run(check_password_hash, password_hash, password)

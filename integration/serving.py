@@ -1,0 +1,112 @@
+"""The gunicorn worker: gthread, plus a lane of threads that only Magento's callback may use.
+
+Why: a gthread worker hands every request to one pool of threads, first come first served.
+A login holds its thread while its password hash is computed (a tenth of a second of CPU on
+an idle machine, seconds in a burst), so a burst of logins fills the pool and Magento's
+callback, which needs a few milliseconds, waits in the queue behind them; Magento gives up
+after 5 seconds and the activation is lost. Here the main thread reads the first bytes of each
+request (without consuming them) and sends ``POST …/magento/callback`` to threads of its own,
+which nothing else can occupy. Every worker has the lane, so nothing needs routing in front
+and every host is alike.
+
+How many requests found no free thread is counted per kind
+(``companion_requests_dispatched_total{kind, waited}``), which is how a test shows that no
+callback waited behind a login.
+
+``GUNICORN_CALLBACK_THREADS`` (default 4) sizes the lane; 0 turns it off (plain gthread
+behaviour, callbacks queue with everything else).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+#: The first bytes of a callback request (any mount prefix before /magento/callback).
+_METHOD = b"POST "
+_PATH = b"/magento/callback"
+#: Enough for the request line of any path we serve; a longer one is simply not a callback.
+_PEEK = 512
+#: How long a new connection may take to send its first bytes (gthread waits as long in a thread).
+FIRST_BYTES_TIMEOUT = 5.0
+
+
+def is_callback(first_bytes: bytes) -> bool:
+    """Whether a request starting with these bytes is Magento's callback POST."""
+    line = first_bytes.split(b"\r\n", 1)[0]
+    if not line.startswith(_METHOD):
+        return False
+    target = line[len(_METHOD):].split(b" ", 1)[0].split(b"?", 1)[0]
+    return target.endswith(_PATH)
+
+
+class CallbackLaneWorker(ThreadWorker):
+    def init_process(self):
+        self.lane_threads = int(os.environ.get("GUNICORN_CALLBACK_THREADS", "4"))
+        self.callback_pool = (ThreadPoolExecutor(self.lane_threads, thread_name_prefix="callback")
+                              if self.lane_threads > 0 else None)
+        self._busy = {"callback": 0, "general": 0}
+        self._busy_lock = threading.Lock()
+        from .metrics import DISPATCHED  # here, in the worker: the metric files are per process
+
+        self._dispatched = DISPATCHED
+        super().init_process()
+
+    def accept(self, listener):
+        """As gthread's, except that a new connection waits in the poller (not in a thread) for
+        its first bytes, so that ``enqueue_req`` can see which request it is."""
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        conn = TConn(self.cfg, client_sock, client_addr, listener.getsockname())  # non-blocking
+        conn.timeout = time.monotonic() + FIRST_BYTES_TIMEOUT
+        self.pending_conns.append(conn)
+        self.poller.register(client_sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
+
+    def enqueue_req(self, conn):
+        kind = "callback" if is_callback(self._first_bytes(conn)) else "other"
+        lane = "callback" if kind == "callback" and self.callback_pool is not None else "general"
+        pool, size = (self.callback_pool, self.lane_threads) if lane == "callback" else (self.tpool, self.cfg.threads)
+        with self._busy_lock:
+            waited = self._busy[lane] >= size
+            self._busy[lane] += 1
+        self._dispatched.labels(kind, "yes" if waited else "no").inc()
+        fs = pool.submit(self.handle, conn)
+        fs.add_done_callback(partial(self._finished, lane, conn))
+
+    def _finished(self, lane, conn, fut):
+        with self._busy_lock:
+            self._busy[lane] -= 1
+        self.method_queue.defer(self.finish_request, conn, fut)
+
+    @staticmethod
+    def _first_bytes(conn) -> bytes:
+        if conn.parser is not None:  # a kept-alive connection may hold read-ahead bytes
+            buffered = conn.parser.unreader.buf.getvalue()
+            if buffered:
+                return buffered[:_PEEK]
+        if conn.cfg.is_ssl and not conn.initialized:
+            return b""  # TLS bytes: gunicorn terminating TLS itself, the general pool then
+        try:
+            return conn.sock.recv(_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (OSError, ValueError):  # nothing there yet, or a TLS socket (no flags allowed)
+            return b""
+
+    def run(self):
+        try:
+            super().run()
+        finally:
+            if self.callback_pool is not None:
+                self.callback_pool.shutdown(wait=False)

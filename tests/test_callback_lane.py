@@ -1,0 +1,77 @@
+"""Magento's callback is served while a burst of logins saturates every gunicorn worker.
+
+Counted, not timed: every callback is stored, none is refused or given up on, and the
+workers' own count of requests that had to wait for a free thread shows logins waiting (the
+workers were saturated) and no callback waiting (none queued behind a password hash).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+from sqlalchemy import func, select
+
+from integration.extensions import db
+from integration.models import Activation
+
+from .conftest import PASSWORD
+from .servers import Gunicorn, csrf_from
+from .test_workers import env_for
+
+WORKERS, THREADS = 2, 4
+LOGINS = 40  # five times the general threads: every worker has logins queued for its threads
+CALLBACKS = 10
+
+
+def dispatched(text: str, kind: str, waited: str) -> float:
+    match = re.search(rf'^companion_requests_dispatched_total\{{kind="{kind}",waited="{waited}"\}} (\S+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_callbacks_are_stored_without_waiting_behind_a_burst_of_logins(app, app_config, sandbox, user, tmp_path):
+    (tmp_path / "prom").mkdir()
+    server = Gunicorn(env_for(app_config, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prom"),
+                              INTEGRATION_DEVICE_RATE_LIMIT="10000 per minute"),
+                      workers=WORKERS, threads=THREADS)
+    try:
+        ids = [sandbox.state.add_integration(f"Store {i}", f"{server.url}/magento/callback",
+                                             f"{server.url}/magento/identity").id for i in range(CALLBACKS)]
+        forms = []
+        for _ in range(LOGINS):  # the login pages first: the burst is the password checks alone
+            session = requests.Session()
+            # Connection: close, so that each login is a new connection when the burst starts.
+            page = session.get(server.url + "/auth/login", timeout=30, headers={"Connection": "close"})
+            forms.append((session, {"csrf_token": csrf_from(page.text), "email": "owner@example.com",
+                                    "password": PASSWORD}))
+        started = threading.Event()
+        logins: list[int] = []
+
+        def log_in(item):
+            session, form = item
+            started.set()
+            logins.append(session.post(server.url + "/auth/login", data=form, allow_redirects=False,
+                                       timeout=300).status_code)
+
+        with ThreadPoolExecutor(LOGINS) as pool:
+            burst = pool.map(log_in, forms)
+            started.wait(10)
+            # Activate in Magento, one store after another, while the logins are being checked:
+            # the sandbox POSTs our callback and gives up on it as Magento does.
+            replies = [requests.get(f"{sandbox.url}/admin/integrations/{i}/tokens_exchange", timeout=30).json()
+                       for i in ids]
+            still_checking = LOGINS - len(logins)
+            list(burst)
+        metrics = requests.get(f"{server.url}/metrics", timeout=30).text
+    finally:
+        log = server.stop()
+    assert [r.get("error") for r in replies] == [None] * CALLBACKS, log[-3000:]
+    assert logins == [302] * LOGINS
+    assert still_checking > 0  # the last callback went in while logins were still being checked
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Activation)) == CALLBACKS
+    assert dispatched(metrics, "callback", "no") == CALLBACKS
+    assert dispatched(metrics, "callback", "yes") == 0  # no callback queued behind a login
+    assert dispatched(metrics, "other", "yes") > 0  # while logins did queue: the workers were saturated

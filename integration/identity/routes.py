@@ -12,6 +12,7 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from flask_login import current_user
 
 from .. import activation as activations
+from .. import doctor
 from ..accounts import logins, second_factor, service
 from ..auth.routes import login_limits
 from ..forms import IdentityConfirmForm, IdentityLoginForm, IdentityRegisterForm, IdentitySecondStepForm, \
@@ -27,11 +28,27 @@ bp = Blueprint("identity", __name__, url_prefix="/magento")
 def start():
     key = request.args.get("oauth_consumer_key", "")
     link, activation = _lookup(key)
+    if is_credential(key):
+        doctor.popup_opened(link, activation, key, request.remote_addr)
     if activation is None:
         return _no_callback(key)
     success_call_back = request.args.get("success_call_back", "")
+    left = _seconds_left(activation)
+    if left is not None and left <= 0:
+        # Say so before anything is tried: the store would only answer "Consumer key has expired".
+        return render_template("identity/expired.html", link=link, activation=activation,
+                               cause=doctor.CAUSES["expired"], checklist=doctor.checklist(),
+                               switch=_switch_form(key, success_call_back)), 410
     return render_template("identity/link.html", form=_form(key, success_call_back), link=link, activation=activation,
-                           register=_register_form(key, success_call_back), switch=_switch_form(key, success_call_back))
+                           register=_register_form(key, success_call_back), switch=_switch_form(key, success_call_back),
+                           seconds_left=left, window=doctor.window())
+
+
+def _seconds_left(activation: Activation) -> int | None:
+    """Our estimate of Magento's window left for an exchange still to run (None: nothing to run)."""
+    if activation.state in (Activation.RECEIVED, Activation.FAILED):
+        return doctor.seconds_left(activation)
+    return None
 
 
 @bp.post("/identity")
@@ -49,12 +66,19 @@ def submit():
             done = second_factor.log_in(form.email.data, form.password.data, resume={
                 "oauth_consumer_key": link.consumer_key, "success_call_back": form.success_call_back.data or ""})
         except logins.LoginRefused as refused:
+            doctor.login(link, activation, user=None, remote_addr=request.remote_addr, refused=str(refused))
             return render_template("identity/link.html", form=_form(link.consumer_key, form.success_call_back.data),
                                    link=link, activation=activation, error=str(refused),
-                                   register=_register_form(link.consumer_key, form.success_call_back.data)), \
+                                   register=_register_form(link.consumer_key, form.success_call_back.data),
+                                   seconds_left=_seconds_left(activation), window=doctor.window()), \
                 *logins.answer(refused)
         if not done:
+            doctor.login(link, activation, user=None, remote_addr=request.remote_addr,
+                         detail="password accepted; second factor next")
             return redirect(url_for("identity.second_step"))
+        doctor.login(link, activation, user=current_user, remote_addr=request.remote_addr)
+    else:
+        doctor.login(link, activation, user=current_user, remote_addr=request.remote_addr, detail="already signed in")
     return _link_store(link, activation, form.success_call_back.data or "")
 
 
@@ -73,9 +97,12 @@ def second_step():
         try:
             second_factor.finish(form.code.data, form.passkey.data)
         except logins.LoginRefused as refused:
+            doctor.login(link, activation, user=None, remote_addr=request.remote_addr,
+                         refused=f"second factor: {refused}")
             return render_template("identity/second_step.html", form=IdentitySecondStepForm(formdata=None),
                                    link=link, error=str(refused), offer_passkey=second_factor.pending_has_passkey()), \
                 *logins.answer(refused)
+        doctor.login(link, activation, user=current_user, remote_addr=request.remote_addr, detail="second factor")
         return _link_store(link, activation, resume.get("success_call_back", ""))
     return render_template("identity/second_step.html", form=form, link=link,
                            offer_passkey=second_factor.pending_has_passkey()), 400 if form.is_submitted() else 200

@@ -24,9 +24,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each REST call")
     parser.add_argument("--profile", default="2.4.8+", choices=["2.4.8+", "2.4.4-2.4.7", "patch-37278"])
     parser.add_argument("--bearer", action="store_true", help="accept access tokens as bearer tokens")
+    parser.add_argument("--consumer-expiry", type=int, default=300,
+                        help="Magento's oauth/consumer/expiration_period: seconds from the callback POST in "
+                             "which the request-token call is accepted (<= 0 means 300, as in Magento)")
     parser.add_argument("--seed-credentials", action="store_true")
     args = parser.parse_args(argv)
-    state = SandboxState(profile=args.profile, products=args.products, latency=args.latency, bearer=args.bearer)
+    state = SandboxState(profile=args.profile, products=args.products, latency=args.latency, bearer=args.bearer,
+                         consumer_expiry=args.consumer_expiry)
     server = make_server(args.host, args.port, create_sandbox(state), threaded=True)
     if args.seed_credentials:
         integration = state.add_integration("Seeded", "", "")

@@ -230,30 +230,36 @@ def answer_of(exc: errors.MagentoError) -> str:
 # --- what the pop-up and the exchange record ----------------------------------------------
 
 def popup_opened(link: StoreLink | None, activation: Activation | None, consumer_key: str,
-                 remote_addr: str | None) -> None:
-    """The pop-up was opened; commits. Once per activation (a reload adds nothing). Magento opens it
-    right after posting the callback, so a pop-up for an activation whose window has passed means
-    this click's callback did not reach us, unless it is that activation's pop-up reloaded."""
+                 remote_addr: str | None) -> str:
+    """The pop-up was opened; commits and returns what the admin must be told: ``OK`` (go on),
+    ``"expired"`` or ``"no_callback"``. Magento opens the pop-up right after posting the callback,
+    so a pop-up once the window has passed means this click's callback did not reach us, unless it
+    is the same pop-up reloaded (one we saw within the window, for an exchange still to run)."""
     if activation is None:
         _orphan_popup(consumer_key, remote_addr)
-        return
-    seen = db.session.scalar(select(func.count()).select_from(ActivationStep).where(
-        ActivationStep.activation_id == activation.id, ActivationStep.step == POPUP))
+        return "no_callback"
+    seen = _has(activation, POPUP, OK)
     left = seconds_left(activation)
+    finished = activation.state in (Activation.LINKED, Activation.SUPERSEDED)
     if left > 0:
+        verdict = OK
         if not seen:
             record_step(POPUP, OK, link=link, activation=activation, remote_addr=remote_addr,
                         detail=f"{left} s left of Magento's {window()} s window")
-    elif seen:
-        # The same pop-up again, late: the next request-token call would be refused.
+    elif seen and not finished:
+        verdict = "expired"
         if not _has(activation, POPUP, SKIPPED):
             record_step(POPUP, SKIPPED, link=link, activation=activation, remote_addr=remote_addr, cause="expired",
                         detail=f"reopened {-left} s after Magento's window closed")
-    elif not _has(activation, POPUP, FAILED):
-        record_step(POPUP, FAILED, link=link, activation=activation, remote_addr=remote_addr, cause="no_callback",
-                    detail=f"the last callback arrived {_ago(activation.received_at)}; Magento posts one right "
-                           "before it opens the pop-up, so this one did not reach us")
+    else:
+        verdict = "no_callback"
+        if not _has(activation, POPUP, FAILED):
+            record_step(POPUP, FAILED, link=link, activation=activation, remote_addr=remote_addr,
+                        cause="no_callback",
+                        detail=f"the last callback arrived {_ago(activation.received_at)}; Magento posts one right "
+                               "before it opens the pop-up, so this one did not reach us")
     db.session.commit()
+    return verdict
 
 
 def _has(activation: Activation, step: str, outcome: str) -> bool:
@@ -344,8 +350,8 @@ def diagnose(link: StoreLink) -> Diagnosis:
             groups.append((step.activation, [step]))
     evidence = None
     for step in reversed(steps):
-        if step.outcome == OK and step.step in (ACCESS_TOKEN, API_CALL):
-            break  # the link worked after anything older went wrong
+        if step.outcome == OK and step.step in (CALLBACK, ACCESS_TOKEN, API_CALL):
+            break  # a new callback, or the link working, after anything older went wrong
         if step.outcome != OK and step.cause:
             evidence = step
             break

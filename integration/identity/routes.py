@@ -28,17 +28,16 @@ bp = Blueprint("identity", __name__, url_prefix="/magento")
 def start():
     key = request.args.get("oauth_consumer_key", "")
     link, activation = _lookup(key)
-    if is_credential(key):
-        doctor.popup_opened(link, activation, key, request.remote_addr)
-    if activation is None:
-        return _no_callback(key)
+    verdict = doctor.popup_opened(link, activation, key, request.remote_addr) if is_credential(key) else None
+    if activation is None or verdict == "no_callback":
+        return _no_callback(key, activation)
     success_call_back = request.args.get("success_call_back", "")
-    left = _seconds_left(activation)
-    if left is not None and left <= 0:
+    if verdict == "expired":
         # Say so before anything is tried: the store would only answer "Consumer key has expired".
         return render_template("identity/expired.html", link=link, activation=activation,
                                cause=doctor.CAUSES["expired"], checklist=doctor.checklist(),
                                switch=_switch_form(key, success_call_back)), 410
+    left = _seconds_left(activation)
     return render_template("identity/link.html", form=_form(key, success_call_back), link=link, activation=activation,
                            register=_register_form(key, success_call_back), switch=_switch_form(key, success_call_back),
                            seconds_left=left, window=doctor.window())
@@ -167,8 +166,9 @@ def _link_store(link: StoreLink, activation: Activation, success_call_back: str)
     return _back_to_magento(link, success_call_back)
 
 
-def _no_callback(key: str):
-    return render_template("identity/no_callback.html", consumer_key=key[:64]), 404
+def _no_callback(key: str, last: Activation | None = None):
+    """The callback of this click never reached us (``last``: the latest one that did, long ago)."""
+    return render_template("identity/no_callback.html", consumer_key=key[:64], last=last), 404
 
 
 def _lookup(key: str) -> tuple[StoreLink | None, Activation | None]:

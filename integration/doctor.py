@@ -22,7 +22,8 @@ What Magento does, from its source (``magento/magento2``):
   never refused for time.
 * ``Integration/Controller/Adminhtml/Integration/TokensExchange.php``: Reauthorize deletes the
   integration's token, sets it Inactive and calls ``postToConsumer`` again: same consumer key
-  and secret, a new verifier, a new window. Nothing else restarts the window.
+  and secret, a new verifier, a new window. Activate (on an Inactive integration) calls it too,
+  reusing the verifier: also a new window. The consumer is never regenerated.
 * ``Webapi/Controller/Rest/RequestValidator.php`` ``checkPermissions``: a REST call the
   integration has no ACL resource for is refused with "The consumer isn't authorized to
   access %resources." and ``parameters.resources`` naming them.
@@ -166,12 +167,19 @@ CHECKLIST = (
     "The integration's Identity link URL is set; without it Magento sends no callback at all.",
 )
 
+#: Magento's grid reads "Activate" for an Inactive integration and "Reauthorize" otherwise
+#: (``Block/Adminhtml/Widget/Grid/Column/Renderer/Link/Activate.php``), and a Reauthorize sets the
+#: integration Inactive until an exchange succeeds: after a failed one the button reads Activate.
+#: Either posts the callback again and restarts the window.
+RESTART = ("click Activate on this integration (Reauthorize, if its row shows that instead): either starts a new "
+           "window")
+
 CAUSES = {c.code: c for c in (
     Cause("expired", "Magento's activation window had passed",
           "Magento lets us finish linking only within a few minutes of clicking Activate or Reauthorize, and "
           "that time has passed.",
-          "In Magento's admin, open System › Extensions › Integrations and click Reauthorize on this integration: "
-          "that starts a new window. Then log in here straight away."),
+          f"In Magento's admin, open System › Extensions › Integrations and {RESTART}. Then log in here straight "
+          "away."),
     Cause("no_callback", "Magento's callback never reached us",
           "Magento opened this window, but the store never sent us the integration's details.",
           "Work through the checklist below, then click Activate (or Reauthorize) on the integration again."),
@@ -179,7 +187,7 @@ CAUSES = {c.code: c for c in (
           "The store could not verify our request.",
           "If the store is behind a proxy, load balancer or CDN, it must pass the Host header through unchanged "
           "and send X-Forwarded-Proto: https for HTTPS, and the store's base URL must be the address we reach it "
-          "at. Then click Reauthorize on the integration in Magento."),
+          f"at. Then, in Magento's admin, {RESTART}."),
     Cause("acl", "The integration lacks an API permission",
           "The store refused a request because the integration was not given access to it.",
           "In Magento's admin, open System › Extensions › Integrations, edit this integration, and on its API tab "
@@ -188,24 +196,24 @@ CAUSES = {c.code: c for c in (
     Cause("unreachable", "We could not reach the store",
           "We could not connect to your store.",
           "Check that the store is online at its base URL, that its address resolves from our server, and that its "
-          "TLS certificate is valid for that name. Then click Reauthorize on the integration in Magento."),
+          f"TLS certificate is valid for that name. Then, in Magento's admin, {RESTART}."),
     Cause("deleted", "The integration no longer exists in Magento",
           "The store does not know this integration any more (it was deleted).",
           "Create the integration again in Magento with our Callback and Identity link URLs and click Activate."),
     Cause("used", "This activation was already used or replaced",
           "This activation was already used or replaced by a newer one.",
-          "Click Reauthorize on the integration in Magento's admin to start again."),
+          f"In Magento's admin, {RESTART}."),
     Cause("clock", "The clocks disagree",
           "Our clock and the store's disagree by more than 10 minutes.",
-          "Check NTP on both servers, then click Reauthorize on the integration in Magento."),
+          f"Check NTP on both servers; then, in Magento's admin, {RESTART}."),
     Cause("not_magento", "Something other than Magento answered",
           "Your store's address answered with something that is not Magento.",
           "Check that the store's base URL points at Magento 2, not at a maintenance page, proxy or redirect; "
-          "then click Reauthorize on the integration in Magento."),
+          f"then, in Magento's admin, {RESTART}."),
     Cause("refused", "The store refused the token exchange",
           "Your store refused to link.",
-          "Click Reauthorize on the integration in Magento's admin and log in again; if it fails the same way, "
-          "Magento's exception log has the details."),
+          f"In Magento's admin, {RESTART}, and log in again; if it fails the same way, Magento's exception log "
+          "has the details."),
 )}
 
 
@@ -263,9 +271,11 @@ def popup_opened(link: StoreLink | None, activation: Activation | None, consumer
 
 
 def _has(activation: Activation, step: str, outcome: str) -> bool:
+    """Whether this step was recorded since the activation's latest callback (Activate clicked
+    again reuses the verifier, so the same activation, and restarts the window)."""
     return db.session.scalar(select(ActivationStep.id).where(
         ActivationStep.activation_id == activation.id, ActivationStep.step == step,
-        ActivationStep.outcome == outcome).limit(1)) is not None
+        ActivationStep.outcome == outcome, ActivationStep.at >= activation.received_at).limit(1)) is not None
 
 
 def _orphan_popup(consumer_key: str, remote_addr: str | None) -> None:

@@ -283,8 +283,10 @@ def _orphan_popup(consumer_key: str, remote_addr: str | None) -> None:
     per window, at most ``MAX_ORPHANS`` a day, and older ones deleted as new ones come."""
     now = utcnow()
     orphan = ActivationStep.store_link_id.is_(None)
-    db.session.execute(delete(ActivationStep).where(orphan, ActivationStep.at < now - ORPHAN_KEEP)
-                       .execution_options(synchronize_session=False))
+    old = orphan & (ActivationStep.at < now - ORPHAN_KEEP)
+    # Look before deleting: on SQLite a DELETE takes the write lock even when it matches nothing.
+    if db.session.scalar(select(ActivationStep.id).where(old).limit(1)) is not None:
+        db.session.execute(delete(ActivationStep).where(old).execution_options(synchronize_session=False))
     recent = db.session.scalar(select(ActivationStep.id).where(
         orphan, ActivationStep.consumer_key == consumer_key,
         ActivationStep.at >= now - dt.timedelta(seconds=window())).limit(1))
@@ -296,14 +298,16 @@ def _orphan_popup(consumer_key: str, remote_addr: str | None) -> None:
 
 
 def login(link: StoreLink, activation: Activation, *, user: User | None, remote_addr: str | None,
-          refused: str | None = None, detail: str = "") -> None:
-    """The admin's login in the pop-up; commits. Only the account's own address, never what was typed."""
+          refused: str | None = None, detail: str = "", commit: bool = True) -> None:
+    """The admin's login in the pop-up. Only the account's own address, never what was typed.
+    ``commit=False`` when the exchange follows: its claim commits the step with it."""
     if refused is not None:
         record_step(LOGIN, FAILED, link=link, activation=activation, remote_addr=remote_addr, answer=refused)
     else:
         record_step(LOGIN, OK, link=link, activation=activation, remote_addr=remote_addr,
                     detail=f"as {user.email}" + (f" ({detail})" if detail else "") if user else detail)
-    db.session.commit()
+    if commit:
+        db.session.commit()
 
 
 def refused_call(link: StoreLink, exc: errors.MagentoError, profile: str | None, remote_addr: str | None) -> None:
@@ -373,9 +377,12 @@ def diagnose(link: StoreLink) -> Diagnosis:
 
 
 def orphan_popups(limit: int = 50) -> list[ActivationStep]:
-    """Pop-ups opened for keys no callback ever brought us (newest first)."""
-    return list(db.session.scalars(select(ActivationStep).where(ActivationStep.store_link_id.is_(None))
-                                   .order_by(ActivationStep.at.desc(), ActivationStep.id.desc()).limit(limit)))
+    """Pop-ups opened for keys no callback has brought us yet (newest first); once one arrives they
+    show in that store's timeline instead."""
+    return list(db.session.scalars(
+        select(ActivationStep).where(ActivationStep.store_link_id.is_(None),
+                                     ActivationStep.consumer_key.not_in(select(StoreLink.consumer_key)))
+        .order_by(ActivationStep.at.desc(), ActivationStep.id.desc()).limit(limit)))
 
 
 def checklist() -> list[str]:
@@ -399,7 +406,7 @@ class ProbeResult:
         return f"Test POST to {self.url}: {head} in {self.ms} ms. {self.answer}"
 
 
-def test_callback(*, user: User, remote_addr: str | None) -> ProbeResult:
+def send_test_post(*, user: User, remote_addr: str | None) -> ProbeResult:
     """POST a harmless form to our own public callback URL, as Magento would (5 s in all, no
     redirects followed), and audit it. The session connects to our own host only; the callback
     recognises ``PROBE_FIELD`` and stores nothing."""

@@ -248,6 +248,7 @@ def test_a_popup_without_a_callback_is_listed_and_joins_the_store_once_its_callb
         "oauth_consumer_key": key, "oauth_consumer_secret": integration.consumer_secret,
         "store_base_url": sandbox.url + "/", "oauth_verifier": verifier})
     page = doctor_page(ops, link_id(app, integration))
+    assert f"{key[:4]}…{key[-4:]}" not in html.unescape(ops.get("/doctor").get_data(as_text=True))
     assert "Before any callback arrived" in page
     assert timeline(page) == [("popup", "failed"), ("callback", "ok")]
     assert cause_of(page) == ""  # it arrived: nothing to fix now
@@ -425,3 +426,13 @@ def test_the_sandbox_expires_its_consumer_as_magento_does(sandbox):
             exchange.request_token(sandbox.url + "/", consumer)
     bad = requests.post(f"{sandbox.url}/sandbox/integrations/1/age", json={"seconds": "soon"}, timeout=5)
     assert bad.status_code == 400
+
+
+def test_members_open_the_doctor_of_their_own_stores_only(app, linked, sandbox, user, admin):
+    link, _ = linked
+    other = activate(app.test_client(), sandbox, name="Nobody's")
+    owner = operator(app, "owner@example.com")
+    assert owner.get(f"/stores/{link}/doctor").status_code == 200
+    assert owner.get(f"/stores/{link_id(app, other)}/doctor").status_code == 404
+    assert owner.get("/doctor").status_code == 403  # the overview is for admins
+    assert operator(app).get(f"/stores/{link_id(app, other)}/doctor").status_code == 200

@@ -220,7 +220,7 @@ def doctor_test_callback(link_id: int | None = None):
     link = _visible(link_id) if link_id is not None else None
     if not ActionForm().validate_on_submit():
         abort(400)
-    result = doctor.test_callback(user=current_user, remote_addr=request.remote_addr)
+    result = doctor.send_test_post(user=current_user, remote_addr=request.remote_addr)
     flash(result.summary(), "success" if result.ok else "error")
     if link is not None:
         return redirect(url_for("dashboard.store_doctor", link_id=link.id) + "#callback")

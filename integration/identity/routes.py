@@ -14,6 +14,7 @@ from flask_login import current_user
 from .. import activation as activations
 from .. import doctor
 from ..accounts import logins, second_factor, service
+from ..extensions import db
 from ..auth.routes import login_limits
 from ..forms import IdentityConfirmForm, IdentityLoginForm, IdentityRegisterForm, IdentitySecondStepForm, \
     IdentitySwitchForm
@@ -75,9 +76,10 @@ def submit():
             doctor.login(link, activation, user=None, remote_addr=request.remote_addr,
                          detail="password accepted; second factor next")
             return redirect(url_for("identity.second_step"))
-        doctor.login(link, activation, user=current_user, remote_addr=request.remote_addr)
+        doctor.login(link, activation, user=current_user, remote_addr=request.remote_addr, commit=False)
     else:
-        doctor.login(link, activation, user=current_user, remote_addr=request.remote_addr, detail="already signed in")
+        doctor.login(link, activation, user=current_user, remote_addr=request.remote_addr, detail="already signed in",
+                     commit=False)
     return _link_store(link, activation, form.success_call_back.data or "")
 
 
@@ -101,7 +103,8 @@ def second_step():
             return render_template("identity/second_step.html", form=IdentitySecondStepForm(formdata=None),
                                    link=link, error=str(refused), offer_passkey=second_factor.pending_has_passkey()), \
                 *logins.answer(refused)
-        doctor.login(link, activation, user=current_user, remote_addr=request.remote_addr, detail="second factor")
+        doctor.login(link, activation, user=current_user, remote_addr=request.remote_addr, detail="second factor",
+                     commit=False)
         return _link_store(link, activation, resume.get("success_call_back", ""))
     return render_template("identity/second_step.html", form=form, link=link,
                            offer_passkey=second_factor.pending_has_passkey()), 400 if form.is_submitted() else 200
@@ -152,6 +155,7 @@ def _link_store(link: StoreLink, activation: Activation, success_call_back: str)
     user = current_user._get_current_object()
     if second_factor.required(user) and not second_factor.has_second_factor(user):
         # INTEGRATION_REQUIRE_2FA: nothing but enrolling until then (the dashboard's guard, in the pop-up).
+        db.session.commit()  # the doctor's login step
         return render_template("identity/error.html", link=link, title="Set up a second factor first",
                                message="This account must have a second factor before it can link stores.",
                                hint="Open Your account in this app, set up an authenticator app or a passkey, "
@@ -160,9 +164,11 @@ def _link_store(link: StoreLink, activation: Activation, success_call_back: str)
     try:
         activations.link_store(activation, current_user._get_current_object(), request.remote_addr)
     except activations.LinkRefused as refused:
+        db.session.commit()  # the doctor's login step, when nothing was tried
         return render_template("identity/error.html", link=link, title=refused.title, message=refused.message,
                                hint=refused.hint, switch=_switch_form(link.consumer_key, success_call_back)), \
             refused.status
+    db.session.commit()
     return _back_to_magento(link, success_call_back)
 
 

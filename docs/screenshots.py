@@ -1,6 +1,7 @@
 """Render the main pages in headless Chromium and save them as docs/*.png.
 
     .venv/bin/python docs/screenshots.py
+    .venv/bin/python docs/screenshots.py --only doctor   # just the activation doctor's pages (18-21)
 
 Runs the sandbox store and the app on free ports with a throw-away SQLite database,
 activates a store through the real pop-up, and photographs each page on the way.
@@ -17,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 OUT = ROOT / "docs"
 
 
-def main() -> None:
+def main(only: str | None = None) -> None:
     from cryptography.fernet import Fernet
     from flask_migrate import upgrade
     from playwright.sync_api import sync_playwright
@@ -47,8 +48,11 @@ def main() -> None:
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=args)
-            page = browser.new_page(viewport={"width": 1200, "height": 760})
             shot = lambda pg, name: pg.screenshot(path=str(OUT / f"{name}.png"), full_page=True)  # noqa: E731
+            if only == "doctor":
+                doctor_pages(browser, app, state, sandbox, served, shot)
+                return
+            page = browser.new_page(viewport={"width": 1200, "height": 760})
             page.goto(f"{sandbox.url}/admin/integrations")
             shot(page, "01-sandbox-integrations")
             with page.expect_popup() as info:
@@ -93,6 +97,7 @@ def main() -> None:
             phone.goto(f"{served.url}/auth/login")
             shot(phone, "13-phone-login")
             _explorer(page, served.url, sandbox.url, shot)
+            doctor_pages(browser, app, state, sandbox, served, shot)
             browser.close()
     finally:
         sandbox.stop()
@@ -143,5 +148,43 @@ def _explorer(page, app_url: str, sandbox_url: str, shot) -> None:
     shot(page, "17-store-capabilities-partial-acl")
 
 
+def doctor_pages(browser, app, state, sandbox, served, shot) -> None:
+    """The activation doctor: a pop-up counting down, the same pop-up once Magento's window has
+    passed (a short window, so nobody waits five minutes), the operator's timeline, the overview."""
+    app.config["ACTIVATION_WINDOW"] = 6
+    state.consumer_expiry = 6
+    integration = state.add_integration("Slow shop", f"{served.url}/magento/callback",
+                                        f"{served.url}/magento/identity")
+    page = browser.new_page(viewport={"width": 1200, "height": 760})
+    page.goto(f"{sandbox.url}/admin/integrations")
+    with page.expect_popup() as info:
+        page.click(f"tr[data-integration='{integration.id}'] button.activate")
+    popup = info.value
+    popup.wait_for_load_state()
+    popup.set_viewport_size({"width": 680, "height": 640})
+    shot(popup, "18-popup-countdown")
+    popup.wait_for_selector(".window-expired", state="visible", timeout=15000)
+    popup.fill("input[name=email]", "ops@example.com")
+    popup.fill("input[name=password]", "screenshot password")
+    popup.click("input[type=submit]")
+    popup.wait_for_selector("h1:has-text('The time to link has run out')")
+    shot(popup, "19-popup-expired")
+    popup.close()
+    page.goto(f"{served.url}/auth/login")
+    if page.locator("input[name=password]").count():
+        page.fill("input[name=email]", "ops@example.com")
+        page.fill("input[name=password]", "screenshot password")
+        page.click("input[type=submit]")
+    page.goto(f"{served.url}/")
+    page.locator("tbody tr", has_text="failed").get_by_role("link", name="doctor").click()
+    page.wait_for_selector("h1:has-text('Activation doctor')")
+    shot(page, "20-doctor-expired")
+    page.goto(f"{served.url}/magento/identity?oauth_consumer_key={'q' * 32}&success_call_back=x")
+    page.goto(f"{served.url}/doctor")
+    page.click("text=Send a test POST")
+    page.wait_for_selector(".flash")
+    shot(page, "21-doctor-overview-test-post")
+
+
 if __name__ == "__main__":
-    main()
+    main(sys.argv[2] if sys.argv[1:2] == ["--only"] else None)

@@ -19,11 +19,12 @@ from flask import current_app
 from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import events
+from . import doctor, events
 from .extensions import db
 from .magento.credentials import RULE, is_credential
 from .magento.errors import MagentoError, UnsafeStoreURL
 from .magento.store_url import host_of
+from .magento.transport import Deadline
 from .magento.token_exchange import Consumer, TokenExchange
 from .metrics import EXCHANGES
 from .models import Activation, StoreLink, User, audit, utcnow
@@ -98,12 +99,13 @@ def purge_expired(limit: int | None = None) -> int:
     return result.rowcount
 
 
-def record_callback(callback: Callback, remote_addr: str | None) -> Activation:
-    """Store (or update) the link and add an activation; commits."""
+def record_callback(callback: Callback, remote_addr: str | None, started: float | None = None) -> Activation:
+    """Store (or update) the link and add an activation; commits. ``started`` (a
+    ``time.perf_counter()`` reading taken when the request arrived) times the doctor's step."""
     purge_expired(PURGE_BATCH)
     for attempt in (1, 2):
         try:
-            return _record(callback, remote_addr)
+            return _record(callback, remote_addr, started)
         except IntegrityError:  # a concurrent callback for the same new key won the insert
             db.session.rollback()
             if attempt == 2:
@@ -111,7 +113,7 @@ def record_callback(callback: Callback, remote_addr: str | None) -> Activation:
     raise AssertionError("unreachable")
 
 
-def _record(callback: Callback, remote_addr: str | None) -> Activation:
+def _record(callback: Callback, remote_addr: str | None, started: float | None) -> Activation:
     link = db.session.scalar(
         select(StoreLink).where(StoreLink.consumer_key == callback.consumer_key).with_for_update()
     )
@@ -126,7 +128,7 @@ def _record(callback: Callback, remote_addr: str | None) -> Activation:
             raise CallbackRejected("oauth_consumer_key is already registered with a different consumer secret")
         previous = current_activation(link)
         if previous is not None and hmac.compare_digest(previous.verifier.encode(), callback.verifier.encode()):
-            return _repeat(link, previous, remote_addr)
+            return _repeat(link, previous, remote_addr, started)
         kind = "reauthorize"
         for old in link.activations:
             if old.state in (Activation.RECEIVED, Activation.FAILED):
@@ -142,11 +144,13 @@ def _record(callback: Callback, remote_addr: str | None) -> Activation:
     db.session.add(activation)
     audit("callback.received", store_link=link, remote_addr=remote_addr,
           detail=f"{kind} from {callback.store_base_url}")
+    doctor.record_step(doctor.CALLBACK, doctor.OK, link=link, activation=activation, started=started,
+                       remote_addr=remote_addr, detail=f"{kind} from {callback.store_base_url}")
     db.session.commit()
     return activation
 
 
-def _repeat(link: StoreLink, activation: Activation, remote_addr: str | None) -> Activation:
+def _repeat(link: StoreLink, activation: Activation, remote_addr: str | None, started: float | None) -> Activation:
     """The same verifier again: a retried POST, or Activate clicked again on an Inactive
     integration (Magento then reuses its verifier). No new row; an unfinished activation
     is simply ready again, a finished or running one is left alone."""
@@ -158,6 +162,8 @@ def _repeat(link: StoreLink, activation: Activation, remote_addr: str | None) ->
         link.last_error = None
     link.updated_at = utcnow()  # an unclaimed link expires counting from its last callback
     audit("callback.repeated", store_link=link, remote_addr=remote_addr, detail=f"activation {activation.state}")
+    doctor.record_step(doctor.CALLBACK, doctor.OK, link=link, activation=activation, started=started,
+                       remote_addr=remote_addr, detail=f"the same verifier again (activation {activation.state})")
     db.session.commit()
     return activation
 
@@ -204,11 +210,15 @@ def link_store(activation: Activation, user: User, remote_addr: str | None) -> S
                               "The store was unlinked after this activation completed.",
                               "Click Reauthorize on the integration in Magento's admin to link it again.", 409)
         return link
+    if activation.state in (Activation.RECEIVED, Activation.FAILED) and doctor.window_passed(activation):
+        raise _expired(activation, user, remote_addr)
     if claim(activation):
         try:
             return exchange(activation, user, token_exchange(), remote_addr)
         except MagentoError as exc:
-            raise LinkRefused("The store refused the link", exc.message, exc.hint) from None
+            cause = doctor.CAUSES[doctor.cause_of(exc)]
+            raise LinkRefused(cause.title, f"{cause.plain} (The store's answer: {doctor.answer_of(exc)})",
+                              cause.fix) from None
     activation = wait_for(activation.id)
     if activation.state == Activation.EXCHANGING:
         raise LinkRefused("Still linking", "Another request is exchanging tokens with the store.",
@@ -216,6 +226,25 @@ def link_store(activation: Activation, user: User, remote_addr: str | None) -> S
     if activation.state != Activation.LINKED:
         raise LinkRefused("The store refused the link", activation.error or "The token exchange failed.")
     return activation.store_link
+
+
+def _expired(activation: Activation, user: User, remote_addr: str | None) -> LinkRefused:
+    """Magento's window has passed (by our clock): say so without asking the store, whose only
+    answer would be "Consumer key has expired" (and a spent nonce). Commits."""
+    cause = doctor.CAUSES["expired"]
+    link = activation.store_link
+    doctor.record_step(doctor.REQUEST_TOKEN, doctor.SKIPPED, link=link, activation=activation, cause="expired",
+                       remote_addr=remote_addr,
+                       detail=f"not tried: the callback arrived more than {doctor.window()} s ago")
+    activation.state = Activation.FAILED
+    activation.error = f"{cause.title}: not tried. {cause.fix}"
+    activation.finished_at = utcnow()
+    activation.user = user
+    link.status = StoreLink.FAILED if not link.has_token else link.status
+    link.last_error = activation.error
+    audit("exchange.failed", user=user, store_link=link, remote_addr=remote_addr, detail=activation.error)
+    db.session.commit()
+    return LinkRefused("The time to link has run out", cause.plain, cause.fix, 409)
 
 
 def wait_for(activation_id: int, timeout: float = 20.0, interval: float = 0.2) -> Activation:
@@ -236,9 +265,18 @@ def exchange(activation: Activation, user: User, client: TokenExchange, remote_a
     consumer = Consumer(link.consumer_key, link.consumer_secret)
     base_url, verifier = activation.store_base_url, activation.verifier
     db.session.commit()  # no connection held while the store answers (up to STORE_DEADLINE)
+    deadline, step, started = Deadline(client.deadline), doctor.REQUEST_TOKEN, time.perf_counter()
+    tried = f"signed with profile {client.profile}"
     try:
-        token = client.run(base_url, consumer, verifier)
+        request_token = client.request_token(base_url, consumer, deadline=deadline)
+        doctor.record_step(step, doctor.OK, link=link, activation=activation, started=started, status=200,
+                           detail=tried)
+        step, started = doctor.ACCESS_TOKEN, time.perf_counter()
+        token = client.access_token(base_url, consumer, request_token, verifier, deadline=deadline)
     except MagentoError as exc:
+        doctor.record_step(step, doctor.FAILED, link=link, activation=activation, started=started,
+                           status=exc.status, answer=doctor.answer_of(exc), cause=doctor.cause_of(exc),
+                           detail=tried, secrets=(consumer.secret, verifier))
         activation.state = Activation.FAILED
         activation.error = _describe(exc)
         activation.finished_at = utcnow()
@@ -249,6 +287,8 @@ def exchange(activation: Activation, user: User, client: TokenExchange, remote_a
         db.session.commit()
         EXCHANGES.labels("failed").inc()
         raise
+    doctor.record_step(step, doctor.OK, link=link, activation=activation, started=started, status=200,
+                       detail=tried)
     now = utcnow()
     link.access_token, link.access_token_secret = token.token, token.secret
     link.status = StoreLink.LINKED

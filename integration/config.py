@@ -66,6 +66,8 @@ def from_environment(instance_path: str) -> dict:
         "STORE_TIMEOUT": _number("STORE_TIMEOUT", "20"),
         "STORE_DEADLINE": _number("STORE_DEADLINE", "30"),
         "PENDING_EXPIRY_HOURS": _number("PENDING_EXPIRY_HOURS", "24"),
+        # Magento's oauth/consumer/expiration_period: what the pop-up counts down.
+        "ACTIVATION_WINDOW": _number("ACTIVATION_WINDOW", "300", int),
         "LOGIN_RATE_LIMIT": _env("LOGIN_RATE_LIMIT", "10 per minute"),
         "ACCOUNT_RATE_LIMIT": _env("ACCOUNT_RATE_LIMIT", "30 per hour"),
         "CALLBACK_RATE_LIMIT": _env("CALLBACK_RATE_LIMIT", "30 per minute"),
@@ -118,6 +120,9 @@ def check(config: dict) -> None:
             parse(str(config.get(name)))
         except ValueError:
             raise ConfigError(f"{PREFIX}{name} must be a rate like '30 per hour', not {config.get(name)!r}") from None
+    if int(config.get("ACTIVATION_WINDOW", 300)) < 1:
+        raise ConfigError(f"{PREFIX}ACTIVATION_WINDOW must be at least 1 second (Magento's "
+                          "oauth/consumer/expiration_period, 300 unless the store changed it)")
     if int(config.get("STORE_CONCURRENCY", 8)) < 1:
         raise ConfigError(f"{PREFIX}STORE_CONCURRENCY must be at least 1 (calls at once to one store)")
     for entry in config.get("METRICS_ALLOW") or ():

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from sqlalchemy import Select, select
 from sqlalchemy.orm import joinedload
 
-from . import events
+from . import doctor, events
 from .activation import unclaimed
 from .extensions import db
 from .magento import errors
@@ -122,6 +122,8 @@ def contact(link: StoreLink, action: str | None, purpose: str = "", *, user: Use
     try:
         yield client
     except errors.MagentoError as exc:
+        if health_check or isinstance(exc, (errors.NotAuthorized, errors.SignatureRejected)):
+            doctor.refused_call(link, exc, client.profile, remote_addr)
         if health_check or breaks_the_link(exc):
             # Magento never tells us an integration was deleted: a token that worked and is
             # now unknown to the store is the only sign.
@@ -153,6 +155,9 @@ def contact(link: StoreLink, action: str | None, purpose: str = "", *, user: Use
                 link.revoked_at = None
         # Only what a request proved; a recorded profile the store now refuses is forgotten.
         link.signature_profile = client.profile if client.profile_known else None
+        if health_check:  # the doctor sees a link that works again after a refusal
+            doctor.record_step(doctor.API_CALL, doctor.OK, link=link, remote_addr=remote_addr,
+                               detail=f"{action or 'test call'}: the store answered")
         record("ok")
 
 

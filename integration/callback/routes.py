@@ -8,12 +8,14 @@ anyone testing the URL by hand: Magento does not show it.
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Blueprint, Response, current_app, render_template, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..activation import CallbackRejected, parse_callback, record_callback
+from ..doctor import PROBE_FIELD
 from ..extensions import csrf, db, limiter
 from ..metrics import CALLBACKS
 from ..web import body_within
@@ -34,6 +36,7 @@ def about():
 @csrf.exempt
 @limiter.limit(lambda: current_app.config["CALLBACK_RATE_LIMIT"])
 def receive():
+    started = time.perf_counter()
     if request.mimetype != "application/x-www-form-urlencoded":
         CALLBACKS.labels("rejected").inc()
         return _plain("rejected: expected an application/x-www-form-urlencoded POST", 415)
@@ -42,9 +45,11 @@ def receive():
     except RequestEntityTooLarge:
         CALLBACKS.labels("rejected").inc()
         return _plain(f"rejected: the body is larger than {MAX_CALLBACK_BYTES} bytes", 413)
+    if PROBE_FIELD in request.form and "oauth_consumer_key" not in request.form:
+        return _plain("OK: test POST received; nothing stored", 200)  # the doctor's reachability check
     try:
         callback = parse_callback(request.form)
-        activation = record_callback(callback, request.remote_addr)
+        activation = record_callback(callback, request.remote_addr, started)
     except CallbackRejected as exc:
         db.session.rollback()
         CALLBACKS.labels("rejected").inc()

@@ -10,9 +10,9 @@ from flask_login import current_user, login_required
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
-from .. import stores
+from .. import doctor, stores
 from ..activation import expired, unclaimed
-from ..extensions import db
+from ..extensions import db, limiter
 from ..magento.client import Credentials
 from ..magento.errors import MagentoError
 from ..models import AuditEvent, StoreLink
@@ -221,6 +221,42 @@ def probe_now(link_id: int):
               "success")
     target = "explorer.page" if request.args.get("next") == "explorer" else "dashboard.store"
     return redirect(url_for(target, link_id=link.id))
+
+
+@bp.get(STORE + "/doctor")
+@login_required
+def store_doctor(link_id: int):
+    """The activation doctor for one store: each step of its activations, the cause, the fix."""
+    link = _visible(link_id)
+    return render_template("dashboard/doctor.html", link=link, diagnosis=doctor.diagnose(link),
+                           checklist=doctor.checklist(), action=ActionForm(), window=doctor.window())
+
+
+@bp.get("/doctor")
+@login_required
+@admin_required
+def doctor_overview():
+    """For a callback that never arrived there is no store yet: the checklist, the test POST and the
+    pop-ups Magento opened for keys we never heard of."""
+    return render_template("dashboard/doctor_overview.html", orphans=doctor.orphan_popups(),
+                           checklist=doctor.checklist(), action=ActionForm())
+
+
+@bp.post("/doctor/test-callback")
+@bp.post(STORE + "/doctor/test-callback")
+@login_required
+@admin_required
+@limiter.limit("6 per minute")
+def doctor_test_callback(link_id: int | None = None):
+    """The "send a test POST" button: our server POSTs to our own public callback URL."""
+    link = _visible(link_id) if link_id is not None else None
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    result = doctor.send_test_post(user=current_user, remote_addr=request.remote_addr)
+    flash(result.summary(), "success" if result.ok else "error")
+    if link is not None:
+        return redirect(url_for("dashboard.store_doctor", link_id=link.id) + "#callback")
+    return redirect(url_for("dashboard.doctor_overview"))
 
 
 @bp.route("/stores/new", methods=["GET", "POST"])

@@ -12,7 +12,9 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from flask_login import current_user
 
 from .. import activation as activations
+from .. import doctor
 from ..accounts import logins, second_factor, service
+from ..extensions import db
 from ..auth.routes import login_limits
 from ..forms import IdentityConfirmForm, IdentityLoginForm, IdentityRegisterForm, IdentitySecondStepForm, \
     IdentitySwitchForm
@@ -27,11 +29,26 @@ bp = Blueprint("identity", __name__, url_prefix="/magento")
 def start():
     key = request.args.get("oauth_consumer_key", "")
     link, activation = _lookup(key)
-    if activation is None:
-        return _no_callback(key)
+    verdict = doctor.popup_opened(link, activation, key, request.remote_addr) if is_credential(key) else None
+    if activation is None or verdict == "no_callback":
+        return _no_callback(key, activation)
     success_call_back = request.args.get("success_call_back", "")
+    if verdict == "expired":
+        # Say so before anything is tried: the store would only answer "Consumer key has expired".
+        return render_template("identity/expired.html", link=link, activation=activation,
+                               cause=doctor.CAUSES["expired"], checklist=doctor.checklist(),
+                               switch=_switch_form(key, success_call_back)), 410
+    left = _seconds_left(activation)
     return render_template("identity/link.html", form=_form(key, success_call_back), link=link, activation=activation,
-                           register=_register_form(key, success_call_back), switch=_switch_form(key, success_call_back))
+                           register=_register_form(key, success_call_back), switch=_switch_form(key, success_call_back),
+                           seconds_left=left, window=doctor.window())
+
+
+def _seconds_left(activation: Activation) -> int | None:
+    """Our estimate of Magento's window left for an exchange still to run (None: nothing to run)."""
+    if activation.state in (Activation.RECEIVED, Activation.FAILED):
+        return doctor.seconds_left(activation)
+    return None
 
 
 @bp.post("/identity")
@@ -49,12 +66,20 @@ def submit():
             done = second_factor.log_in(form.email.data, form.password.data, resume={
                 "oauth_consumer_key": link.consumer_key, "success_call_back": form.success_call_back.data or ""})
         except logins.LoginRefused as refused:
+            doctor.login(link, activation, user=None, remote_addr=request.remote_addr, refused=str(refused))
             return render_template("identity/link.html", form=_form(link.consumer_key, form.success_call_back.data),
                                    link=link, activation=activation, error=str(refused),
-                                   register=_register_form(link.consumer_key, form.success_call_back.data)), \
+                                   register=_register_form(link.consumer_key, form.success_call_back.data),
+                                   seconds_left=_seconds_left(activation), window=doctor.window()), \
                 *logins.answer(refused)
         if not done:
+            doctor.login(link, activation, user=None, remote_addr=request.remote_addr,
+                         detail="password accepted; second factor next")
             return redirect(url_for("identity.second_step"))
+        doctor.login(link, activation, user=current_user, remote_addr=request.remote_addr, commit=False)
+    else:
+        doctor.login(link, activation, user=current_user, remote_addr=request.remote_addr, detail="already signed in",
+                     commit=False)
     return _link_store(link, activation, form.success_call_back.data or "")
 
 
@@ -73,9 +98,13 @@ def second_step():
         try:
             second_factor.finish(form.code.data, form.passkey.data)
         except logins.LoginRefused as refused:
+            doctor.login(link, activation, user=None, remote_addr=request.remote_addr,
+                         refused=f"second factor: {refused}")
             return render_template("identity/second_step.html", form=IdentitySecondStepForm(formdata=None),
                                    link=link, error=str(refused), offer_passkey=second_factor.pending_has_passkey()), \
                 *logins.answer(refused)
+        doctor.login(link, activation, user=current_user, remote_addr=request.remote_addr, detail="second factor",
+                     commit=False)
         return _link_store(link, activation, resume.get("success_call_back", ""))
     return render_template("identity/second_step.html", form=form, link=link,
                            offer_passkey=second_factor.pending_has_passkey()), 400 if form.is_submitted() else 200
@@ -126,6 +155,7 @@ def _link_store(link: StoreLink, activation: Activation, success_call_back: str)
     user = current_user._get_current_object()
     if second_factor.required(user) and not second_factor.has_second_factor(user):
         # INTEGRATION_REQUIRE_2FA: nothing but enrolling until then (the dashboard's guard, in the pop-up).
+        db.session.commit()  # the doctor's login step
         return render_template("identity/error.html", link=link, title="Set up a second factor first",
                                message="This account must have a second factor before it can link stores.",
                                hint="Open Your account in this app, set up an authenticator app or a passkey, "
@@ -134,14 +164,17 @@ def _link_store(link: StoreLink, activation: Activation, success_call_back: str)
     try:
         activations.link_store(activation, current_user._get_current_object(), request.remote_addr)
     except activations.LinkRefused as refused:
+        db.session.commit()  # the doctor's login step, when nothing was tried
         return render_template("identity/error.html", link=link, title=refused.title, message=refused.message,
                                hint=refused.hint, switch=_switch_form(link.consumer_key, success_call_back)), \
             refused.status
+    db.session.commit()
     return _back_to_magento(link, success_call_back)
 
 
-def _no_callback(key: str):
-    return render_template("identity/no_callback.html", consumer_key=key[:64]), 404
+def _no_callback(key: str, last: Activation | None = None):
+    """The callback of this click never reached us (``last``: the latest one that did, long ago)."""
+    return render_template("identity/no_callback.html", consumer_key=key[:64], last=last), 404
 
 
 def _lookup(key: str) -> tuple[StoreLink | None, Activation | None]:

@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each REST call")
     parser.add_argument("--profile", default="2.4.8+", choices=["2.4.8+", "2.4.4-2.4.7", "patch-37278"])
     parser.add_argument("--bearer", action="store_true", help="accept access tokens as bearer tokens")
+    parser.add_argument("--consumer-expiry", type=int, default=300,
+                        help="Magento's oauth/consumer/expiration_period: seconds from the callback POST in "
+                             "which the request-token call is accepted (<= 0 means 300, as in Magento)")
     parser.add_argument("--seed-credentials", action="store_true")
     parser.add_argument("--input-limit", type=int, metavar="MAX", nargs="?", const=300,
                         help="input limits on: searches refuse a pageSize above MAX (default 300)")
@@ -32,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--async-events", action="store_true", help="serve aligent's /V1/async_event routes")
     parser.add_argument("--no-async", action="store_true", help="no Magento_WebapiAsync (async/schema is a 404)")
     args = parser.parse_args(argv)
-    state = SandboxState(profile=args.profile, products=args.products, latency=args.latency, bearer=args.bearer)
+    state = SandboxState(profile=args.profile, products=args.products, latency=args.latency, bearer=args.bearer,
+                         consumer_expiry=args.consumer_expiry)
     state.input_limit = args.input_limit
     state.async_events, state.async_api = args.async_events, not args.no_async
     server = make_server(args.host, args.port, create_sandbox(state), threaded=True)

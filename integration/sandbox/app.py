@@ -232,6 +232,22 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
             return error("qty must be a number", 400)
         return changed(changes.set_stock, sku, qty)
 
+    @app.post("/sandbox/integrations/<int:integration_id>/age")
+    def control_age_consumer(integration_id: int):
+        """Move the consumer's ``updated_at`` back by ``seconds``, as if the callback had been posted
+        that long ago: the expired-consumer case without waiting five minutes."""
+        integration = state.integrations.get(integration_id)
+        seconds = body_fields().get("seconds")
+        if integration is None:
+            return error(f"no such integration {integration_id}", 404)
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or not 0 <= seconds <= 10**7:
+            return error("seconds must be a whole number from 0 to 10000000", 400)
+        with state.lock:
+            integration.consumer_updated_at -= seconds
+            state.save()
+        return ok({"id": integration.id, "consumer_updated_at": integration.consumer_updated_at,
+                   "expired": oauth_provider.consumer_expired(integration, state.consumer_expiry)})
+
     @app.post("/sandbox/orders")
     def control_place_order():
         fields = body_fields()

@@ -67,6 +67,14 @@ def _signature(state: SandboxState, environ, params, integration: Integration, t
         raise OAuthFailure("The signature is invalid. Verify and try again.")
 
 
+def consumer_expired(integration: Integration, period: int) -> bool:
+    """``Consumer::isValidForTokenExchange``: valid while ``period > gmtTimestamp() -
+    gmtTimestamp(updated_at)``, in whole seconds, ``updated_at`` being set when the callback is
+    posted; ``oauth/consumer/expiration_period`` <= 0 means 300 (``Helper/Oauth/Data.php``)."""
+    period = period if period > 0 else 300
+    return not period > int(time.time()) - int(integration.consumer_updated_at)
+
+
 def request_token(state: SandboxState, environ, body: str) -> dict[str, str]:
     params = verify.collect(state.profile, environ, body)
     with state.lock:
@@ -75,7 +83,7 @@ def request_token(state: SandboxState, environ, body: str) -> dict[str, str]:
                            "oauth_timestamp"])
         integration = _consumer(state, params)
         _nonce(state, integration, params)
-        if time.time() - integration.consumer_updated_at > state.consumer_expiry:
+        if consumer_expired(integration, state.consumer_expiry):
             raise OAuthFailure("Consumer key has expired")
         _signature(state, environ, params, integration, "")
         token = integration.token

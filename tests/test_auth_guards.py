@@ -126,3 +126,31 @@ def test_pages_know_who_is_logged_in(client, user):
     assert "owner@example.com" not in client.get("/auth/login").get_data(as_text=True)
     _login(client)
     assert "owner@example.com" in client.get("/accounts/me").get_data(as_text=True)
+
+
+def test_a_refused_login_says_why_on_the_page(app_config, user, clock):
+    app = create_app({**app_config, "ACCOUNT_RATE_LIMIT": "2 per hour"})
+    client = browser(app)
+    page = client.get("/auth/login").get_data(as_text=True)
+    wrong = client.post("/auth/login", data={"csrf_token": csrf_from(page), "email": "owner@example.com",
+                                             "password": "wrong"})
+    assert wrong.status_code == 401 and "Wrong email or password." in wrong.get_data(as_text=True)
+    assert 'type="password"' in wrong.get_data(as_text=True)  # the form again, to try once more
+    client.post("/auth/login", data={"csrf_token": csrf_from(page), "email": "owner@example.com",
+                                     "password": "wrong"})
+    spent = client.post("/auth/login", data={"csrf_token": csrf_from(page), "email": "owner@example.com",
+                                             "password": PASSWORD})
+    assert spent.status_code == 429 and int(spent.headers["Retry-After"]) > 0
+    assert "Too many wrong passwords" in spent.get_data(as_text=True)
+
+
+def test_a_wrong_second_factor_says_why_on_the_page(app, user, clock):
+    client = browser(app)
+    _login(client)
+    enrol(client, clock)
+    _log_out(client)
+    _login(client)
+    response = _second_step(client, "000000")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 401 and "That code or passkey did not work." in page
+    assert 'name="code"' in page

@@ -1,0 +1,85 @@
+"""``integration.activation``'s guards through its library API and the callback endpoint: what a callback
+must carry, and how many expired links one callback clears."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from integration import activation as activations
+from integration.extensions import db
+from integration.models import StoreLink, utcnow
+
+FIELDS = {"oauth_consumer_key": "k" * 32, "oauth_consumer_secret": "s" * 32,
+          "store_base_url": "http://127.0.0.1:8080/", "oauth_verifier": "v" * 32}
+
+
+@pytest.mark.parametrize("name", activations.CALLBACK_FIELDS)
+@pytest.mark.parametrize("value", [None, ""])
+def test_a_callback_without_a_field_names_it_whatever_form_it_comes_in(app, name, value):
+    """A plain mapping (a JSON body, a CLI) as well as a werkzeug form: a missing or empty field is named."""
+    with app.app_context():
+        given = {**FIELDS, name: value}
+        with pytest.raises(activations.CallbackRejected, match=f"^{name} is missing$"):
+            activations.parse_callback(given)
+        del given[name]
+        with pytest.raises(activations.CallbackRejected, match=f"^{name} is missing$"):
+            activations.parse_callback(given)
+        assert activations.parse_callback(FIELDS).store_base_url == "http://127.0.0.1:8080/"
+
+
+def test_one_callback_clears_at_most_purge_batch_expired_links(app, client):
+    """Enough to outpace a flood, few enough to keep the callback fast: exactly PURGE_BATCH, oldest first."""
+    assert activations.PURGE_BATCH == 100
+    old = utcnow() - dt.timedelta(days=30)
+    with app.app_context():
+        db.session.execute(insert(StoreLink), [
+            {"consumer_key": f"x{n:031d}", "consumer_secret": "s" * 32, "base_url": "http://127.0.0.1:8080/",
+             "store_host": "127.0.0.1", "status": StoreLink.PENDING, "created_at": old,
+             "updated_at": old + dt.timedelta(seconds=n)} for n in range(activations.PURGE_BATCH + 1)])
+        db.session.commit()
+    assert client.post("/magento/callback", data=FIELDS).status_code == 200
+    with app.app_context():
+        left = db.session.scalars(select(StoreLink.consumer_key).order_by(StoreLink.consumer_key)).all()
+    assert left == ["k" * 32, f"x{activations.PURGE_BATCH:031d}"]  # the youngest expired one waits
+
+
+@pytest.mark.parametrize("name", activations.CALLBACK_FIELDS)
+def test_a_field_given_twice_is_refused_and_named(app, name):
+    from werkzeug.datastructures import MultiDict
+
+    with app.app_context():
+        # an empty first value is missing, whatever follows
+        for values, reason in (([FIELDS[name], FIELDS[name]], "is given more than once"),
+                               (["", FIELDS[name]], "is missing")):
+            form = MultiDict([(k, v) for k, v in FIELDS.items() if k != name] + [(name, v) for v in values])
+            with pytest.raises(activations.CallbackRejected, match=f"^{name} {reason}$"):
+                activations.parse_callback(form)
+
+
+def test_a_callback_that_loses_the_insert_to_a_concurrent_one_is_retried(app, client):
+    """Two callbacks for the same new key at once: one inserts the link, the other's insert hits the unique
+    key. The loser tries again (and finds the link), it does not answer 500. The race is made certain here:
+    just before our first flush, the same key is inserted in our transaction, as the winner's would be."""
+    from sqlalchemy import event
+
+    raced = []
+
+    def winner_inserts_first(session, flush_context, instances):
+        if not raced:
+            raced.append(True)
+            session.connection().execute(insert(StoreLink).values(
+                consumer_key=FIELDS["oauth_consumer_key"], consumer_secret="s" * 32, base_url="http://x/",
+                store_host="x", status=StoreLink.PENDING))
+
+    with app.app_context():
+        event.listen(db.session, "before_flush", winner_inserts_first)
+        try:
+            response = client.post("/magento/callback", data=FIELDS)
+        finally:
+            event.remove(db.session, "before_flush", winner_inserts_first)
+    assert raced and response.status_code == 200
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(StoreLink)) == 1

@@ -83,3 +83,24 @@ def test_a_callback_that_loses_the_insert_to_a_concurrent_one_is_retried(app, cl
     assert raced and response.status_code == 200
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(StoreLink)) == 1
+
+
+def test_a_callback_whose_insert_fails_twice_gives_the_database_error(app):
+    """One retry only: if the key collides again, the caller gets the database's own error."""
+    from sqlalchemy import event
+    from sqlalchemy.exc import IntegrityError
+
+    def always_collide(session, flush_context, instances):
+        session.connection().execute(insert(StoreLink).values(
+            consumer_key=FIELDS["oauth_consumer_key"], consumer_secret="s" * 32, base_url="http://x/",
+            store_host="x", status=StoreLink.PENDING))
+
+    with app.test_request_context():
+        callback = activations.parse_callback(FIELDS)
+        event.listen(db.session, "before_flush", always_collide)
+        try:
+            with pytest.raises(IntegrityError):
+                activations.record_callback(callback, "203.0.113.5")
+        finally:
+            event.remove(db.session, "before_flush", always_collide)
+            db.session.rollback()

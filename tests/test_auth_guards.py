@@ -154,3 +154,26 @@ def test_a_wrong_second_factor_says_why_on_the_page(app, user, clock):
     page = response.get_data(as_text=True)
     assert response.status_code == 401 and "That code or passkey did not work." in page
     assert 'name="code"' in page
+
+
+def _give_passkey(app, email="owner@example.com"):
+    """A passkey on file for the account (its public key is never used here: no passkey answer is sent)."""
+    from integration.extensions import db
+    from integration.models import Passkey, User
+
+    with app.app_context():
+        user = User.by_email(email)
+        db.session.add(Passkey(user_id=user.id, credential_id="Y3JlZA", public_key="a2V5", name="Laptop"))
+        db.session.commit()
+
+
+def test_a_wrong_code_keeps_offering_the_passkey_and_forgets_the_code(app, user):
+    _give_passkey(app)
+    client = browser(app)
+    assert _login(client).headers["Location"] == "/auth/second-step"
+    first = client.get("/auth/second-step").get_data(as_text=True)
+    assert 'class="passkey-choice"' in first
+    response = _second_step(client, "913579")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 401 and 'class="passkey-choice"' in page
+    assert "913579" not in page  # a refused code is not typed back into the form

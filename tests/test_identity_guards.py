@@ -65,3 +65,75 @@ def test_the_store_itself_and_allow_listed_hosts_are_followed(app, client, linke
     assert response.status_code == 302 and response.headers["Location"] == "http://localhost/admin/"
     response = submit(client, integration, "http://127.0.0.2/admin/")
     assert response.status_code == 200 and "Location" not in response.headers
+
+
+def _hidden_fields(page: str, action: str) -> dict[str, str]:
+    """The hidden fields of the page's form posting to ``action``, as a browser would send them."""
+    import html
+    import re
+
+    form = re.search(rf'<form method="post" action="{re.escape(action)}".*?</form>', page, re.S).group()
+    fields = {}
+    for tag in re.findall(r"<input[^>]*>", form):
+        if 'type="hidden"' in tag:
+            name = re.search(r'name="([^"]*)"', tag).group(1)
+            value = re.search(r'value="([^"]*)"', tag)
+            fields[name] = html.unescape(value.group(1)) if value else ""
+    return fields
+
+
+def test_the_popup_form_carries_magentos_way_back_through_the_login(client, sandbox, user):
+    """Magento puts ``success_call_back`` in the pop-up's address; the login form must carry it, so that the
+    admin lands back in Magento (which closes the pop-up), with nothing but the form as the browser sends it."""
+    integration = activate(client, sandbox)
+    back = SUCCESS.format(port=sandbox.server.server_port)
+    page = client.get("/magento/identity", query_string={"oauth_consumer_key": integration.consumer_key,
+                                                         "success_call_back": back}).get_data(as_text=True)
+    fields = _hidden_fields(page, "/magento/identity")
+    assert fields["success_call_back"] == back and fields["oauth_consumer_key"] == integration.consumer_key
+    response = client.post("/magento/identity", data={**fields, "email": "owner@example.com",
+                                                      "password": "correct horse battery"})
+    assert response.status_code == 302 and response.headers["Location"] == back
+
+
+def test_a_popup_form_posted_without_a_way_back_ends_on_our_done_page(client, sandbox, user):
+    login(client)
+    integration = activate(client, sandbox)
+    page = client.get("/magento/identity", query_string={"oauth_consumer_key": integration.consumer_key}
+                      ).get_data(as_text=True)
+    fields = _hidden_fields(page, "/magento/identity")
+    del fields["success_call_back"]
+    response = client.post("/magento/identity", data=fields)
+    assert response.status_code == 200 and "Store linked" in response.get_data(as_text=True)
+    assert "did not redirect automatically" not in response.get_data(as_text=True)
+
+
+def test_a_broken_confirm_form_is_shown_again_with_the_way_to_switch_accounts(client, sandbox, user):
+    login(client)
+    integration = activate(client, sandbox)
+    response = submit(client, integration, "http://127.0.0.1/" + "x" * 2048)  # longer than the field allows
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400 and "Not you? Use another account" in page
+    switch = _hidden_fields(page, "/magento/identity/switch")
+    assert switch["oauth_consumer_key"] == integration.consumer_key
+    assert integration.status != "Active"  # nothing was linked
+
+
+def test_the_popup_second_step_keeps_offering_the_passkey_and_refuses_a_bad_form(app, client, sandbox, user):
+    from .test_auth_guards import _give_passkey
+
+    _give_passkey(app)
+    integration = activate(client, sandbox)
+    response = submit(client, integration, "", email="owner@example.com", password="correct horse battery")
+    assert response.headers["Location"] == "/magento/identity/second-step"
+    page = client.get("/magento/identity/second-step").get_data(as_text=True)
+    assert 'class="passkey-choice"' in page
+    wrong = client.post("/magento/identity/second-step", data={"csrf_token": _hidden_fields(
+        page, "/magento/identity/second-step")["csrf_token"], "code": "913579"})
+    text = wrong.get_data(as_text=True)
+    assert wrong.status_code == 401 and 'class="passkey-choice"' in text and "913579" not in text
+    assert "That code or passkey did not work." in text
+    broken = client.post("/magento/identity/second-step", data={"csrf_token": _hidden_fields(
+        page, "/magento/identity/second-step")["csrf_token"], "code": "1" * 33})
+    assert broken.status_code == 400 and 'class="passkey-choice"' in broken.get_data(as_text=True)
+    assert integration.status != "Active"

@@ -104,3 +104,18 @@ def test_a_callback_whose_insert_fails_twice_gives_the_database_error(app):
         finally:
             event.remove(db.session, "before_flush", always_collide)
             db.session.rollback()
+
+
+def test_claiming_one_activation_leaves_every_other_one_alone(app, client, sandbox):
+    """Two stores' callbacks are both waiting for their admins: claiming the first takes only that one."""
+    from integration.models import Activation
+
+    from .test_identity import activate
+
+    first, second = activate(client, sandbox, "First"), activate(client, sandbox, "Second")
+    with app.app_context():
+        ids = [StoreLink.by_consumer_key(i.consumer_key).activations[0].id for i in (first, second)]
+        assert activations.claim(db.session.get(Activation, ids[0])) is True
+        assert db.session.get(Activation, ids[1]).state == Activation.RECEIVED
+        assert activations.claim(db.session.get(Activation, ids[1])) is True
+        assert activations.claim(db.session.get(Activation, ids[0])) is False

@@ -138,7 +138,7 @@ def test_allow_list_entries_are_names_or_dot_suffixes():
     assert policy.is_listed("a.b.corp.example") and policy.is_listed("corp.example")
     assert policy.is_listed("::1") and policy.is_listed("[::1]")
     for host in ("example.com", "other.shop.example.com", "badcorp.example", "corp.example.net", "", "::2"):
-        assert not policy.is_listed(host), host
+        assert policy.is_listed(host) is False, host
 
 
 @pytest.fixture

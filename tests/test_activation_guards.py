@@ -119,3 +119,18 @@ def test_claiming_one_activation_leaves_every_other_one_alone(app, client, sandb
         assert db.session.get(Activation, ids[1]).state == Activation.RECEIVED
         assert activations.claim(db.session.get(Activation, ids[1])) is True
         assert activations.claim(db.session.get(Activation, ids[0])) is False
+
+
+def test_a_reauthorize_replaces_the_waiting_activation_and_moves_the_store(app, client):
+    """Magento posts again (a new verifier, the store now at another address): the activation that was still
+    waiting can no longer be used, and the link follows the store to its new host."""
+    from integration.models import Activation
+
+    assert client.post("/magento/callback", data=FIELDS).status_code == 200
+    moved = {**FIELDS, "oauth_verifier": "w" * 32, "store_base_url": "http://localhost:8080/shop/"}
+    assert client.post("/magento/callback", data=moved).status_code == 200
+    with app.app_context():
+        link = StoreLink.by_consumer_key(FIELDS["oauth_consumer_key"])
+        assert [(a.kind, a.state) for a in sorted(link.activations, key=lambda a: a.id)] == \
+            [("activate", Activation.SUPERSEDED), ("reauthorize", Activation.RECEIVED)]
+        assert (link.base_url, link.store_host) == ("http://localhost:8080/shop/", "localhost")

@@ -134,3 +134,17 @@ def test_a_reauthorize_replaces_the_waiting_activation_and_moves_the_store(app, 
         assert [(a.kind, a.state) for a in sorted(link.activations, key=lambda a: a.id)] == \
             [("activate", Activation.SUPERSEDED), ("reauthorize", Activation.RECEIVED)]
         assert (link.base_url, link.store_host) == ("http://localhost:8080/shop/", "localhost")
+
+
+def test_callbacks_are_audited_with_where_they_came_from_and_what_they_did(app, client):
+    from integration.models import AuditEvent
+
+    for addr in ("203.0.113.7", "203.0.113.8"):  # the same verifier twice: Magento retrying its POST
+        assert client.post("/magento/callback", data=FIELDS, environ_base={"REMOTE_ADDR": addr}).status_code == 200
+    with app.app_context():
+        rows = db.session.execute(select(AuditEvent.action, AuditEvent.remote_addr, AuditEvent.detail)
+                                  .where(AuditEvent.action.like("callback.%")).order_by(AuditEvent.id)).all()
+    assert [tuple(r) for r in rows] == [
+        ("callback.received", "203.0.113.7", "activate from http://127.0.0.1:8080/"),
+        ("callback.repeated", "203.0.113.8", "activation received"),
+    ]

@@ -148,3 +148,25 @@ def test_callbacks_are_audited_with_where_they_came_from_and_what_they_did(app, 
         ("callback.received", "203.0.113.7", "activate from http://127.0.0.1:8080/"),
         ("callback.repeated", "203.0.113.8", "activation received"),
     ]
+
+
+def test_only_the_owner_or_an_admin_may_link_a_store_someone_owns(app, client, sandbox, user, admin):
+    from integration.models import Activation, User
+
+    from .test_identity import activate
+
+    integration = activate(client, sandbox)
+    with app.app_context():
+        link = StoreLink.by_consumer_key(integration.consumer_key)
+        other = User(email="other@example.com", role="member")
+        other.set_password("another password")
+        db.session.add(other)
+        link.owner_id = user
+        db.session.commit()
+        activation = db.session.get(Activation, link.activations[0].id)
+        with pytest.raises(activations.LinkRefused) as refused:
+            activations.link_store(activation, other, "203.0.113.9")
+        assert refused.value.status == 403 and str(refused.value) == refused.value.message
+        assert "Log in with the account that linked it" in str(refused.value)
+        linked = activations.link_store(activation, db.session.get(User, admin), "203.0.113.9")
+        assert linked.status == StoreLink.LINKED and linked.owner_id == user  # the owner stays

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from .conftest import csrf_from
 from .test_identity import activate, login, submit
 
 SUCCESS = "http://127.0.0.1:{port}/admin/admin/integration/loginSuccessCallback/"
@@ -116,7 +117,17 @@ def test_a_broken_confirm_form_is_shown_again_with_the_way_to_switch_accounts(cl
     assert response.status_code == 400 and "Not you? Use another account" in page
     switch = _hidden_fields(page, "/magento/identity/switch")
     assert switch["oauth_consumer_key"] == integration.consumer_key
+    assert switch["success_call_back"] == "http://127.0.0.1/" + "x" * 2048  # kept as Magento sent it
     assert integration.status != "Active"  # nothing was linked
+
+
+def test_a_popup_form_for_a_key_no_callback_brought_explains_that(client, user):
+    login(client)
+    token = csrf_from(client.get("/auth/login").get_data(as_text=True))
+    response = client.post("/magento/identity", data={"csrf_token": token, "oauth_consumer_key": "q" * 32,
+                                                      "success_call_back": ""})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 404 and "We have not heard from this store yet" in page and "qqqqqq…" in page
 
 
 def test_the_popup_second_step_keeps_offering_the_passkey_and_refuses_a_bad_form(app, client, sandbox, user):

@@ -170,3 +170,49 @@ def test_only_the_owner_or_an_admin_may_link_a_store_someone_owns(app, client, s
         assert "Log in with the account that linked it" in str(refused.value)
         linked = activations.link_store(activation, db.session.get(User, admin), "203.0.113.9")
         assert linked.status == StoreLink.LINKED and linked.owner_id == user  # the owner stays
+
+
+def test_what_a_refused_link_tells_the_admin(app, client, sandbox, user):
+    """The pop-up shows a title, the store's own reason, and separately what to do about it."""
+    import time
+
+    from integration import stores
+    from integration.models import Activation, User
+
+    from .test_identity import activate
+
+    integration = activate(client, sandbox)
+    integration.consumer_updated_at = time.time() - 1000  # Magento: the consumer expired
+    with app.app_context():
+        owner = db.session.get(User, user)
+        activation = StoreLink.by_consumer_key(integration.consumer_key).activations[0]
+        with pytest.raises(activations.LinkRefused) as refused:
+            activations.link_store(activation, owner, None)
+        assert refused.value.title == "The store refused the link" and refused.value.status == 502
+        assert "Consumer key has expired" in refused.value.message
+        assert refused.value.hint and refused.value.hint not in refused.value.message
+
+    integration.consumer_updated_at = time.time()
+    activate_again = client.post("/magento/callback", data={
+        "oauth_consumer_key": integration.consumer_key, "oauth_consumer_secret": integration.consumer_secret,
+        "store_base_url": sandbox.url + "/", "oauth_verifier": activation_verifier(integration)})
+    assert activate_again.status_code == 200
+    with app.app_context():
+        owner = db.session.get(User, user)
+        link = StoreLink.by_consumer_key(integration.consumer_key)
+        activation = db.session.get(Activation, activations.current_activation(link).id)
+        assert activations.link_store(activation, owner, None).status == StoreLink.LINKED
+        stores.unlink(link)
+        activation = db.session.get(Activation, activation.id)
+        with pytest.raises(activations.LinkRefused) as used:
+            activations.link_store(activation, owner, None)
+        assert (used.value.title, used.value.message, used.value.status) == (
+            "This activation was already used", "The store was unlinked after this activation completed.", 409)
+        assert "Reauthorize" in used.value.hint
+
+
+def activation_verifier(integration) -> str:
+    from integration.sandbox.oauth_provider import new_verifier
+
+    integration.token = None
+    return new_verifier(integration).verifier

@@ -216,3 +216,29 @@ def activation_verifier(integration) -> str:
 
     integration.token = None
     return new_verifier(integration).verifier
+
+
+def test_a_link_waits_for_another_workers_exchange_only_so_long(app, client, sandbox, user, monkeypatch):
+    """Another worker claimed the exchange a moment ago and is still at it when the wait is over: 409, try
+    again; an activation that can no longer run (replaced by a newer callback) is refused as failed."""
+    from sqlalchemy import update
+
+    from integration.models import Activation, User
+
+    from .test_identity import activate
+
+    monkeypatch.setattr(activations.wait_for, "__defaults__", (0.3, 0.05))
+    integration = activate(client, sandbox)
+    with app.app_context():
+        owner = db.session.get(User, user)
+        activation_id = StoreLink.by_consumer_key(integration.consumer_key).activations[0].id
+        for state, expected in ((Activation.EXCHANGING, ("Still linking", 409)),
+                                (Activation.SUPERSEDED, ("The store refused the link", 502))):
+            db.session.execute(update(Activation).where(Activation.id == activation_id)
+                               .values(state=state, claimed_at=utcnow()))
+            db.session.commit()
+            with pytest.raises(activations.LinkRefused) as refused:
+                activations.link_store(db.session.get(Activation, activation_id), owner, None)
+            assert (refused.value.title, refused.value.status) == expected
+        assert refused.value.message == "The token exchange failed."
+    assert sandbox.state.counters.request_token_calls == 0

@@ -191,6 +191,8 @@ def test_what_a_refused_link_tells_the_admin(app, client, sandbox, user):
         assert refused.value.title == "The store refused the link" and refused.value.status == 502
         assert "Consumer key has expired" in refused.value.message
         assert refused.value.hint and refused.value.hint not in refused.value.message
+        failed = db.session.get(Activation, activation.id)
+        assert failed.state == Activation.FAILED and failed.user_id == user  # who tried, for the store's history
 
     integration.consumer_updated_at = time.time()
     activate_again = client.post("/magento/callback", data={
@@ -242,3 +244,30 @@ def test_a_link_waits_for_another_workers_exchange_only_so_long(app, client, san
             assert (refused.value.title, refused.value.status) == expected
         assert refused.value.message == "The token exchange failed."
     assert sandbox.state.counters.request_token_calls == 0
+
+
+def test_a_link_stops_waiting_as_soon_as_the_other_worker_is_done(app, client, sandbox, user, monkeypatch):
+    import time
+
+    from sqlalchemy import update
+
+    from integration.models import Activation, User
+
+    from .test_exchange_guard import finish_elsewhere
+    from .test_identity import activate
+
+    monkeypatch.setattr(activations.wait_for, "__defaults__", (30.0, 0.05))
+    integration = activate(client, sandbox)
+    with app.app_context():
+        owner = db.session.get(User, user)
+        activation_id = StoreLink.by_consumer_key(integration.consumer_key).activations[0].id
+        db.session.execute(update(Activation).where(Activation.id == activation_id)
+                           .values(state=Activation.EXCHANGING, claimed_at=utcnow()))
+        db.session.commit()
+    other = finish_elsewhere(app, activation_id, after=0.3, ok=True)
+    started = time.monotonic()
+    with app.app_context():
+        link = activations.link_store(db.session.get(Activation, activation_id), db.session.merge(owner), None)
+        assert link.status == StoreLink.LINKED
+    other.join()
+    assert time.monotonic() - started < 15  # not the whole 30 s

@@ -193,6 +193,10 @@ def test_what_a_refused_link_tells_the_admin(app, client, sandbox, user):
         assert refused.value.hint and refused.value.hint not in refused.value.message
         failed = db.session.get(Activation, activation.id)
         assert failed.state == Activation.FAILED and failed.user_id == user  # who tried, for the store's history
+        from integration.models import AuditEvent
+        audited = db.session.execute(select(AuditEvent.user_id, AuditEvent.detail)
+                                     .where(AuditEvent.action == "exchange.failed")).all()
+        assert [(u, "expired" in d) for u, d in audited] == [(user, True)]
 
     integration.consumer_updated_at = time.time()
     activate_again = client.post("/magento/callback", data={

@@ -170,6 +170,11 @@ def test_only_the_owner_or_an_admin_may_link_a_store_someone_owns(app, client, s
         assert "Log in with the account that linked it" in str(refused.value)
         linked = activations.link_store(activation, db.session.get(User, admin), "203.0.113.9")
         assert linked.status == StoreLink.LINKED and linked.owner_id == user  # the owner stays
+        done = db.session.get(Activation, activation.id)
+        assert done.state == Activation.LINKED and done.finished_at is not None and done.user_id == admin
+        from integration.models import AuditEvent
+        assert db.session.execute(select(AuditEvent.store_link_id, AuditEvent.user_id)
+                                  .where(AuditEvent.action == "exchange.succeeded")).all() == [(linked.id, admin)]
 
 
 def test_what_a_refused_link_tells_the_admin(app, client, sandbox, user):

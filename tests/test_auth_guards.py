@@ -87,7 +87,7 @@ def test_logging_out_says_so_and_leads_to_the_login_page(client, user):
     response = _log_out(client)
     assert response.status_code == 302 and response.headers["Location"] == "/auth/login"
     page = client.get("/auth/login").get_data(as_text=True)
-    assert "You are logged out." in page
+    assert '<p class="flash info" role="status">You are logged out.</p>' in page  # shown as information
     assert client.get("/").status_code == 302
 
 

@@ -148,3 +148,35 @@ def test_the_popup_second_step_keeps_offering_the_passkey_and_refuses_a_bad_form
         page, "/magento/identity/second-step")["csrf_token"], "code": "1" * 33})
     assert broken.status_code == 400 and 'class="passkey-choice"' in broken.get_data(as_text=True)
     assert integration.status != "Active"
+
+
+def test_registering_for_a_key_no_callback_brought_explains_that(app_config, user):
+    from integration import create_app
+
+    client = create_app({**app_config, "SELF_REGISTRATION": True}).test_client()
+    token = csrf_from(client.get("/auth/login").get_data(as_text=True))
+    response = client.post("/magento/identity/register", data={
+        "csrf_token": token, "oauth_consumer_key": "q" * 32, "success_call_back": "",
+        "email": "new@example.com", "password": "a new password", "confirm": "a new password"})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 404 and "We have not heard from this store yet" in page and "qqqqqq…" in page
+
+
+def test_a_store_gone_during_the_second_step_is_explained(app, client, sandbox, user):
+    """The pending login remembers which store it was for: if that callback is gone (purged) by the second
+    step, the page says so, naming the key."""
+    from integration.extensions import db
+    from integration.models import StoreLink
+
+    from .test_auth_guards import _give_passkey
+
+    _give_passkey(app)
+    integration = activate(client, sandbox)
+    response = submit(client, integration, "", email="owner@example.com", password="correct horse battery")
+    assert response.headers["Location"] == "/magento/identity/second-step"
+    with app.app_context():
+        db.session.delete(StoreLink.by_consumer_key(integration.consumer_key))
+        db.session.commit()
+    response = client.get("/magento/identity/second-step")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 404 and f"{integration.consumer_key[:6]}…" in page

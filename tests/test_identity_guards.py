@@ -180,3 +180,21 @@ def test_a_store_gone_during_the_second_step_is_explained(app, client, sandbox, 
     response = client.get("/magento/identity/second-step")
     page = response.get_data(as_text=True)
     assert response.status_code == 404 and f"{integration.consumer_key[:6]}…" in page
+
+
+def test_after_signing_up_in_the_popup_the_login_form_has_the_address_filled_in(app_config, sandbox):
+    import re
+
+    from integration import create_app
+
+    client = create_app({**app_config, "SELF_REGISTRATION": True}).test_client()
+    integration = activate(client, sandbox)
+    page = client.get("/magento/identity", query_string={"oauth_consumer_key": integration.consumer_key}
+                      ).get_data(as_text=True)
+    response = client.post("/magento/identity/register", data={
+        **_hidden_fields(page, "/magento/identity/register"),
+        "email": "merchant@example.com", "password": "merchant password", "confirm": "merchant password"})
+    text = response.get_data(as_text=True)
+    assert response.status_code == 200 and "has one now" in text
+    assert re.search(r'<input[^>]*name="email"[^>]*value="merchant@example.com"', text) or \
+        re.search(r'<input[^>]*value="merchant@example.com"[^>]*name="email"', text)

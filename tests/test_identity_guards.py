@@ -198,3 +198,16 @@ def test_after_signing_up_in_the_popup_the_login_form_has_the_address_filled_in(
     assert response.status_code == 200 and "has one now" in text
     assert re.search(r'<input[^>]*name="email"[^>]*value="merchant@example.com"', text) or \
         re.search(r'<input[^>]*value="merchant@example.com"[^>]*name="email"', text)
+
+
+def test_a_refused_sign_up_in_the_popup_is_a_bad_request_with_the_reason(app_config, sandbox):
+    from integration import create_app
+
+    client = create_app({**app_config, "SELF_REGISTRATION": True}).test_client()
+    integration = activate(client, sandbox)
+    page = client.get("/magento/identity", query_string={"oauth_consumer_key": integration.consumer_key}
+                      ).get_data(as_text=True)
+    response = client.post("/magento/identity/register", data={
+        **_hidden_fields(page, "/magento/identity/register"),
+        "email": "merchant@example.com", "password": "merchant password", "confirm": "another password"})
+    assert response.status_code == 400 and 'action="/magento/identity/register"' in response.get_data(as_text=True)

@@ -211,3 +211,15 @@ def test_a_refused_sign_up_in_the_popup_is_a_bad_request_with_the_reason(app_con
         **_hidden_fields(page, "/magento/identity/register"),
         "email": "merchant@example.com", "password": "merchant password", "confirm": "another password"})
     assert response.status_code == 400 and 'action="/magento/identity/register"' in response.get_data(as_text=True)
+
+
+def test_an_admin_who_must_enrol_is_told_so_in_the_popup(app_config, sandbox, admin):
+    from integration import create_app
+
+    client = create_app({**app_config, "REQUIRE_2FA": "admins"}).test_client()
+    integration = activate(client, sandbox)
+    response = submit(client, integration, "", email="admin@example.com", password="correct horse battery")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 403 and "Set up a second factor first" in page
+    assert "This account must have a second factor before it can link stores." in page
+    assert integration.status != "Active"

@@ -487,15 +487,17 @@ def main(argv: list[str] | None = None) -> int:
     for stale in sorted(set(config.equivalent) - known):
         print(f"warning: equivalent entry matches no mutant (code moved? update tools/mutation.toml): {stale}",
               file=sys.stderr)
-    equivalent = [m for m in mutants if m.ident(relative) in config.equivalent]
-    candidates = [m for m in mutants if m.ident(relative) not in config.equivalent]
+    selected = mutants
     if args.lines:
-        candidates = [m for m in candidates if args.lines[0] <= m.line <= args.lines[1]]
+        selected = [m for m in selected if args.lines[0] <= m.line <= args.lines[1]]
     if args.only:
         wanted = {line.strip() for line in args.only.read_text().splitlines() if line.strip()}
-        candidates = [m for m in candidates if m.ident(relative) in wanted]
-    if args.max is not None and args.max < len(candidates):
-        candidates = sorted(random.Random(args.seed).sample(candidates, args.max), key=lambda m: m.start)
+        selected = [m for m in selected if m.ident(relative) in wanted]
+    # The sample is drawn before the equivalents are set aside, so listing one does not change the sample.
+    if args.max is not None and args.max < len(selected):
+        selected = sorted(random.Random(args.seed).sample(selected, args.max), key=lambda m: m.start)
+    equivalent = [m for m in selected if m.ident(relative) in config.equivalent]
+    candidates = [m for m in selected if m.ident(relative) not in config.equivalent]
     if args.list:
         for mutant in candidates:
             print(mutant.ident(relative))

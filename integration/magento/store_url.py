@@ -61,7 +61,7 @@ def normalise_base_url(url: str) -> str:
         host = parts.hostname.encode("idna").decode("ascii").lower()
     except UnicodeError:
         raise UnsafeStoreURL("store_base_url has an invalid host name") from None
-    if ":" in host:
+    if parts.netloc.startswith("["):  # an IPv6 address; urlsplit also lets IPvFuture ("[v1.x]") through
         try:
             host = f"[{ipaddress.IPv6Address(host.split('%', 1)[0])}]"
         except ValueError:

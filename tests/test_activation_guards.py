@@ -200,7 +200,7 @@ def test_what_a_refused_link_tells_the_admin(app, client, sandbox, user):
         activation = StoreLink.by_consumer_key(integration.consumer_key).activations[0]
         with pytest.raises(activations.LinkRefused) as refused:
             activations.link_store(activation, owner, None)
-        assert refused.value.title == "The store refused the link" and refused.value.status == 502
+        assert refused.value.title == "Magento's activation window had passed" and refused.value.status == 502
         assert "Consumer key has expired" in refused.value.message
         assert refused.value.hint and refused.value.hint not in refused.value.message
         failed = db.session.get(Activation, activation.id)

@@ -25,8 +25,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", default="2.4.8+", choices=["2.4.8+", "2.4.4-2.4.7", "patch-37278"])
     parser.add_argument("--bearer", action="store_true", help="accept access tokens as bearer tokens")
     parser.add_argument("--seed-credentials", action="store_true")
+    parser.add_argument("--async-events", action="store_true",
+                        help="act as a store with aligent/magento-async-events (subscriptions, signed pushes)")
+    parser.add_argument("--push-duplicates", action="store_true", help="post every pushed event twice")
+    parser.add_argument("--push-out-of-order", action="store_true", help="post each pushed event after the next")
     args = parser.parse_args(argv)
-    state = SandboxState(profile=args.profile, products=args.products, latency=args.latency, bearer=args.bearer)
+    state = SandboxState(profile=args.profile, products=args.products, latency=args.latency, bearer=args.bearer,
+                         async_events=args.async_events)
+    state.async_events.duplicates, state.async_events.out_of_order = args.push_duplicates, args.push_out_of_order
     server = make_server(args.host, args.port, create_sandbox(state), threaded=True)
     if args.seed_credentials:
         integration = state.add_integration("Seeded", "", "")

@@ -126,6 +126,8 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
         store_code = "default"
         if segments and segments[0] != "V1":
             store_code = segments.pop(0)
+        if segments == ["schema"]:  # /rest/all/schema?services=…: the Swagger schema of the routes
+            return ok(_schema(state))
         if not segments or segments[0] != "V1":
             return error('Request does not match any route.', 404)
         # Magento's REST router matches on the trimmed path: /V1/products/ is /V1/products.
@@ -212,7 +214,42 @@ def ok(payload) -> Response:
     return Response(json.dumps(payload), 200, content_type="application/json; charset=utf-8")
 
 
+def _schema(state: SandboxState) -> dict:
+    paths = {"/V1/products": {"get": {}}, "/V1/orders": {"get": {}}, "/V1/customers/search": {"get": {}},
+             "/V1/store/storeConfigs": {"get": {}}}
+    if state.async_events_module:
+        paths.update({"/V1/async_event": {"post": {}}, "/V1/async_events": {"get": {}},
+                      "/V1/async_event/{subscriptionId}": {"get": {}, "put": {}}})
+    return {"swagger": "2.0", "info": {"version": "2.4", "title": "Magento Community"}, "paths": paths}
+
+
+def _async_event(state: SandboxState, method: str, route: str, body: str) -> Response:
+    events = state.async_events
+    try:
+        payload = json.loads(body or "null")
+    except json.JSONDecodeError:
+        return error("Decoding error: \nSyntax error", 400)
+    if route == "/async_event" and method == "POST":
+        return ok(events.subscribe(payload))
+    if route == "/async_events" and method == "GET":
+        with events.lock:
+            items = [events.display(i) for i in events.subscriptions]
+        return ok({"items": items, "search_criteria": {}, "total_count": len(items)})
+    sub_id = route[len("/async_event/"):]
+    if not sub_id.isdigit() or method not in ("GET", "PUT"):
+        return error("Request does not match any route.", 404)
+    try:
+        if method == "GET":
+            with events.lock:
+                return ok(events.display(int(sub_id)))
+        return ok(events.update(int(sub_id), payload))
+    except KeyError:
+        return error(f"Webhook with subscription ID {sub_id} does not exist", 404)
+
+
 def _resource_for(route: str) -> str:
+    if route.startswith("/async_event"):
+        return "Aligent_AsyncEvents::async_events_save"
     if route.startswith("/products"):
         return "Magento_Catalog::products"
     if route.startswith("/orders"):
@@ -241,6 +278,8 @@ def _dispatch(state: SandboxState, method: str, route: str, store_code: str, arg
             return ok(search.apply(state.customers, criteria))
         if route == "/inventory/source-items" and method == "GET" and state.msi:
             return ok(search.apply(changes.source_items(state), criteria))
+        if route.startswith("/async_event") and state.async_events_module:
+            return _async_event(state, method, route, body)
         if route == "/products" and method == "POST":
             return _save_product(state, body, None)
         if route.startswith("/products/"):

@@ -75,7 +75,8 @@ class Counters:
 
 class SandboxState:
     def __init__(self, *, profile: str = "2.4.8+", consumer_expiry: int = 300, bearer: bool = False,
-                 latency: float = 0.0, products: int = 0, version: str = "2.4.8", path: str | None = None):
+                 latency: float = 0.0, products: int = 0, version: str = "2.4.8", path: str | None = None,
+                 async_events: bool = False):
         self.lock = threading.RLock()
         self.path = path
         self.integrations: dict[int, Integration] = {}
@@ -93,6 +94,11 @@ class SandboxState:
         self.customers: list[dict] = []
         #: Whether the store has MSI (``inventory/source-items``); stock lives on the products either way.
         self.msi = False
+        #: Whether the store has aligent/magento-async-events (its REST routes, its pushes).
+        self.async_events_module = async_events
+        from .async_events import AsyncEvents
+
+        self.async_events = AsyncEvents()
         from .catalogue import generate
 
         generate(self, products)

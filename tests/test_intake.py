@@ -6,6 +6,7 @@ emit nothing; the Adobe and shared-secret verifiers over real HTTP."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -440,3 +441,31 @@ def test_the_same_change_pushed_by_two_sources_at_once_is_sent_once(app, store, 
         assert wait_until(lambda: not messages(app, state="accepted") and not messages(app, state="received"))
     time.sleep(0.3)
     assert [e["record"]["price"] for e in updates(receiver)] == [100.0, 101.0, 102.0, 103.0, 104.0]
+
+
+def test_the_intake_is_rate_limited_per_address(app, plain_store, live):
+    app.config["INTAKE_RATE_LIMIT"] = "3 per minute"
+    url = f"{live.url}/magento/events/{plain_store}/aligent/unknown"
+    assert [requests.post(url, data=b"{}", timeout=5).status_code for _ in range(4)] == [401, 401, 401, 429]
+
+
+def test_old_messages_and_quarantine_are_pruned(app, plain_store, live):
+    from integration.intake import service
+    from integration.models import StoreLink, utcnow
+
+    with app.app_context():
+        _, token = service.enable(db.session.get(StoreLink, plain_store), "secret", secret="k" * 32)
+    url = f"{live.url}/magento/events/{plain_store}/secret/{token}?event=product.updated"
+    assert requests.post(url, data=b'{"data":{"id":1}}', headers={"X-Webhook-Secret": "k" * 32}, timeout=5).status_code == 200
+    assert requests.post(url, data=b'{"data":{"id":2}}', timeout=5).status_code == 401
+    assert wait_until(lambda: not messages(app, state="accepted") and not messages(app, state="received"))
+    with app.app_context():  # the refused one is a day old, the accepted one two days
+        for message in db.session.scalars(select(IntakeMessage)):
+            age = 25 if message.state == "refused" else 48
+            message.received_at = utcnow() - dt.timedelta(hours=age)
+        db.session.commit()
+    jobs.call_in_app(app, service.prune)
+    assert [m.state for m in messages(app)] == ["emitted"]
+    app.config["INTAKE_KEEP_HOURS"] = 47
+    jobs.call_in_app(app, service.prune)
+    assert messages(app) == []

@@ -469,3 +469,28 @@ def test_old_messages_and_quarantine_are_pruned(app, plain_store, live):
     app.config["INTAKE_KEEP_HOURS"] = 47
     jobs.call_in_app(app, service.prune)
     assert messages(app) == []
+
+
+def test_a_message_whose_processing_fails_is_handed_back_for_the_retry(app, linked, monkeypatch):
+    from integration.intake import service
+    from integration.models import StoreLink
+
+    link_id, _ = linked
+    with app.app_context():
+        _, token = service.enable(db.session.get(StoreLink, link_id), "secret", secret="k" * 32)
+    client = app.test_client()  # the job runner is not started: the work waits in its queue
+    answer = client.post(f"/magento/events/{link_id}/secret/{token}?event=product.updated",
+                         data=b'{"data":{"id":3}}', headers={"X-Webhook-Secret": "k" * 32})
+    assert answer.status_code == 200
+    message_id = messages(app)[0].id
+
+    def broken(*_args):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(service, "fetch", broken)
+    with pytest.raises(RuntimeError):
+        jobs.call_in_app(app, service.process, (message_id,))
+    assert messages(app)[0].state == "accepted"
+    monkeypatch.undo()
+    jobs.call_in_app(app, service.process, (message_id,))
+    assert messages(app)[0].state == "emitted" and record_events(app)["product.created"] == 1

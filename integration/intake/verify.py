@@ -94,8 +94,11 @@ def verify_adobe(body: bytes, headers, public_key_pem: str) -> None:
     except (binascii.Error, ValueError):
         raise Refused(f"the {ADOBE_HEADER} header is not base64") from None
     try:
-        load_public_key(public_key_pem).verify(signature, base64.b64encode(body), padding.PKCS1v15(),
-                                               hashes.SHA256())
+        key = load_public_key(public_key_pem)
+    except BadKey:
+        raise Refused("the store's public key kept here cannot be used; paste it again") from None
+    try:
+        key.verify(signature, base64.b64encode(body), padding.PKCS1v15(), hashes.SHA256())
     except InvalidSignature:
         raise Refused(f"the {ADOBE_HEADER} signature does not match the body") from None
 

@@ -216,6 +216,22 @@ def process(message_id: int) -> None:
     db.session.commit()
     if taken.rowcount != 1:
         return
+    try:
+        _process(message_id)
+    except Exception:
+        # A database hiccup, a worker's error: hand the message back, so the job's retry (or a
+        # replay) runs it instead of leaving it claimed for ever.
+        db.session.rollback()
+        db.session.execute(update(IntakeMessage).where(IntakeMessage.id == message_id,
+                                                       IntakeMessage.state == IntakeMessage.RECEIVED)
+                           .values(state=IntakeMessage.ACCEPTED).execution_options(synchronize_session=False))
+        db.session.commit()
+        raise
+
+
+def _process(message_id: int) -> None:
+    from ..feeds import sync
+
     message = db.session.get(IntakeMessage, message_id)
     link = db.session.get(StoreLink, message.store_link_id)
     try:
@@ -303,11 +319,13 @@ def enable(link: StoreLink, source_name: str, *, secret: str | None = None, publ
         source = IntakeSource(store_link_id=link.id, source=source_name)
         db.session.add(source)
     if source_name == verify.ADOBE:
+        # A browser's textarea sends CRLF line ends; the database keeps no control characters.
+        pem = "\n".join(line.strip() for line in (public_key or "").strip().splitlines())
         try:
-            source.key_fingerprint = verify.key_fingerprint(public_key or "")
+            source.key_fingerprint = verify.key_fingerprint(pem)
         except verify.BadKey as exc:
             raise IntakeSetupError(str(exc)) from None
-        source.public_key = public_key.strip()
+        source.public_key = pem
     elif source_name == verify.SECRET:
         if not secret or len(secret) < 24 or len(secret) > 256 or not secret.isascii() or not secret.isprintable():
             raise IntakeSetupError("the shared secret must be 24 to 256 printable ASCII characters")

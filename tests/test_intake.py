@@ -494,3 +494,29 @@ def test_a_message_whose_processing_fails_is_handed_back_for_the_retry(app, link
     monkeypatch.undo()
     jobs.call_in_app(app, service.process, (message_id,))
     assert messages(app)[0].state == "emitted" and record_events(app)["product.created"] == 1
+
+
+def test_a_message_whose_job_was_lost_is_queued_again_by_the_sweep(app, linked):
+    from integration.intake import service
+    from integration.models import StoreLink, utcnow
+
+    link_id, _ = linked
+    with app.app_context():
+        _, token = service.enable(db.session.get(StoreLink, link_id), "secret", secret="k" * 32)
+    client = app.test_client()
+    assert client.post(f"/magento/events/{link_id}/secret/{token}?event=product.updated", data=b'{"data":{"id":4}}',
+                       headers={"X-Webhook-Secret": "k" * 32}).status_code == 200
+    jobs.stop(app)
+    app.extensions["jobs"].engine = None  # the queued job is lost with its runner
+    jobs.call_in_app(app, service.housekeeping)
+    assert messages(app)[0].state == "accepted"  # not stale yet
+    with app.app_context():
+        message = db.session.scalar(select(IntakeMessage))
+        message.received_at = utcnow() - dt.timedelta(minutes=2)
+        db.session.commit()
+    jobs.call_in_app(app, service.housekeeping)
+    jobs.start(app)
+    try:
+        assert wait_until(lambda: messages(app)[0].state == "emitted")
+    finally:
+        jobs.stop(app)

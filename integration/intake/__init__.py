@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Flask, current_app, has_request_context, request
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
+log = logging.getLogger("integration.intake")
 _LINKED = "integration.intake.linked"
 
 
@@ -16,7 +19,8 @@ def init_app(app: Flask) -> None:
 
     app.register_blueprint(routes.bp)
     app.context_processor(lambda: {"intake_panel": service.panel, "intake_preview": service.preview})
-    jobs.periodic(app, "intake.prune", service.prune, interval=float(app.config.get("INTAKE_PRUNE_INTERVAL", 600)))
+    jobs.periodic(app, "intake.housekeeping", service.housekeeping,
+                  interval=float(app.config.get("INTAKE_HOUSEKEEPING_INTERVAL", 60)))
 
 
 @sa_event.listens_for(Session, "after_flush")
@@ -42,7 +46,10 @@ def _subscribe_after_link(session: Session) -> None:
     if not base:
         return  # no address the store could reach us at (a CLI link without INTEGRATION_PUBLIC_URL)
     for link_id in sorted(linked):
-        jobs.enqueue(after_link, link_id, base, retries=2)
+        try:
+            jobs.enqueue(after_link, link_id, base, retries=2)
+        except Exception:  # noqa: BLE001 - the link stands; *Subscribe* on the store's page does it later
+            log.warning("could not queue the async-events subscription of store %s", link_id, exc_info=True)
 
 
 @sa_event.listens_for(Session, "after_rollback")

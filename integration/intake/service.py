@@ -131,10 +131,19 @@ def receive(link_id: int, source_name: str, token: str, body: bytes | None, head
         db.session.commit()
         prune_quarantine(link.id)
         return Answer(401, "refused: replayed (this signed body was already accepted)")
+    _queue(message.id)
+    return Answer(200, "accepted")
+
+
+def _queue(message_id: int) -> None:
+    """Queue the work; if the queue is down the message is stored all the same, and the
+    periodic sweep (``housekeeping``) queues it: the store is answered either way."""
     from .. import jobs
 
-    jobs.enqueue(process, message.id, retries=2)
-    return Answer(200, "accepted")
+    try:
+        jobs.enqueue(process, message_id, retries=2)
+    except Exception:  # noqa: BLE001 - Redis down or similar
+        log.warning("could not queue intake message %s; the sweep will", message_id, exc_info=True)
 
 
 def _verify(source: IntakeSource, body: bytes, headers) -> None:
@@ -365,9 +374,7 @@ def replay(link: StoreLink, message_id: int, *, user: User | None = None, remote
     message.state, message.reason, message.processed_at = IntakeMessage.ACCEPTED, None, None
     audit("intake.replayed", user=user, store_link=link, remote_addr=remote_addr, detail=f"message {message.id}")
     db.session.commit()
-    from .. import jobs
-
-    jobs.enqueue(process, message.id)
+    _queue(message.id)
 
 
 def prune_quarantine(link_id: int) -> None:
@@ -381,6 +388,21 @@ def prune_quarantine(link_id: int) -> None:
                                                        IntakeMessage.state == IntakeMessage.REFUSED,
                                                        IntakeMessage.id <= cutoff))
         db.session.commit()
+
+
+#: An accepted message not taken by a worker after this long is queued again (its job was lost).
+STALE_AFTER = dt.timedelta(seconds=60)
+
+
+def housekeeping() -> None:
+    """Periodic: queue accepted messages whose job was lost, then prune."""
+    stale = db.session.scalars(select(IntakeMessage.id).where(
+        IntakeMessage.state == IntakeMessage.ACCEPTED, IntakeMessage.received_at < utcnow() - STALE_AFTER)
+        .order_by(IntakeMessage.id).limit(500)).all()
+    db.session.commit()
+    for message_id in stale:
+        _queue(message_id)
+    prune()
 
 
 def prune() -> None:

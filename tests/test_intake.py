@@ -18,6 +18,7 @@ import requests
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 
 from integration import events, jobs
 from integration.extensions import db
@@ -484,16 +485,31 @@ def test_a_message_whose_processing_fails_is_handed_back_for_the_retry(app, link
     assert answer.status_code == 200
     message_id = messages(app)[0].id
 
-    def broken(*_args):
-        raise RuntimeError("database went away")
+    def database_gone(*_args):
+        raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
 
-    monkeypatch.setattr(service, "fetch", broken)
-    with pytest.raises(RuntimeError):
+    monkeypatch.setattr(service, "fetch", database_gone)
+    with pytest.raises(OperationalError):
         jobs.call_in_app(app, service.process, (message_id,))
     assert messages(app)[0].state == "accepted"
     monkeypatch.undo()
     jobs.call_in_app(app, service.process, (message_id,))
     assert messages(app)[0].state == "emitted" and record_events(app)["product.created"] == 1
+
+
+def test_a_body_that_breaks_processing_fails_once_rather_than_retrying_for_ever(app, linked):
+    from integration.intake import service
+    from integration.models import StoreLink
+
+    link_id, _ = linked
+    with app.app_context():
+        _, token = service.enable(db.session.get(StoreLink, link_id), "secret", secret="k" * 32)
+    client = app.test_client()
+    deep = b'{"event":"product.updated","data":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert client.post(f"/magento/events/{link_id}/secret/{token}", data=deep,
+                       headers={"X-Webhook-Secret": "k" * 32}).status_code == 200
+    jobs.call_in_app(app, service.process, (messages(app)[0].id,))
+    assert messages(app)[0].state == "skipped" and "nested" in messages(app)[0].reason
 
 
 def test_a_message_whose_job_was_lost_is_queued_again_by_the_sweep(app, linked):

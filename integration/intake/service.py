@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from flask import current_app
 from sqlalchemy import delete, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from .. import stores
 from ..extensions import db
@@ -227,15 +227,21 @@ def process(message_id: int) -> None:
         return
     try:
         _process(message_id)
-    except Exception:
-        # A database hiccup, a worker's error: hand the message back, so the job's retry (or a
-        # replay) runs it instead of leaving it claimed for ever.
+    except Exception as exc:
+        # A database hiccup: hand the message back, so the job's retry (or the sweep) runs it
+        # instead of leaving it claimed for ever. Anything else would fail again: say so, once.
         db.session.rollback()
+        transient = isinstance(exc, OperationalError)
         db.session.execute(update(IntakeMessage).where(IntakeMessage.id == message_id,
                                                        IntakeMessage.state == IntakeMessage.RECEIVED)
-                           .values(state=IntakeMessage.ACCEPTED).execution_options(synchronize_session=False))
+                           .values(state=IntakeMessage.ACCEPTED if transient else IntakeMessage.FAILED,
+                                   reason=None if transient else f"internal error ({type(exc).__name__})",
+                                   processed_at=None if transient else utcnow())
+                           .execution_options(synchronize_session=False))
         db.session.commit()
-        raise
+        if transient:
+            raise
+        log.exception("intake message %s failed", message_id)
 
 
 def _process(message_id: int) -> None:
@@ -247,6 +253,8 @@ def _process(message_id: int) -> None:
         entity, record_id = reference(message.event_name, json.loads(message.body or b"null"))
     except ValueError as exc:  # JSONDecodeError included
         return _done(message, IntakeMessage.SKIPPED, str(exc))
+    except RecursionError:
+        return _done(message, IntakeMessage.SKIPPED, "the body is nested deeper than it is read")
     message.entity, message.record_id = entity, record_id
     if link.status != StoreLink.LINKED or not link.has_token:
         return _done(message, IntakeMessage.SKIPPED, "the store is not linked")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import hmac
 import json
 import time
 from collections import Counter
@@ -172,7 +171,8 @@ def adobe_signed(key, body: bytes) -> str:
 
 def test_adobe_signature_accepts_the_signed_body_and_refuses_a_modified_one():
     key, pem = rsa_pair()
-    body = json.dumps({"eventName": "observer.catalog_product_save_after", "data": {"product": {"entity_id": 3}}}).encode()
+    body = json.dumps({"eventName": "observer.catalog_product_save_after",
+                       "data": {"product": {"entity_id": 3}}}).encode()
     verify.verify_adobe(body, {"x-adobe-commerce-webhook-signature": adobe_signed(key, body)}, pem)
     other, _ = rsa_pair()
     bad = [({"x-adobe-commerce-webhook-signature": adobe_signed(key, body.replace(b"3", b"4"))}, "does not match"),
@@ -457,7 +457,8 @@ def test_old_messages_and_quarantine_are_pruned(app, plain_store, live):
     with app.app_context():
         _, token = service.enable(db.session.get(StoreLink, plain_store), "secret", secret="k" * 32)
     url = f"{live.url}/magento/events/{plain_store}/secret/{token}?event=product.updated"
-    assert requests.post(url, data=b'{"data":{"id":1}}', headers={"X-Webhook-Secret": "k" * 32}, timeout=5).status_code == 200
+    assert requests.post(url, data=b'{"data":{"id":1}}', headers={"X-Webhook-Secret": "k" * 32},
+                         timeout=5).status_code == 200
     assert requests.post(url, data=b'{"data":{"id":2}}', timeout=5).status_code == 401
     assert wait_until(lambda: not messages(app, state="accepted") and not messages(app, state="received"))
     with app.app_context():  # the refused one is a day old, the accepted one two days

@@ -111,7 +111,8 @@ def receive(link_id: int, source_name: str, token: str, body: bytes | None, head
     try:
         _verify(source, body, headers)
     except verify.Refused as exc:
-        message.state, message.reason, message.body = IntakeMessage.REFUSED, str(exc)[:255], body[:QUARANTINE_BODY_BYTES]
+        message.state, message.reason = IntakeMessage.REFUSED, str(exc)[:255]
+        message.body = body[:QUARANTINE_BODY_BYTES]
         _count(source, refused=1)
         db.session.commit()
         prune_quarantine(link.id)
@@ -260,7 +261,8 @@ def _process(message_id: int) -> None:
         return _done(message, IntakeMessage.SKIPPED, "the store is not linked")
     spec = sync.ENTITIES[entity]
     try:
-        with stores.contact(link, "store.event_fetched", f"{SINGULAR[entity]} {record_id}, pushed by the store") as client:
+        with stores.contact(link, "store.event_fetched",
+                            f"{SINGULAR[entity]} {record_id}, pushed by the store") as client:
             record = fetch(client, spec, record_id)
     except errors.MagentoError as exc:
         return _done(message, IntakeMessage.FAILED, f"reading it from the store failed: {exc.message}")

@@ -187,10 +187,22 @@ def test_adobe_signature_accepts_the_signed_body_and_refuses_a_modified_one():
             verify.verify_adobe(body, headers, pem)
 
 
+def test_signature_headers_are_bounded():
+    body, token = b'{"data":{}}', "t" * 32
+    at_limit = "0" * verify.MAX_SIGNATURE_CHARS
+    with pytest.raises(verify.Refused, match="does not match"):  # read and compared
+        verify.verify_aligent(body, {"x-magento-signature": at_limit}, token)
+    with pytest.raises(verify.Refused, match="not a signature"):  # not even read
+        verify.verify_aligent(body, {"x-magento-signature": at_limit + "0"}, token)
+
+
 def test_a_pasted_key_must_be_a_strong_rsa_public_key():
     _, weak = rsa_pair(1024)
-    for pem, why in [("", "paste"), ("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----", "not a PEM"),
-                     (weak, "too weak")]:
+    _, almost = rsa_pair(2047)
+    junk = "x" * verify.MAX_KEY_CHARS
+    for pem, why in [("", "paste"), (None, "paste"), (junk + "x", "paste"), (junk, "not a PEM"),
+                     ("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----", "not a PEM"),
+                     (weak, "too weak"), (almost, "2047 bits is too weak")]:
         with pytest.raises(verify.BadKey, match=why):
             verify.load_public_key(pem)
     from cryptography.hazmat.primitives.asymmetric import ec

@@ -209,8 +209,25 @@ def test_a_pasted_key_must_be_a_strong_rsa_public_key():
 
     ec_pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    with pytest.raises(verify.BadKey, match="RSA"):
+    with pytest.raises(verify.BadKey, match="another kind of key"):
         verify.load_public_key(ec_pem)
+
+
+def test_what_is_shown_instead_of_keys_and_secrets():
+    key, pem = rsa_pair()
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert verify.key_fingerprint(pem) == hashlib.sha256(der).hexdigest() != verify.key_fingerprint(rsa_pair()[1])
+    shown = verify.secret_fingerprint("k" * 32)
+    assert len(shown) == 64 and shown == verify.secret_fingerprint("k" * 32) != verify.secret_fingerprint("k" * 33)
+    assert shown != hashlib.sha256(b"k" * 32).hexdigest()  # not the plain hash a lookup table would reverse
+
+
+def test_a_signature_header_with_characters_outside_base64_is_refused_as_such():
+    key, pem = rsa_pair()
+    with pytest.raises(verify.Refused, match="not base64"):
+        verify.verify_adobe(b"{}", {"x-adobe-commerce-webhook-signature": "AAAA*"}, pem)
+    with pytest.raises(verify.Refused, match="cannot be used"):  # a stored key that no longer loads
+        verify.verify_adobe(b"{}", {"x-adobe-commerce-webhook-signature": adobe_signed(key, b"{}")}, "garbage")
 
 
 def test_shared_secret_is_compared_whole():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import requests
 
 from integration import jobs
@@ -13,6 +14,12 @@ from integration import jobs
 from .conftest import PASSWORD
 from .test_browser import ARTIFACTS, browser, page, pytestmark  # noqa: F401 - fixtures and marks
 from .test_intake import adobe_signed, rsa_pair, wait_until
+
+
+@pytest.fixture
+def app_config(app_config):
+    # The runner's start-up tick syncs the new store's feeds: products only, and threads to spare for the push.
+    return {**app_config, "SYNC_ENTITIES": ("products",), "JOBS_EMBEDDED_THREADS": 4}
 
 
 def test_an_admin_sets_up_adobe_webhooks_and_sees_pushes_arrive(app, admin, live_app, linked, sandbox, page):
@@ -48,7 +55,7 @@ def test_an_admin_sets_up_adobe_webhooks_and_sees_pushes_arrive(app, admin, live
             # Emitted, or a duplicate when the feed's first poll (started with the runner) sent it already.
             return "emitted" in recent or "duplicate" in recent
 
-        assert wait_until(processed, timeout=20), page.inner_text("table.intake-recent")
+        assert wait_until(processed, timeout=60), page.inner_text("table.intake-recent")
         sources = page.inner_text("table.intake-sources")
         assert "adobe" in sources
         counts = [int(page.inner_text(f"tr[data-source=adobe] td.{c}"))

@@ -308,6 +308,11 @@ def _record_lock(link_id: int, entity: str, record_id: str) -> Iterator[None]:
     with _LOCAL_LOCKS[key % len(_LOCAL_LOCKS)]:
         if db.session.get_bind().dialect.name == "postgresql":
             db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            # The events' order lock before any feed row: the poll takes a row, then that lock, then
+            # more rows; taking them the other way round here could deadlock with it.
+            from ..events import _ORDER_LOCK
+
+            db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ORDER_LOCK})
         yield
 
 

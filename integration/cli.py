@@ -110,9 +110,13 @@ def list_users() -> None:
               help="Random catalogue changes per minute (edits, new and deleted products, stock, orders).")
 @click.option("--input-limit", type=click.IntRange(1, 10000), default=None, metavar="MAX",
               help="Input limits on: searches refuse a pageSize above MAX (Magento's default maximum is 300).")
-@click.option("--async-events", is_flag=True, help="Serve aligent/magento-async-events' /V1/async_event routes.")
+@click.option("--async-events", is_flag=True,
+              help="Act as a store with aligent/magento-async-events: subscriptions, signed pushes on changes.")
+@click.option("--push-duplicates", is_flag=True, help="With --async-events: post every event twice.")
+@click.option("--push-out-of-order", is_flag=True, help="With --async-events: post each event after the next one.")
 def sandbox(host: str, port: int, profile: str, products: int, latency: float, bearer: bool, app_url: str,
-            state_file: str | None, churn: float | None, input_limit: int | None, async_events: bool) -> None:
+            state_file: str | None, churn: float | None, input_limit: int | None, async_events: bool,
+            push_duplicates: bool, push_out_of_order: bool) -> None:
     """Run the sandbox Magento store (for trying an activation locally)."""
     import os
 
@@ -125,10 +129,12 @@ def sandbox(host: str, port: int, profile: str, products: int, latency: float, b
         os.makedirs(current_app.instance_path, exist_ok=True)
         state_file = os.path.join(current_app.instance_path, "sandbox.json")
     try:
-        state = SandboxState(profile=profile, products=products, latency=latency, bearer=bearer, path=state_file)
+        state = SandboxState(profile=profile, products=products, latency=latency, bearer=bearer, path=state_file,
+                             async_events=async_events)
     except StateFileError as exc:
         raise click.ClickException(str(exc)) from None
-    state.input_limit, state.async_events = input_limit, async_events
+    state.input_limit = input_limit
+    state.async_events.duplicates, state.async_events.out_of_order = push_duplicates, push_out_of_order
     app_url = app_url.rstrip("/")
     callback_url = f"{app_url}/magento/callback"
     if not any(i.callback_url == callback_url for i in state.integrations.values()):

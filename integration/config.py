@@ -97,6 +97,13 @@ def from_environment(instance_path: str) -> dict:
         "SYNC_LEASE": _number("SYNC_LEASE", "600"),
         "SYNC_BACKOFF_BASE": _number("SYNC_BACKOFF_BASE", "60"),
         "SYNC_RECORD_MAX_KB": _number("SYNC_RECORD_MAX_KB", "64", int),
+        "INTAKE_RATE_LIMIT": _env("INTAKE_RATE_LIMIT", "1200 per minute"),
+        "INTAKE_MAX_BYTES": _number("INTAKE_MAX_BYTES", str(256 * 1024), int),
+        "INTAKE_KEEP_HOURS": _number("INTAKE_KEEP_HOURS", "72"),
+        "INTAKE_QUARANTINE_HOURS": _number("INTAKE_QUARANTINE_HOURS", "24"),
+        "INTAKE_QUARANTINE_MAX": _number("INTAKE_QUARANTINE_MAX", "200", int),
+        "INTAKE_AUTO_SUBSCRIBE": _flag(_env("INTAKE_AUTO_SUBSCRIBE", "on")),
+        "INTAKE_ASYNC_EVENTS": _list(_env("INTAKE_ASYNC_EVENTS")),
     }
     if env == "development":
         instance.mkdir(parents=True, exist_ok=True)

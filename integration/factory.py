@@ -59,7 +59,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     with app.app_context():
         _tune_sqlite(db.engine)
 
-    from . import accounts, api, apikeys, auth, callback, cli, dashboard, errors, explorer, feeds, identity, jobs, logs, ops, store_cap, web, webhooks
+    from . import accounts, api, apikeys, auth, callback, cli, dashboard, errors, explorer, feeds, identity, intake, jobs, logs, ops, store_cap, web, webhooks
 
     app.url_map.converters["int"] = web.IdConverter
     app.register_blueprint(accounts.bp)
@@ -78,6 +78,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     webhooks.init_app(app)
     feeds.init_app(app)
     explorer.init_app(app)
+    intake.init_app(app)
     logs.init_app(app)
     return app
 

@@ -183,7 +183,11 @@ def check(link: StoreLink, *, user: User | None = None, remote_addr: str | None 
 
 
 def unlink(link: StoreLink, *, user: User | None = None, remote_addr: str | None = None) -> None:
-    """Forget the tokens, keep the link's history."""
+    """Forget the tokens, keep the link's history. The store's event subscriptions are turned
+    off first, while the token still works (best effort, audited)."""
+    from .intake.subscriptions import unsubscribe
+
+    unsubscribe(link, user=user, remote_addr=remote_addr)
     link.forget_token()
     link.status = StoreLink.UNLINKED
     link.revoked_at = utcnow()

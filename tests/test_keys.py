@@ -61,7 +61,7 @@ def test_interrupted_rotation_resumes(app, app_config, client):
     assert under_new == 2  # the first batch was committed
     with rotated_app.app_context():
         counts = rotate_all(batch_size=2)
-    assert counts == {"users": 0, "store_links": 4, "activations": 6, "webhook_endpoints": 0}
+    assert counts == {"users": 0, "store_links": 4, "activations": 6, "webhook_endpoints": 0, "intake_sources": 0}
     assert all(_readable(new_key, t) for t in raw_secrets(app))
 
 

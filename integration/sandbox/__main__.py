@@ -32,13 +32,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="input limits on: searches refuse a pageSize above MAX (default 300)")
     parser.add_argument("--grant", metavar="RESOURCES",
                         help="the seeded integration's ACL, comma-separated (default: all resources)")
-    parser.add_argument("--async-events", action="store_true", help="serve aligent's /V1/async_event routes")
+    parser.add_argument("--async-events", action="store_true",
+                        help="act as a store with aligent/magento-async-events (subscriptions, signed pushes)")
+    parser.add_argument("--push-duplicates", action="store_true", help="post every pushed event twice")
+    parser.add_argument("--push-out-of-order", action="store_true", help="post each pushed event after the next")
     parser.add_argument("--no-async", action="store_true", help="no Magento_WebapiAsync (async/schema is a 404)")
     args = parser.parse_args(argv)
     state = SandboxState(profile=args.profile, products=args.products, latency=args.latency, bearer=args.bearer,
-                         consumer_expiry=args.consumer_expiry)
-    state.input_limit = args.input_limit
-    state.async_events, state.async_api = args.async_events, not args.no_async
+                         consumer_expiry=args.consumer_expiry, async_events=args.async_events)
+    state.input_limit, state.async_api = args.input_limit, not args.no_async
+    state.async_events.duplicates, state.async_events.out_of_order = args.push_duplicates, args.push_out_of_order
     server = make_server(args.host, args.port, create_sandbox(state), threaded=True)
     if args.seed_credentials:
         grant = tuple(r.strip() for r in args.grant.split(",") if r.strip()) if args.grant else None

@@ -11,6 +11,12 @@ import time
 from .catalogue import product as make_product
 
 
+def pushed(state, event_name: str, record: dict) -> None:
+    """What the async-events module does after a save: queue the event for its subscribers."""
+    if state.async_events_module:
+        state.async_events.notify(event_name, dict(record))
+
+
 def now_stamp() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
 
@@ -27,6 +33,7 @@ def create_product(state, fields: dict | None = None) -> dict:
         if new["sku"] in state.products:
             raise ValueError(f"a product with SKU {new['sku']!r} already exists")
         state.products[new["sku"]] = new
+        pushed(state, "catalog.product.created", new)
         return new
 
 
@@ -37,6 +44,7 @@ def update_product(state, sku: str, fields: dict) -> dict:
             raise KeyError(sku)
         product.update({k: v for k, v in fields.items() if k not in ("id", "sku", "created_at", "updated_at")})
         product["updated_at"] = now_stamp()
+        pushed(state, "catalog.product.updated", product)
         return product
 
 
@@ -54,6 +62,7 @@ def set_stock(state, sku: str, qty: float) -> dict:
         extension = product.setdefault("extension_attributes", {})
         extension["stock_item"] = {"qty": qty, "is_in_stock": qty > 0}
         product["updated_at"] = now_stamp()
+        pushed(state, "catalog.product.updated", product)
         return product
 
 
@@ -66,6 +75,7 @@ def place_order(state, sku: str | None = None, email: str | None = None) -> dict
                  "grand_total": round(10 + i * 3.5, 2), "customer_email": email or f"buyer{i}@example.com",
                  "created_at": stamp, "updated_at": stamp, "items": [{"sku": sku, "qty_ordered": 1}]}
         state.orders.append(order)
+        pushed(state, "sales.order.created", order)
         return order
 
 
@@ -76,6 +86,7 @@ def update_order(state, order_id: int, status: str) -> dict:
             raise KeyError(order_id)
         order["status"] = order["state"] = status
         order["updated_at"] = now_stamp()
+        pushed(state, "sales.order.updated", order)
         return order
 
 

@@ -69,6 +69,11 @@ ROUTES = (
           "getList", "List async event subscriptions", search=True, async_events=True),
     Route("POST", "/V1/async_event", "Aligent_AsyncEvents::async_events_save", "asyncEventsAsyncEventRepositoryV1",
           "save", "Subscribe to an asynchronous event", body="asyncEvent", async_events=True),
+    Route("GET", "/V1/async_event/{subscriptionId}", "Aligent_AsyncEvents::async_events_get",
+          "asyncEventsAsyncEventRepositoryV1", "get", "Get an async event subscription", async_events=True),
+    Route("PUT", "/V1/async_event/{subscriptionId}", "Aligent_AsyncEvents::async_events_save",
+          "asyncEventsAsyncEventRepositoryV1", "save", "Update an async event subscription", body="asyncEvent",
+          async_events=True),
 )
 
 #: The resources an integration can be granted here, as Magento's *API* tab names them.

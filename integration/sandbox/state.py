@@ -79,7 +79,8 @@ class Counters:
 
 class SandboxState:
     def __init__(self, *, profile: str = "2.4.8+", consumer_expiry: int = 300, bearer: bool = False,
-                 latency: float = 0.0, products: int = 0, version: str = "2.4.8", path: str | None = None):
+                 latency: float = 0.0, products: int = 0, version: str = "2.4.8", path: str | None = None,
+                 async_events: bool = False):
         self.lock = threading.RLock()
         self.path = path
         self.integrations: dict[int, Integration] = {}
@@ -101,8 +102,11 @@ class SandboxState:
         self.input_limit: int | None = None
         #: Magento_WebapiAsync installed: ``/rest/{store}/async/schema`` answers.
         self.async_api = True
-        #: aligent/magento-async-events installed: its ``/V1/async_event`` routes exist.
-        self.async_events = False
+        #: Whether the store has aligent/magento-async-events (its REST routes, its pushes).
+        self.async_events_module = async_events
+        from .async_events import AsyncEvents
+
+        self.async_events = AsyncEvents()
         from .catalogue import generate
 
         generate(self, products)

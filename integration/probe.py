@@ -29,6 +29,7 @@ import logging
 from dataclasses import dataclass
 
 from sqlalchemy import ForeignKey, LargeBinary, String, Text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import stores
@@ -188,23 +189,37 @@ def probe(link: StoreLink, *, user: User | None = None, remote_addr: str | None 
         with stores.contact(link, "store.probed", "capability probe", user=user, remote_addr=remote_addr) as client:
             found = _ask(client)
     except errors.MagentoError as exc:
-        row = _row(link) or StoreCapabilities(store_link_id=link.id)
-        row.probed_at, row.error = utcnow(), f"{exc.message} {exc.hint}".strip()
-        db.session.add(row)
-        db.session.commit()
+        _keep(link, {"error": f"{exc.message} {exc.hint}".strip()})
         raise
-    row = _row(link) or StoreCapabilities(store_link_id=link.id)
     document = found.pop("schema")
-    for name, value in found.items():
-        setattr(row, name, value)
-    row.schema_gz = gzip.compress(json.dumps(document, separators=(",", ":")).encode("utf-8"))
-    row.probed_at, row.error = utcnow(), None
+    found["schema_gz"] = gzip.compress(json.dumps(document, separators=(",", ":")).encode("utf-8"))
+    found["error"] = None
+    version = None
     if found["version"]:
-        link.magento_version = f"Magento/{found['version']} ({found['edition']})" if found["edition"] \
-            else found["version"]
-    db.session.add(row)
-    db.session.commit()
+        version = f"Magento/{found['version']} ({found['edition']})" if found["edition"] else found["version"]
+    _keep(link, found, version)
     return capabilities_of(link)
+
+
+def _keep(link: StoreLink, values: dict, version: str | None = None) -> None:
+    """Store a probe's result. Two probes may finish at once (the job queued with a link and
+    *Probe now*, or the events intake asking first): the later one updates the row the
+    earlier one created."""
+    for attempt in (1, 2):
+        row = _row(link) or StoreCapabilities(store_link_id=link.id)
+        for name, value in values.items():
+            setattr(row, name, value)
+        row.probed_at = utcnow()
+        if version:
+            link.magento_version = version
+        db.session.add(row)
+        try:
+            db.session.commit()
+            return
+        except IntegrityError:
+            db.session.rollback()
+            if attempt == 2:
+                raise
 
 
 def _ask(client: StoreClient) -> dict:

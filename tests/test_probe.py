@@ -73,7 +73,7 @@ def test_input_limits_and_async_switches_are_detected(app, linked, sandbox):
     link_id, _ = linked
     sandbox.state.input_limit = 300
     sandbox.state.async_api = False
-    sandbox.state.async_events = True
+    sandbox.state.async_events_module = True
     result = cli(app, "probe", link_id)
     assert "input limits: on, at most 300 records a page" in result.output
     assert "async/bulk API: not available" in result.output and "async events module: yes" in result.output

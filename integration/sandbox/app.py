@@ -139,6 +139,168 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
                 mode, segments = "async", segments[1:]
             elif segments[:3] == ["async", "bulk", "V1"]:
                 mode, segments = "bulk", segments[2:]
+        if not segments or segments[0] != "V1":
+            return error('Request does not match any route.', 404)
+        # Magento's REST router matches on the trimmed path: /V1/products/ is /V1/products.
+        route = "/" + "/".join(segments[1:]).strip("/")
+        body = request.get_data(as_text=True)
+        try:
+            integration = oauth_provider.rest_user(state, request.environ, body)
+        except oauth_provider.OAuthFailure as exc:
+            return error(exc.message, 401 if exc.status == 401 else 400)
+        except Exception as exc:  # noqa: BLE001
+            return error(f"Internal Error. Details are available in Magento log file. ({type(exc).__name__})", 500)
+        # Injected failures come after the nonce is spent: a gateway timeout can follow a request
+        # Magento already checked, and only then does a retry that reuses the nonce fail.
+        failure = state.take_failure(route)
+        if failure:
+            headers = {"Retry-After": "0"} if failure == 429 else {}
+            return Response("<html>upstream failure</html>", failure, headers=headers)
+        resource = _resource_for(route)
+        if integration is None or not _allowed(integration, resource):
+            return error("The consumer isn't authorized to access %resources.", 401, {"resources": resource})
+        state.counters.rest_calls += 1
+        if mode is not None:
+            return _accepted(state, mode, route, store_code, body)
+        response = _dispatch(state, request.method, route, store_code, request.args, body)
+        if request.args.get("fields") and response.status_code == 200:
+            response.set_data(json.dumps(changes.select_fields(json.loads(response.get_data()),
+                                                               request.args["fields"])))
+        return response
+
+    # --- control: the catalogue changes on demand (a sandbox, so no credentials) -----------
+
+    def changed(do, *args):
+        try:
+            return ok(do(state, *args))
+        except KeyError as exc:
+            return error(f"no such record {exc.args[0]!r}", 404)
+        except (ValueError, TypeError) as exc:
+            return error(str(exc), 400)
+
+    def body_fields() -> dict:
+        payload = request.get_json(force=True, silent=True)  # reads the body: over the limit is a 413
+        return payload if isinstance(payload, dict) else {}
+
+    @app.put("/sandbox/integrations/<int:integration_id>/resources")
+    def control_resources(integration_id: int):
+        """Grant an integration these resources (a JSON list; ``["Magento_Backend::all"]`` is
+        *Resource Access: All*), as editing its API tab in Magento does."""
+        integration = state.integrations.get(integration_id) or abort(404)
+        granted = request.get_json(force=True, silent=True)
+        if not isinstance(granted, list) or not all(isinstance(r, str) and len(r) <= 100 for r in granted[:50]):
+            return error("send a JSON list of ACL resource names", 400)
+        with state.lock:
+            integration.resources = tuple(granted[:50])
+            state.save()
+        return ok({"id": integration.id, "resources": list(integration.resources)})
+
+    @app.put("/sandbox/config")
+    def control_config():
+        """Store switches: ``input_limit`` (the maximum pageSize, null for input limits off),
+        ``async_api`` (Magento_WebapiAsync) and ``async_events`` (aligent's module)."""
+        fields = body_fields()
+        if "input_limit" in fields:
+            limit = fields["input_limit"]
+            if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10000):
+                return error("input_limit must be null or a number from 1 to 10000", 400)
+            state.input_limit = limit
+        for switch, attribute in (("async_api", "async_api"), ("async_events", "async_events_module")):
+            if switch in fields:
+                if not isinstance(fields[switch], bool):
+                    return error(f"{switch} must be true or false", 400)
+                setattr(state, attribute, fields[switch])
+        return ok({"input_limit": state.input_limit, "async_api": state.async_api,
+                   "async_events": state.async_events_module})
+
+    @app.post("/sandbox/products")
+    def control_create_product():
+        return changed(changes.create_product, body_fields())
+
+    @app.put("/sandbox/products/<sku>")
+    def control_update_product(sku: str):
+        return changed(changes.update_product, sku, body_fields())
+
+    @app.delete("/sandbox/products/<sku>")
+    def control_delete_product(sku: str):
+        return changed(changes.delete_product, sku)
+
+    @app.put("/sandbox/stock/<sku>")
+    def control_stock(sku: str):
+        qty = body_fields().get("qty")
+        if not isinstance(qty, (int, float)) or isinstance(qty, bool):
+            return error("qty must be a number", 400)
+        return changed(changes.set_stock, sku, qty)
+
+    @app.post("/sandbox/integrations/<int:integration_id>/age")
+    def control_age_consumer(integration_id: int):
+        """Move the consumer's ``updated_at`` back by ``seconds``, as if the callback had been posted
+        that long ago: the expired-consumer case without waiting five minutes."""
+        integration = state.integrations.get(integration_id)
+        seconds = body_fields().get("seconds")
+        if integration is None:
+            return error(f"no such integration {integration_id}", 404)
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or not 0 <= seconds <= 10**7:
+            return error("seconds must be a whole number from 0 to 10000000", 400)
+        with state.lock:
+            integration.consumer_updated_at -= seconds
+            state.save()
+        return ok({"id": integration.id, "consumer_updated_at": integration.consumer_updated_at,
+                   "expired": oauth_provider.consumer_expired(integration, state.consumer_expiry)})
+
+    @app.post("/sandbox/orders")
+    def control_place_order():
+        fields = body_fields()
+        return changed(changes.place_order, fields.get("sku"), fields.get("customer_email"))
+
+    @app.put("/sandbox/orders/<int:order_id>")
+    def control_update_order(order_id: int):
+        status = body_fields().get("status")
+        if not isinstance(status, str) or not status:
+            return error("status is required", 400)
+        return changed(changes.update_order, order_id, status[:32])
+
+    return app
+
+
+def error(message: str, status: int, parameters=None) -> Response:
+    payload = {"message": message}
+    if parameters is not None:
+        payload["parameters"] = parameters
+    return Response(json.dumps(payload), status, content_type="application/json; charset=utf-8")
+
+
+def ok(payload) -> Response:
+    return Response(json.dumps(payload), 200, content_type="application/json; charset=utf-8")
+
+
+def _schema(state: SandboxState, segments: list[str], environ) -> Response:
+    """Magento's schema routes (``Webapi\\Controller\\Rest::processSchemaRequest``, and
+    ``WebapiAsync\\Controller\\Rest\\AsynchronousSchemaRequestProcessor`` for ``async/schema``):
+    no ACL check of their own, but the document lists only what the caller may call. No OAuth
+    header is an anonymous caller; a bad one is refused as any REST call is."""
+    if segments[0] == "async" and not state.async_api:
+        return error("Specified request does not match any route.", 404)
+    try:
+        integration = oauth_provider.rest_user(state, environ, "")
+    except oauth_provider.OAuthFailure as exc:
+        return error(exc.message, 401 if exc.status == 401 else 400)
+    state.counters.schema_calls += 1
+    base_path = request.path[: request.path.rindex("/schema")]
+    document = schema.document(integration.resources if integration else (), host=request.host,
+                               base_path=base_path, scheme=request.scheme, msi=state.msi,
+                               async_events=state.async_events_module, version=state.version)
+    return ok(document)
+
+
+def _accepted(state: SandboxState, mode: str, route: str, store_code: str, body: str) -> Response:
+    """``/rest/{store}/async/V1/…`` (one entity) and ``/rest/{store}/async/bulk/V1/…`` (a list):
+    Magento_WebapiAsync publishes the operations to a queue and answers 202 with an
+    ``AsyncResponseInterface`` (``WebapiAsync\\Controller\\Rest\\AsynchronousRequestProcessor``). The
+    sandbox has no queue: it applies them at once, and lists any it could not as rejected."""
+    import hashlib
+    import uuid
+
     try:
         payload = json.loads(body or "null")
     except json.JSONDecodeError:
@@ -161,6 +323,7 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
 
 
 def _async_event(state: SandboxState, method: str, route: str, body: str) -> Response:
+    """aligent/magento-async-events' subscription routes (``etc/webapi.xml``)."""
     events = state.async_events
     try:
         payload = json.loads(body or "null")

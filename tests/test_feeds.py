@@ -161,14 +161,22 @@ def test_record_events_reach_webhook_endpoints(app, linked, sandbox):
         receiver.stop()
 
 
-def test_a_store_without_msi_has_no_stock_feed_and_says_why(app, linked, sandbox):
+def test_a_store_without_msi_feeds_stock_from_its_stock_items(app, linked, sandbox):
     link_id, _ = linked
+    assert not sandbox.state.msi
     result = run_sync(app, link_id, "stock")
     assert result.exit_code == 0, result.output
     with app.app_context():
         feed = db.session.scalar(select(FeedState).where(FeedState.entity == "stock"))
-        assert "no MSI source items" in feed.note
-    assert types(app)["stock.updated"] == 0
+        assert "no MSI" in feed.note and "stock items" in feed.note
+    assert types(app)["stock.updated"] == 60  # the first pass: every product's stock item
+    requests.put(f"{sandbox.url}/sandbox/stock/SB-00007", json={"qty": 0}, timeout=5).raise_for_status()
+    assert run_sync(app, link_id, "stock").exit_code == 0
+    assert run_sync(app, link_id, "stock").exit_code == 0  # unchanged: nothing more
+    stock = payloads(app, "stock.updated")
+    assert len(stock) == 61
+    assert stock[-1]["record_id"] == "7@1" and stock[-1]["record"]["qty"] == 0
+    assert stock[-1]["record"]["is_in_stock"] is False
 
 
 # --- one sync at a time, and resuming after a dead worker --------------------------------------
@@ -215,7 +223,8 @@ def test_a_worker_killed_mid_sync_loses_no_change(app, migrated, linked, sandbox
     link_id, _ = linked
     sandbox.state.latency = 0.3
     proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "sync", str(link_id), "products"],
-                            cwd=ROOT, env=worker_env(migrated, INTEGRATION_SYNC_LEASE="3", INTEGRATION_SYNC_PAGE_SIZE="10"),
+                            cwd=ROOT, env=worker_env(migrated, INTEGRATION_SYNC_LEASE="3", INTEGRATION_SYNC_PAGE_SIZE="5",
+                                           INTEGRATION_STORE_CONCURRENCY="2"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def emitted() -> int:

@@ -241,6 +241,8 @@ def _dispatch(state: SandboxState, method: str, route: str, store_code: str, arg
             return ok(search.apply(state.customers, criteria))
         if route == "/inventory/source-items" and method == "GET" and state.msi:
             return ok(search.apply(changes.source_items(state), criteria))
+        if route == "/stockItems/lowStock" and method == "GET":
+            return ok(_low_stock(state, request.args))
         if route == "/products" and method == "POST":
             return _save_product(state, body, None)
         if route.startswith("/products/"):
@@ -258,6 +260,22 @@ def _dispatch(state: SandboxState, method: str, route: str, store_code: str, arg
     except ValueError as exc:
         return error(str(exc), 400)
     return error("Request does not match any route.", 404)
+
+
+def _low_stock(state: SandboxState, args) -> dict:
+    """``GET /V1/stockItems/lowStock?scopeId=&qty=&currentPage=&pageSize=``: CatalogInventory's
+    stock items with ``qty`` below the ceiling given (Magento's StockRegistry::getLowStockItems);
+    scopeId and qty are required, as in Magento's route."""
+    try:
+        int(args["scopeId"])
+        ceiling = float(args["qty"])
+        page = max(1, int(args.get("currentPage", 1)))
+        size = max(0, int(args.get("pageSize", 0)))
+    except (KeyError, ValueError):
+        raise ValueError('"scopeId" and "qty" are required numbers') from None
+    items = [i for i in changes.stock_items(state) if i["qty"] <= ceiling]
+    shown = items[(page - 1) * size: page * size] if size else items
+    return {"items": shown, "search_criteria": {"current_page": page, "page_size": size}, "total_count": len(items)}
 
 
 def _no_product() -> Response:

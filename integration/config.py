@@ -91,6 +91,7 @@ def from_environment(instance_path: str) -> dict:
         "SYNC_LEASE": _number("SYNC_LEASE", "600"),
         "SYNC_BACKOFF_BASE": _number("SYNC_BACKOFF_BASE", "60"),
         "SYNC_RECORD_MAX_KB": _number("SYNC_RECORD_MAX_KB", "64", int),
+        "EXPORT_RETENTION_HOURS": _number("EXPORT_RETENTION_HOURS", "24"),
     }
     if env == "development":
         instance.mkdir(parents=True, exist_ok=True)

@@ -120,6 +120,17 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
     @app.route("/rest/<path:path>", methods=["GET", "POST", "PUT", "DELETE"])
     @app.route("/index.php/rest/<path:path>", methods=["GET", "POST", "PUT", "DELETE"])
     def rest(path: str):
+        # Requests in flight at once, counted here at the store's side (the per-store cap).
+        with state.lock:
+            state.counters.in_flight += 1
+            state.counters.max_in_flight = max(state.counters.max_in_flight, state.counters.in_flight)
+        try:
+            return _rest(path)
+        finally:
+            with state.lock:
+                state.counters.in_flight -= 1
+
+    def _rest(path: str):
         if state.latency:
             time.sleep(state.latency)
         segments = path.split("/")

@@ -71,6 +71,8 @@ class Counters:
     request_token_calls: int = 0
     access_token_calls: int = 0
     rest_calls: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
 
 
 class SandboxState:

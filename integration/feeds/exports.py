@@ -30,7 +30,7 @@ FOLDER = "exports"
 DEFAULT_RETENTION_HOURS = 24
 #: Pages fetched at once by a dashboard export (the store's cap still bounds it).
 CONCURRENCY = 4
-PAGE_SIZE = 100
+PAGE_SIZE = 100  # INTEGRATION_EXPORT_PAGE_SIZE
 MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
 
 
@@ -98,6 +98,7 @@ def run_export_job(job_id: int) -> None:
     if link is None or link.status != StoreLink.LINKED or not link.has_token:
         return _end(job, Job.CANCELLED, "the store is not linked (revoked or unlinked)")
     name = f"{job.id}-{secrets.token_hex(8)}.{job.export_format}"
+    page_size = int(current_app.config.get("EXPORT_PAGE_SIZE", PAGE_SIZE))
     path = os.path.join(folder(), name)
     done = 0
 
@@ -108,7 +109,7 @@ def run_export_job(job_id: int) -> None:
     def on_record() -> None:
         nonlocal done
         done += 1
-        if done % PAGE_SIZE == 0:  # progress and a cancel check once a page
+        if done % page_size == 0:  # progress and a cancel check once a page
             job.done = done
             db.session.commit()
             if db.session.scalar(select(Job.cancel_requested).where(Job.id == job.id)):
@@ -116,7 +117,7 @@ def run_export_job(job_id: int) -> None:
 
     try:
         count = export_store(link, job.entity, path, fmt=job.export_format, since=job.export_since,
-                             on_total=on_total, on_record=on_record)
+                             page_size=page_size, on_total=on_total, on_record=on_record)
     except Cancelled:
         _discard(path)
         return _end(job, Job.CANCELLED, "cancelled")

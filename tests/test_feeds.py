@@ -509,3 +509,19 @@ def test_churn_changes_the_catalogue_on_its_own(sandbox):
                           + len(sandbox.state.orders) - orders >= 5, timeout=5)
     finally:
         churn.stop()
+
+
+def test_a_deletion_during_the_first_pass_loses_no_other_record(app, linked, sandbox):
+    """Pages are read by number in parallel: a deletion moves every later record one place
+    back, and one of them past a page already read. The id sweep that follows finds it."""
+    link_id, _ = linked
+    app.config.update(SYNC_PAGE_SIZE=5, STORE_CONCURRENCY=1)
+    sandbox.state.latency = 0.15
+    thread = threading.Thread(target=lambda: jobs.call_in_app(app, sync.sync, (link_id, "products")))
+    thread.start()
+    assert wait_until(lambda: types(app)["product.created"] >= 20, timeout=30)
+    requests.delete(f"{sandbox.url}/sandbox/products/SB-00003", timeout=5).raise_for_status()
+    thread.join(60)
+    created = {p["record_id"] for p in payloads(app, "product.created")}
+    assert created >= {str(n) for n in range(1, 61) if n != 3}  # every product still there was sent
+    assert [p["record_id"] for p in payloads(app, "product.deleted")] == ["3"]

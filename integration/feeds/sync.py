@@ -297,8 +297,13 @@ def _run(feed: FeedState, job: Job, owner: str, full: bool) -> Job:
             if feed.entity == STOCK:
                 _stock_pass(client, feed, job, owner, counts)
             else:
-                _pass(client, feed, job, owner, full, counts, concurrency)
+                whole = _pass(client, feed, job, owner, full, counts, concurrency)
                 spec = ENTITIES[feed.entity]
+                if whole and feed.last_reconcile_at is None:
+                    # A first pass that read every record of an unchanging catalogue has
+                    # nothing to reconcile yet: the first sweep of ids waits its interval.
+                    feed.last_reconcile_at = utcnow()
+                    db.session.commit()
                 due = feed.last_reconcile_at is None or utcnow() - feed.last_reconcile_at >= dt.timedelta(
                     seconds=setting("SYNC_RECONCILE_INTERVAL"))
                 if spec.deletions and (full or due):
@@ -420,18 +425,21 @@ def changed_pages(client: StoreClient, spec: FeedEntity, since: str | None, page
 
 
 def all_pages(client: StoreClient, spec: FeedEntity, page_size: int, concurrency: int,
-              on_total=None) -> Iterator[list[dict]]:
+              on_total=None, totals: list[int] | None = None) -> Iterator[list[dict]]:
     """Every record, in ``entity_id`` order by page numbers, with up to ``concurrency`` pages
     in flight while the caller writes the current one (never more held in memory). For a pass
     from nothing: what a deletion during the pass shifts past us, the reconciliation's id sweep
     finds and fetches (``_fetch_missing``); what is edited or created meanwhile is newer than
-    the pass's start, which the cursor goes back to."""
+    the pass's start, which the cursor goes back to. ``totals`` collects every page's
+    ``total_count``: all alike, nothing was created or deleted while the pages were read."""
     base = SearchCriteria().order_by(spec.filter_field)
+    totals = totals if totals is not None else []
 
     def page(number: int) -> dict:
         answer = client.search(spec.path, base.copy().page(page_size, number))
         if not isinstance(answer, dict) or not isinstance(answer.get("items", []), list):
             raise errors.BadStoreResponse(f"{spec.path} did not answer with a search result")
+        totals.append(_count(answer))
         return answer
 
     first = page(1)
@@ -462,7 +470,8 @@ def all_pages(client: StoreClient, spec: FeedEntity, page_size: int, concurrency
 
 
 def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool, counts: Counts,
-          concurrency: int = 1) -> None:
+          concurrency: int = 1) -> bool:
+    """Returns whether the pass read every record of a catalogue that did not change meanwhile."""
     spec = ENTITIES[feed.entity]
     since = None
     if feed.cursor is not None and not full:
@@ -473,17 +482,18 @@ def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool
         job.total = count
         db.session.commit()
 
-    started, newest = time.monotonic(), None
+    started, newest, totals, read = time.monotonic(), None, [], 0
     if since is None:
         # From nothing: pages in parallel, the cursor set only once every page is in (a pass
         # stopped half-way starts again from nothing, the fingerprints keep it from re-emitting).
-        pages = all_pages(client, spec, page_size, concurrency, on_total=total)
+        pages = all_pages(client, spec, page_size, concurrency, on_total=total, totals=totals)
     else:
         pages = changed_pages(client, spec, since, page_size, on_total=total)
     for page in pages:
         _check_cancel(job)
         renew(feed.id, owner)
         _emit(feed, spec, page, counts)
+        read += len(page)
         stamps = [t for t in (store_time(r.get("updated_at")) for r in page) if t is not None]
         if stamps and (newest is None or max(stamps) > newest):
             newest = max(stamps)
@@ -498,6 +508,7 @@ def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool
         back = dt.timedelta(seconds=time.monotonic() - started)
         feed.cursor = max(newest - back, feed.cursor) if feed.cursor and not full else newest - back
         db.session.commit()
+    return since is None and len(set(totals)) == 1 and read == totals[0]
 
 
 @dataclass

@@ -197,6 +197,18 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
             return error("qty must be a number", 400)
         return changed(changes.set_stock, sku, qty)
 
+    @app.get("/sandbox/counters")
+    def control_counters():
+        """What the store saw: REST calls answered, and the most that were in flight at once."""
+        c = state.counters
+        return ok({"rest_calls": c.rest_calls, "max_in_flight": c.max_in_flight})
+
+    @app.delete("/sandbox/counters")
+    def control_reset_counters():
+        with state.lock:
+            state.counters.max_in_flight = state.counters.in_flight
+        return ok(True)
+
     @app.post("/sandbox/orders")
     def control_place_order():
         fields = body_fields()

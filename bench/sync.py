@@ -301,14 +301,29 @@ class Bench:
         with self.app.app_context():
             return db.session.scalar(select(func.count()).select_from(Event).where(Event.type == type_))
 
+    def cpu_seconds(self) -> float:
+        """CPU time the workers used so far (user + system)."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for worker in self.workers:
+            with open(f"/proc/{worker.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / ticks
+
     def initial(self, stores: Stores, links: list[int], ideal: float) -> None:
         a = self.args
+        cpu = self.cpu_seconds()
         seconds = self.sync_all(links)
+        cpu = self.cpu_seconds() - cpu
+        pages = len(links) * -(-a.products // 100)
         created = self.count("product.created")
         share = ideal / seconds
         self.say(f"initial   {a.stores} x {a.products} products: {seconds:.2f} s, ideal {ideal:.2f} s: "
                  f"{share:.0%} of the ideal (target >= 70%: {'met' if share >= 0.7 else 'NOT met'}); "
                  f"{created} product.created events ({'all' if created == a.stores * a.products else 'MISSING'})")
+        self.say(f"cpu       the workers' CPU time: {cpu:.1f} s for {pages} pages, {cpu / pages * 1000:.0f} ms a page "
+                 f"(the machine's 1-minute load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
         peak = max(c["max_in_flight"] for c in stores.counters(self.session))
         self.say(f"cap       most requests in flight at one store: {peak} (cap {a.cap}: "
                  f"{'held' if peak <= a.cap else 'EXCEEDED'})")

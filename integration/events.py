@@ -128,15 +128,14 @@ def record_many(session: Session, link: StoreLink, found: list[tuple[str, dict]]
         rows.append({"public_id": body["id"], "type": type_, "store_link_id": link.id, "created_at": now,
                      "payload": json.dumps(body, separators=(",", ":"), ensure_ascii=False)})
     wanted = [[e.id for e in endpoints if e.wants(type_)] for type_, _ in found]
-    if not any(wanted):
-        session.execute(insert(Event), rows)
-        return len(rows)
+    # RETURNING makes these SQLAlchemy's "insertmanyvalues": one statement a batch, not one a row.
     ids = session.scalars(insert(Event).returning(Event.id, sort_by_parameter_order=True), rows).all()
     expires = now + retry_window()
     deliveries = [{"event_id": event_id, "endpoint_id": endpoint_id, "state": WebhookDelivery.PENDING,
                    "attempts": 0, "next_attempt_at": now, "created_at": now, "expires_at": expires}
                   for event_id, endpoint_ids in zip(ids, wanted) for endpoint_id in endpoint_ids]
-    session.execute(insert(WebhookDelivery), deliveries)
+    if deliveries:
+        session.execute(insert(WebhookDelivery).returning(WebhookDelivery.id), deliveries).all()
     session.info[_WAKE] = True
     return len(rows)
 

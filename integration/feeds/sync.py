@@ -174,6 +174,8 @@ def store_time(value) -> dt.datetime | None:
     if not isinstance(value, str):
         return None
     try:
+        if len(value) >= 19 and value[10] == " ":  # strptime costs ten times as much, per record
+            return dt.datetime.fromisoformat(value[:19])
         return dt.datetime.strptime(value[:19], MAGENTO_TIME)
     except ValueError:
         try:
@@ -573,8 +575,8 @@ def _write(feed: FeedState, entity: str, keyed: list[tuple[str, dict]], event, c
                                 **values}
         known[record_id] = _Known(row.id if row else None, print_, updated_at)
         found.append(event(record_id, record, kind))
-    if fresh:
-        db.session.execute(insert(FeedRecord), list(fresh.values()))
+    if fresh:  # RETURNING makes it SQLAlchemy's "insertmanyvalues": one statement, not one per row
+        db.session.execute(insert(FeedRecord).returning(FeedRecord.id), list(fresh.values())).all()
     if changed:
         by_columns: dict[tuple, list[dict]] = {}
         for values in changed.values():

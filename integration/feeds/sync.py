@@ -153,12 +153,22 @@ def store_slot(link_id: int, patience: float = CAP_PATIENCE) -> Callable:
     return slot
 
 
+#: Seconds between two writes of a job's progress, two looks for a Cancel, two loads of the
+#: webhook endpoints during a pass: each is a round trip to the database, and a page should
+#: cost as few as it can (they wait on a busy database server more than they work).
+ROUND_TRIP_EVERY = 1.0
+
+
 @dataclass
 class Counts:
     created: int = 0
     updated: int = 0
     deleted: int = 0
     seen: int = 0
+    shown_at: float = 0.0
+    asked_at: float = 0.0
+    endpoints: list | None = None
+    endpoints_at: float = 0.0
 
 
 # --- fingerprints ----------------------------------------------------------------------------
@@ -318,6 +328,8 @@ def _run(feed: FeedState, job: Job, owner: str, full: bool) -> Job:
         return _end(job, Job.CANCELLED, "cancelled")
     except LeaseLost as exc:
         return _end(job, Job.FAILED, str(exc))
+    _progress(job, counts, 0, now=True)
+    db.session.commit()
     _succeeded(feed)
     return _end(job, Job.FINISHED, None)
 
@@ -492,7 +504,7 @@ def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool
     else:
         pages = changed_pages(client, spec, since, page_size, on_total=total)
     for page in pages:
-        _check_cancel(job)
+        _check_cancel(job, counts)
         renew(feed.id, owner)
         _emit(feed, spec, page, counts)
         read += len(page)
@@ -583,7 +595,7 @@ def _write(feed: FeedState, entity: str, keyed: list[tuple[str, dict]], event, c
             by_columns.setdefault(tuple(sorted(values)), []).append(values)
         for rows in by_columns.values():
             db.session.execute(update(FeedRecord), rows)
-    events.record_many(db.session, feed.store_link, found, endpoints=webhook_endpoints())
+    events.record_many(db.session, feed.store_link, found, endpoints=_endpoints(counts))
 
 
 def webhook_endpoints() -> list:
@@ -592,15 +604,27 @@ def webhook_endpoints() -> list:
     return list(db.session.scalars(select(WebhookEndpoint)))
 
 
-def _progress(job: Job, counts: Counts, seen: int) -> None:
+def _progress(job: Job, counts: Counts, seen: int, *, now: bool = False) -> None:
+    """Count ``seen``; write the counts to the job once a second (``now``: at once)."""
     counts.seen += seen
-    job.done, job.created, job.updated, job.deleted = counts.seen, counts.created, counts.updated, counts.deleted
+    if now or time.monotonic() - counts.shown_at >= ROUND_TRIP_EVERY:
+        counts.shown_at = time.monotonic()
+        job.done, job.created, job.updated, job.deleted = counts.seen, counts.created, counts.updated, counts.deleted
 
 
-def _check_cancel(job: Job) -> None:
-    requested = db.session.scalar(select(Job.cancel_requested).where(Job.id == job.id))
-    if requested:
+def _check_cancel(job: Job, counts: Counts) -> None:
+    """Stop if someone asked to cancel (looked up at most once a second)."""
+    if time.monotonic() - counts.asked_at < ROUND_TRIP_EVERY:
+        return
+    counts.asked_at = time.monotonic()
+    if db.session.scalar(select(Job.cancel_requested).where(Job.id == job.id)):
         raise Cancelled()
+
+
+def _endpoints(counts: Counts) -> list:
+    if counts.endpoints is None or time.monotonic() - counts.endpoints_at >= ROUND_TRIP_EVERY:
+        counts.endpoints, counts.endpoints_at = webhook_endpoints(), time.monotonic()
+    return counts.endpoints
 
 
 # --- deletions -------------------------------------------------------------------------------
@@ -634,7 +658,7 @@ def _reconcile(client: StoreClient, feed: FeedState, job: Job, owner: str, count
     spec = ENTITIES[feed.entity]
     present: set[str] = set()
     for ids in remote_ids(client, spec):
-        _check_cancel(job)
+        _check_cancel(job, counts)
         present.update(ids)
     renew(feed.id, owner)
     emitted = set(db.session.scalars(select(FeedRecord.record_id).where(
@@ -650,7 +674,7 @@ def _reconcile(client: StoreClient, feed: FeedState, job: Job, owner: str, count
             FeedRecord.record_id.in_(batch)))
         events.record_many(db.session, link, [
             (f"{spec.event}.deleted", events.record_data(spec.name, record_id, None, rest_path="", max_bytes=0))
-            for record_id in batch], endpoints=webhook_endpoints())
+            for record_id in batch], endpoints=_endpoints(counts))
         counts.deleted += len(batch)
         db.session.commit()
         renew(feed.id, owner)
@@ -663,7 +687,7 @@ def _fetch_missing(client: StoreClient, feed: FeedState, spec: FeedEntity, job: 
                    missing: list[str], counts: Counts) -> None:
     page_size = max(1, min(int(setting("SYNC_PAGE_SIZE")), MAX_PAGE_SIZE))
     for start in range(0, len(missing), page_size):
-        _check_cancel(job)
+        _check_cancel(job, counts)
         batch = missing[start:start + page_size]
         answer = client.search(spec.path, SearchCriteria().where(spec.filter_field, ",".join(batch), "in")
                                .order_by(spec.filter_field).page(page_size, 1))
@@ -704,7 +728,7 @@ def _stock_pass(client: StoreClient, feed: FeedState, job: Job, owner: str, coun
         first = next(pages)
         feed.note = "no MSI on this store: stock is read from CatalogInventory's stock items"
     for keyed in _chain(first, pages):
-        _check_cancel(job)
+        _check_cancel(job, counts)
         renew(feed.id, owner)
         _write(feed, STOCK, keyed, _stock_event, counts, ordered=False)
         feed.records_seen += len(keyed)

@@ -375,7 +375,7 @@ def test_rq_worker_runs_the_feed(app, app_config, migrated, linked, sandbox, red
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         # The workers' tick queues the first sync of every feed.
-        assert wait_until(lambda: types(rq_app)["product.created"] == 60, timeout=40)
+        assert wait_until(lambda: types(rq_app)["product.created"] == 60, timeout=90)  # a worker starting under load
         requests.put(f"{sandbox.url}/sandbox/products/SB-00002", json={"price": 3.25}, timeout=5)
         with rq_app.app_context():
             schedule.sync_soon(link_id, ["products"])

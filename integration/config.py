@@ -125,7 +125,7 @@ def check(config: dict) -> None:
     if unknown:
         raise ConfigError(f"{PREFIX}SYNC_ENTITIES: {', '.join(sorted(unknown))} not known; "
                           "choose from products, orders, customers, stock")
-    if float(config.get("SYNC_TICK") or 5) <= 0:
+    if float(config.get("SYNC_TICK", 5)) <= 0:
         raise ConfigError(f"{PREFIX}SYNC_TICK must be a positive number of seconds")
     for entry in config.get("METRICS_ALLOW") or ():
         try:

@@ -15,7 +15,8 @@ from .test_browser import ARTIFACTS, browser, page, pytestmark  # noqa: F401 - f
 
 @pytest.fixture
 def app_config(app_config):
-    return {**app_config, "SYNC_ENTITIES": ("products", "orders"), "SYNC_PAGE_SIZE": 5}
+    # A page at a time (no parallel pages), so the running job can be watched.
+    return {**app_config, "SYNC_ENTITIES": ("products", "orders"), "SYNC_PAGE_SIZE": 5, "STORE_CONCURRENCY": 1}
 
 
 def test_sync_now_shows_live_progress_and_the_feeds(app, live_app, linked, sandbox, page):

@@ -332,8 +332,8 @@ def test_jobs_list_cancel_retry(app, linked, sandbox):
 
 def test_a_running_job_stops_after_its_current_page_when_cancelled(app, linked, sandbox):
     link_id, _ = linked
-    app.config["SYNC_PAGE_SIZE"] = 10
-    sandbox.state.latency = 0.2
+    app.config.update(SYNC_PAGE_SIZE=5, STORE_CONCURRENCY=1)  # a page at a time: 12 of them, 3 s
+    sandbox.state.latency = 0.25
     with app.app_context():
         job = Job(kind="sync", store_link_id=link_id, entity="products")
         db.session.add(job)

@@ -21,7 +21,8 @@ from sqlalchemy import select, update
 from .. import jobs, stores
 from ..extensions import db
 from ..magento import errors
-from ..magento.export import ENTITIES, FORMATS, ExportError, export, parse_since
+from ..magento import export as paged_export
+from ..magento.export import ENTITIES, FORMATS, ExportError, parse_since
 from ..models import StoreLink, User, utcnow
 from .models import Job
 from .sync import Cancelled, store_slot
@@ -45,7 +46,8 @@ def export_store(link: StoreLink, entity: str, output: str | None, *, fmt: str |
     with stores.contact(link, "store.exported", purpose, user=user, remote_addr=remote_addr,
                         pool_size=max(concurrency, 4), slot=store_slot(link.id),
                         deadline=None) as client:  # a deadline per page, not for the whole export
-        return export(client, entity, output, fmt=fmt, since=since, concurrency=concurrency, page_size=page_size,
+        return paged_export.export(client, entity, output, fmt=fmt, since=since, concurrency=concurrency,
+                                   page_size=page_size,
                       stdout=stdout, on_total=on_total, on_record=on_record)
 
 

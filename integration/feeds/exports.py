@@ -47,8 +47,7 @@ def export_store(link: StoreLink, entity: str, output: str | None, *, fmt: str |
                         pool_size=max(concurrency, 4), slot=store_slot(link.id),
                         deadline=None) as client:  # a deadline per page, not for the whole export
         return paged_export.export(client, entity, output, fmt=fmt, since=since, concurrency=concurrency,
-                                   page_size=page_size,
-                      stdout=stdout, on_total=on_total, on_record=on_record)
+                                   page_size=page_size, stdout=stdout, on_total=on_total, on_record=on_record)
 
 
 def folder() -> str:

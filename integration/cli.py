@@ -356,14 +356,12 @@ def export_store(link_id: int, entity: str, since: str | None, fmt: str | None, 
     """Stream every record to a file (or standard output), resuming an interrupted file."""
     import sys
 
-    from . import stores as store_service
+    from .feeds import exports
     from .magento.errors import MagentoError
-    from .magento.export import ExportError, export
-
-    from . import probe
+    from .magento.export import ExportError
+    from .stores import COMMAND_LINE
 
     link = _link(link_id)
-    page_size = probe.page_size_for(link, page_size)  # a store with input limits on refuses more
     show_progress = output is not None and sys.stderr.isatty()
     bar = None
 
@@ -374,14 +372,9 @@ def export_store(link_id: int, entity: str, since: str | None, fmt: str | None, 
             bar.__enter__()
 
     try:
-        with store_service.contact(link, "store.exported", f"{entity}{f' since {since}' if since else ''}",
-                                   remote_addr=store_service.COMMAND_LINE, pool_size=max(concurrency, 4),
-                                   deadline=None) as client:  # a deadline per page, not for the whole export
-            count = export(client, entity, output, fmt=fmt, since=since, concurrency=concurrency,
-                           page_size=page_size, stdout=sys.stdout, on_total=on_total,
-                           on_record=(lambda: bar.update(1)) if show_progress else None)
-            if client.page_size_limit:  # learnt from a refusal: the next run asks for that at once
-                probe.note_page_size_limit(link.id, client.page_size_limit)
+        count = exports.export_store(link, entity, output, fmt=fmt, since=since, concurrency=concurrency, page_size=page_size,
+                                     stdout=sys.stdout, remote_addr=COMMAND_LINE, on_total=on_total,
+                                     on_record=(lambda: bar.update(1)) if show_progress else None)
     except (MagentoError, ExportError) as exc:
         raise _fail(exc) from None
     finally:

@@ -104,6 +104,11 @@ def from_environment(instance_path: str) -> dict:
         "INTAKE_QUARANTINE_MAX": _number("INTAKE_QUARANTINE_MAX", "200", int),
         "INTAKE_AUTO_SUBSCRIBE": _flag(_env("INTAKE_AUTO_SUBSCRIBE", "on")),
         "INTAKE_ASYNC_EVENTS": _list(_env("INTAKE_ASYNC_EVENTS")),
+        "EXPORT_RETENTION_HOURS": _number("EXPORT_RETENTION_HOURS", "24"),
+        # How often due feeds are looked for (once across all workers with RQ); a change waits
+        # at most the interval plus this before its sync starts.
+        "SYNC_TICK": _number("SYNC_TICK", "5"),
+        "SYNC_ENTITIES": _list(_env("SYNC_ENTITIES")),
     }
     if env == "development":
         instance.mkdir(parents=True, exist_ok=True)
@@ -132,6 +137,12 @@ def check(config: dict) -> None:
                           "oauth/consumer/expiration_period, 300 unless the store changed it)")
     if int(config.get("STORE_CONCURRENCY", 8)) < 1:
         raise ConfigError(f"{PREFIX}STORE_CONCURRENCY must be at least 1 (calls at once to one store)")
+    unknown = set(config.get("SYNC_ENTITIES") or ()) - {"products", "orders", "customers", "stock"}
+    if unknown:
+        raise ConfigError(f"{PREFIX}SYNC_ENTITIES: {', '.join(sorted(unknown))} not known; "
+                          "choose from products, orders, customers, stock")
+    if float(config.get("SYNC_TICK", 5)) <= 0:
+        raise ConfigError(f"{PREFIX}SYNC_TICK must be a positive number of seconds")
     for entry in config.get("METRICS_ALLOW") or ():
         try:
             ipaddress.ip_network(entry, strict=False)

@@ -104,6 +104,42 @@ def record(session: Session, type_: str, link: StoreLink, *, reason: str | None 
     return event
 
 
+def record_many(session: Session, link: StoreLink, found: list[tuple[str, dict]], *, endpoints: list) -> int:
+    """``record`` for a batch of record events of one store (a page of a change feed): one
+    ordering lock, one INSERT of the events, one of their deliveries; the caller commits.
+    ``found``: (type, data) pairs; returns how many were recorded."""
+    from sqlalchemy import insert
+
+    from .webhooks.models import WebhookDelivery, retry_window
+
+    if not found:
+        return 0
+    unknown = {type_ for type_, _ in found} - set(TYPES)
+    if unknown:
+        raise UnknownEventType(f"{sorted(unknown)!r} are not in {', '.join(TYPES)}")
+    # Taken before anything of the batch is written and held to the commit, as ``record`` does.
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ORDER_LOCK})
+    now = utcnow()
+    stamp, store = now.isoformat(timespec="seconds") + "Z", store_summary(link)
+    rows = []
+    for type_, data in found:
+        body = {"id": new_event_id(), "type": type_, "created_at": stamp, "store": store, **data}
+        rows.append({"public_id": body["id"], "type": type_, "store_link_id": link.id, "created_at": now,
+                     "payload": json.dumps(body, separators=(",", ":"), ensure_ascii=False)})
+    wanted = [[e.id for e in endpoints if e.wants(type_)] for type_, _ in found]
+    # RETURNING makes these SQLAlchemy's "insertmanyvalues": one statement a batch, not one a row.
+    ids = session.scalars(insert(Event).returning(Event.id, sort_by_parameter_order=True), rows).all()
+    expires = now + retry_window()
+    deliveries = [{"event_id": event_id, "endpoint_id": endpoint_id, "state": WebhookDelivery.PENDING,
+                   "attempts": 0, "next_attempt_at": now, "created_at": now, "expires_at": expires}
+                  for event_id, endpoint_ids in zip(ids, wanted) for endpoint_id in endpoint_ids]
+    if deliveries:
+        session.execute(insert(WebhookDelivery).returning(WebhookDelivery.id), deliveries).all()
+    session.info[_WAKE] = True
+    return len(rows)
+
+
 def record_data(entity: str, record_id: str, record: dict | None, *, rest_path: str, max_bytes: int) -> dict:
     """The record part of a record event: the record itself, or, when its JSON is over
     ``max_bytes``, only where to fetch it (``rest_path``, under the store's REST API)."""

@@ -85,6 +85,9 @@ def _config(database_url, instance, **extra):
         "SERVER_NAME": None,
         # Most tests log in as admins with a password only; the 2FA tests set the policy themselves.
         "REQUIRE_2FA": "off",
+        # Feeds are looked at every 30 s, not 5: a test's embedded runner syncs its linked store only
+        # when the test asks (the feed tests queue their syncs themselves).
+        "SYNC_TICK": 30.0,
         **extra,
     }
 

@@ -1,7 +1,9 @@
 """The Jobs page in a real browser: Sync now from a store's page, live progress without a
-reload, and the store's feeds afterwards."""
+reload, and the store's feeds afterwards; an export from the store's page, downloaded as a CSV."""
 
 from __future__ import annotations
+
+import csv
 
 import pytest
 
@@ -13,7 +15,8 @@ from .test_browser import ARTIFACTS, browser, page, pytestmark  # noqa: F401 - f
 
 @pytest.fixture
 def app_config(app_config):
-    return {**app_config, "SYNC_ENTITIES": ("products", "orders"), "SYNC_PAGE_SIZE": 5}
+    # A page at a time (no parallel pages), so the running job can be watched.
+    return {**app_config, "SYNC_ENTITIES": ("products", "orders"), "SYNC_PAGE_SIZE": 5, "STORE_CONCURRENCY": 1}
 
 
 def test_sync_now_shows_live_progress_and_the_feeds(app, live_app, linked, sandbox, page):
@@ -42,5 +45,39 @@ def test_sync_now_shows_live_progress_and_the_feeds(app, live_app, linked, sandb
         feeds = page.inner_text("table.feeds")
         assert "products" in feeds and "60" in feeds and "never synced" not in feeds
         page.screenshot(path=str(ARTIFACTS / "store-feeds.png"), full_page=True)
+    finally:
+        jobs.stop(app)
+
+
+def test_a_dashboard_export_downloads_a_csv(app, live_app, linked, sandbox, page, tmp_path):
+    link_id, _ = linked
+    sandbox.state.latency = 0.2  # 12 pages of 5: the job is seen running, then done
+    app.config["EXPORT_PAGE_SIZE"] = 5
+    jobs.start(app)
+    try:
+        page.goto(f"{live_app.url}/auth/login")
+        page.fill("input[name=email]", "owner@example.com")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("input[type=submit]")
+        page.goto(f"{live_app.url}/stores/{link_id}")
+        page.select_option("select[name=entity]", "products")
+        page.select_option("select[name=format]", "csv")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "store-export-form.png"), full_page=True)
+        page.click("form.export-form button[type=submit]")
+        page.wait_for_selector("text=Export queued as job")
+        page.evaluate("window.stillTheSamePage = true")
+        link = page.wait_for_selector("a.download", timeout=30000)  # appears in place when the job is done
+        assert page.evaluate("window.stillTheSamePage") is True
+        page.screenshot(path=str(ARTIFACTS / "jobs-export-finished.png"), full_page=True)
+        with page.expect_download() as download_info:
+            link.click()
+        download = download_info.value
+        assert download.suggested_filename.startswith(f"store-{link_id}-products-")
+        assert download.suggested_filename.endswith(".csv")
+        saved = tmp_path / "export.csv"
+        download.save_as(saved)
+        rows = list(csv.DictReader(saved.open(encoding="utf-8")))
+        assert len(rows) == 60 and rows[0]["sku"] == "SB-00001"
     finally:
         jobs.stop(app)

@@ -71,3 +71,15 @@ def test_public_url_is_what_the_pages_tell_admins_to_enter(app_config):
     page = app.test_client().get("/magento/callback").get_data(as_text=True)
     assert "https://companion.example/magento/callback" in page
     assert "https://companion.example/magento/identity" in page
+
+
+@pytest.mark.parametrize("name, value, said", [
+    ("SYNC_ENTITIES", "products,invoices", "invoices not known"),
+    ("SYNC_TICK", "0", "SYNC_TICK must be a positive"),
+])
+def test_feed_settings_that_make_no_sense_are_refused(clean_env, name, value, said):
+    clean_env.setenv("INTEGRATION_SECRET_KEY", "x" * 40)
+    clean_env.setenv("INTEGRATION_ENCRYPTION_KEYS", "hAeHU1j0T8pl4WoCyk7E3ICaFXG7Xa7aSL2ZVLrE7ws=")
+    clean_env.setenv(f"INTEGRATION_{name}", value)
+    with pytest.raises(ConfigError, match=said):
+        create_app()

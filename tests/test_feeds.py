@@ -161,14 +161,22 @@ def test_record_events_reach_webhook_endpoints(app, linked, sandbox):
         receiver.stop()
 
 
-def test_a_store_without_msi_has_no_stock_feed_and_says_why(app, linked, sandbox):
+def test_a_store_without_msi_feeds_stock_from_its_stock_items(app, linked, sandbox):
     link_id, _ = linked
+    assert not sandbox.state.msi
     result = run_sync(app, link_id, "stock")
     assert result.exit_code == 0, result.output
     with app.app_context():
         feed = db.session.scalar(select(FeedState).where(FeedState.entity == "stock"))
-        assert "no MSI source items" in feed.note
-    assert types(app)["stock.updated"] == 0
+        assert "no MSI" in feed.note and "stock items" in feed.note
+    assert types(app)["stock.updated"] == 60  # the first pass: every product's stock item
+    requests.put(f"{sandbox.url}/sandbox/stock/SB-00007", json={"qty": 0}, timeout=5).raise_for_status()
+    assert run_sync(app, link_id, "stock").exit_code == 0
+    assert run_sync(app, link_id, "stock").exit_code == 0  # unchanged: nothing more
+    stock = payloads(app, "stock.updated")
+    assert len(stock) == 61
+    assert stock[-1]["record_id"] == "7@1" and stock[-1]["record"]["qty"] == 0
+    assert stock[-1]["record"]["is_in_stock"] is False
 
 
 # --- one sync at a time, and resuming after a dead worker --------------------------------------
@@ -215,7 +223,8 @@ def test_a_worker_killed_mid_sync_loses_no_change(app, migrated, linked, sandbox
     link_id, _ = linked
     sandbox.state.latency = 0.3
     proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "sync", str(link_id), "products"],
-                            cwd=ROOT, env=worker_env(migrated, INTEGRATION_SYNC_LEASE="3", INTEGRATION_SYNC_PAGE_SIZE="10"),
+                            cwd=ROOT, env=worker_env(migrated, INTEGRATION_SYNC_LEASE="3", INTEGRATION_SYNC_PAGE_SIZE="5",
+                                           INTEGRATION_STORE_CONCURRENCY="2"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def emitted() -> int:
@@ -323,8 +332,8 @@ def test_jobs_list_cancel_retry(app, linked, sandbox):
 
 def test_a_running_job_stops_after_its_current_page_when_cancelled(app, linked, sandbox):
     link_id, _ = linked
-    app.config["SYNC_PAGE_SIZE"] = 10
-    sandbox.state.latency = 0.2
+    app.config.update(SYNC_PAGE_SIZE=5, STORE_CONCURRENCY=1)  # a page at a time: 12 of them, 3 s
+    sandbox.state.latency = 0.25
     with app.app_context():
         job = Job(kind="sync", store_link_id=link_id, entity="products")
         db.session.add(job)
@@ -366,7 +375,7 @@ def test_rq_worker_runs_the_feed(app, app_config, migrated, linked, sandbox, red
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         # The workers' tick queues the first sync of every feed.
-        assert wait_until(lambda: types(rq_app)["product.created"] == 60, timeout=40)
+        assert wait_until(lambda: types(rq_app)["product.created"] == 60, timeout=90)  # a worker starting under load
         requests.put(f"{sandbox.url}/sandbox/products/SB-00002", json={"price": 3.25}, timeout=5)
         with rq_app.app_context():
             schedule.sync_soon(link_id, ["products"])
@@ -500,3 +509,19 @@ def test_churn_changes_the_catalogue_on_its_own(sandbox):
                           + len(sandbox.state.orders) - orders >= 5, timeout=5)
     finally:
         churn.stop()
+
+
+def test_a_deletion_during_the_first_pass_loses_no_other_record(app, linked, sandbox):
+    """Pages are read by number in parallel: a deletion moves every later record one place
+    back, and one of them past a page already read. The id sweep that follows finds it."""
+    link_id, _ = linked
+    app.config.update(SYNC_PAGE_SIZE=5, STORE_CONCURRENCY=1)
+    sandbox.state.latency = 0.15
+    thread = threading.Thread(target=lambda: jobs.call_in_app(app, sync.sync, (link_id, "products")))
+    thread.start()
+    assert wait_until(lambda: types(app)["product.created"] >= 20, timeout=30)
+    requests.delete(f"{sandbox.url}/sandbox/products/SB-00003", timeout=5).raise_for_status()
+    thread.join(60)
+    created = {p["record_id"] for p in payloads(app, "product.created")}
+    assert created >= {str(n) for n in range(1, 61) if n != 3}  # every product still there was sent
+    assert [p["record_id"] for p in payloads(app, "product.deleted")] == ["3"]

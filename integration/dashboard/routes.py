@@ -116,12 +116,13 @@ def _store_page(link: StoreLink, console: ConsoleForm, result: dict | None = Non
         .where(AuditEvent.store_link_id == link.id).order_by(AuditEvent.id.desc()).limit(100)
     ).all()
     label = label or LabelForm(formdata=None, data={"label": link.label or ""})
-    from ..feeds.routes import feeds_of, lag
+    from ..feeds.routes import ExportForm, feeds_of, lag
     from ..probe import capabilities_of
 
     return render_template("dashboard/store.html", link=link, events=events, action=ActionForm(),
                            console=console, result=result, label=label, feeds=feeds_of(link),
-                           feed_lag=lag, capabilities=capabilities_of(link)), status
+                           feed_lag=lag, capabilities=capabilities_of(link),
+                           export=ExportForm(formdata=None)), status
 
 
 @bp.post(STORE + "/test")

@@ -14,4 +14,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(cli.sync_command)
     app.cli.add_command(cli.jobs_group)
     interval = float(app.config.get("SYNC_INTERVAL", sync.DEFAULTS["SYNC_INTERVAL"]))
-    jobs.periodic(app, schedule.TASK, schedule.tick, interval=float(app.config.get("SYNC_TICK", min(interval, 30.0))))
+    jobs.periodic(app, schedule.TASK, schedule.tick, interval=float(app.config.get("SYNC_TICK") or min(interval, 5.0)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -84,8 +84,20 @@ class Job(db.Model):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
+    #: An export (``kind="export"``): what was asked for, and the file made, under the
+    #: instance folder's ``exports/`` until ``file_expires_at``. Never a path from outside.
+    export_format: Mapped[str | None] = mapped_column(String(8))
+    export_since: Mapped[str | None] = mapped_column(String(19))
+    file_name: Mapped[str | None] = mapped_column(String(128))
+    file_size: Mapped[int | None] = mapped_column(BigInteger)
+    file_expires_at: Mapped[dt.datetime | None]
 
     store_link: Mapped[StoreLink | None] = relationship()
+
+    @property
+    def downloadable(self) -> bool:
+        return (self.kind == "export" and self.state == self.FINISHED and self.file_name is not None
+                and (self.file_expires_at is None or self.file_expires_at > utcnow()))
 
     @property
     def finished(self) -> bool:
@@ -96,7 +108,8 @@ class Job(db.Model):
                 "full": self.full, "state": self.state, "done": self.done, "total": self.total,
                 "created": self.created, "updated": self.updated, "deleted": self.deleted, "error": self.error,
                 "created_at": _iso(self.created_at), "started_at": _iso(self.started_at),
-                "finished_at": _iso(self.finished_at)}
+                "finished_at": _iso(self.finished_at), "format": self.export_format,
+                "downloadable": self.downloadable}
 
 
 def _iso(value: dt.datetime | None) -> str | None:

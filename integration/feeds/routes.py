@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, send_file, url_for
 from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
 from sqlalchemy import select
+from wtforms import SelectField, StringField, SubmitField
+from wtforms.validators import Length, Optional
 
 from ..dashboard.forms import ActionForm
 from ..dashboard.routes import STORE, _visible
 from ..extensions import db
 from ..models import StoreLink, utcnow
-from . import schedule
+from ..magento.export import ExportError
+from . import exports, schedule
 from .models import FeedState, Job
 from .sync import FeedError
 
@@ -18,6 +22,14 @@ bp = Blueprint("feeds", __name__)
 
 SHOWN = 100
 JOB = "/jobs/<int(max=2147483647):job_id>"
+
+
+class ExportForm(FlaskForm):
+    entity = SelectField("Records", choices=["products", "orders", "customers"])
+    format = SelectField("Format (csv, or jsonl: JSON Lines)", choices=["csv", "jsonl"])
+    since = StringField("Updated since (optional)", validators=[Optional(), Length(max=40)],
+                        render_kw={"type": "date"})
+    submit = SubmitField("Export")
 
 
 def visible_jobs():
@@ -80,6 +92,37 @@ def sync_now(link_id: int):
     queued = schedule.sync_soon(link.id)
     flash(f"Queued {len(queued)} sync jobs.", "success")
     return redirect(url_for("feeds.index"))
+
+
+@bp.post(STORE + "/export")
+@login_required
+def export(link_id: int):
+    link = _visible(link_id)
+    form = ExportForm()
+    if not form.validate_on_submit():
+        if form.csrf_token.errors:
+            abort(400)
+        flash("Export: " + "; ".join(f"{form[name].label.text}: {', '.join(errs)}"
+                                     for name, errs in form.errors.items()), "error")
+        return redirect(url_for("dashboard.store", link_id=link.id))
+    try:
+        job = exports.queue_export(link, form.entity.data, form.format.data, form.since.data or None)
+    except ExportError as exc:
+        flash(f"Export: {exc}", "error")
+        return redirect(url_for("dashboard.store", link_id=link.id))
+    flash(f"Export queued as job {job.id}: its file can be downloaded here when it is done.", "success")
+    return redirect(url_for("feeds.index"))
+
+
+@bp.get(JOB + "/download")
+@login_required
+def download(job_id: int):
+    job = _job(job_id)  # the store's owner and admins only
+    path = exports.file_of(job)
+    if path is None:
+        abort(404)
+    return send_file(path, mimetype=exports.MEDIA_TYPES[job.export_format], as_attachment=True,
+                     download_name=exports.download_name(job), max_age=0)
 
 
 def feeds_of(link: StoreLink) -> list[FeedState]:

@@ -14,6 +14,7 @@ from flask import current_app
 from sqlalchemy import delete, select, update
 
 from .. import jobs
+from . import exports
 from ..extensions import db
 from ..models import StoreLink, utcnow
 from .models import FeedState, Job
@@ -66,7 +67,8 @@ def tick() -> int:
             _queue(feed.store_link_id, feed.entity, full=False)
             queued += 1
     _abandoned(now)
-    db.session.execute(delete(Job).where(Job.state.in_((Job.FINISHED, Job.CANCELLED)),
+    exports.purge_expired()
+    db.session.execute(delete(Job).where(Job.state.in_((Job.FINISHED, Job.CANCELLED)), Job.file_name.is_(None),
                                          Job.finished_at < now - KEEP_FINISHED))
     db.session.commit()
     return queued
@@ -77,7 +79,8 @@ def _abandoned(now: dt.datetime) -> None:
     lease = dt.timedelta(seconds=setting("SYNC_LEASE"))
     held = select(FeedState.id).where(FeedState.store_link_id == Job.store_link_id, FeedState.entity == Job.entity,
                                       FeedState.lease_owner.is_not(None), FeedState.lease_expires_at >= now)
-    db.session.execute(update(Job).where(Job.state == Job.RUNNING, Job.started_at < now - lease, ~held.exists())
+    db.session.execute(update(Job).where(Job.kind == "sync", Job.state == Job.RUNNING, Job.started_at < now - lease,
+                                         ~held.exists())
                        .values(state=Job.FAILED, finished_at=now,
                                error="the worker running it stopped; the feed goes on from its last page")
                        .execution_options(synchronize_session=False))
@@ -125,4 +128,6 @@ def retry(job_id: int) -> Job:
     job = _job(job_id)
     if job.state not in (Job.FAILED, Job.CANCELLED):
         raise JobStateError(f"job {job_id} is {job.state}: only failed or cancelled jobs can be retried")
+    if job.kind == "export":
+        return exports.again(job)
     return _queue(job.store_link_id, job.entity, full=job.full)

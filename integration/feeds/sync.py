@@ -26,14 +26,18 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .. import events, probe, stores
+from .. import events, probe, store_cap, stores
 from ..extensions import db
 from ..magento import errors
 from ..magento.client import StoreClient, segment
@@ -119,12 +123,57 @@ class FeedBusy(FeedError):
     """Another sync of this feed holds the lease."""
 
 
+class StoreCapWait(errors.MagentoError):
+    """The store's concurrency cap stayed full for longer than a job waits for a slot."""
+
+
+#: How long a sync or export waits for one of the store's slots before it gives up (and the
+#: store backs off like a failing one).
+CAP_PATIENCE = 300.0
+
+
+def store_slot(link_id: int, patience: float = CAP_PATIENCE) -> Callable:
+    """A slot of the store's concurrency cap, for ``StoreClient(slot=...)``: every request of a
+    sync or an export counts against the same per-store limit as the proxy's calls. A job waits
+    its turn (the proxy answers 429 instead); the cap object is captured here so the client's
+    page threads, which have no app context, can use it."""
+    cap = store_cap.current()
+
+    @contextmanager
+    def slot():
+        until = time.monotonic() + patience
+        while True:
+            try:
+                release = cap.acquire(link_id)
+                break
+            except store_cap.StoreBusy:
+                if time.monotonic() >= until:
+                    raise StoreCapWait(f"every one of the store's {cap.limit} request slots stayed taken for "
+                                       f"{patience:.0f} s") from None
+        try:
+            yield
+        finally:
+            release()
+
+    return slot
+
+
+#: Seconds between two writes of a job's progress, two looks for a Cancel, two loads of the
+#: webhook endpoints during a pass: each is a round trip to the database, and a page should
+#: cost as few as it can (they wait on a busy database server more than they work).
+ROUND_TRIP_EVERY = 1.0
+
+
 @dataclass
 class Counts:
     created: int = 0
     updated: int = 0
     deleted: int = 0
     seen: int = 0
+    shown_at: float = 0.0
+    asked_at: float = 0.0
+    endpoints: list | None = None
+    endpoints_at: float = 0.0
 
 
 # --- fingerprints ----------------------------------------------------------------------------
@@ -140,6 +189,8 @@ def store_time(value) -> dt.datetime | None:
     if not isinstance(value, str):
         return None
     try:
+        if len(value) >= 19 and value[10] == " ":  # strptime costs ten times as much, per record
+            return dt.datetime.fromisoformat(value[:19])
         return dt.datetime.strptime(value[:19], MAGENTO_TIME)
     except ValueError:
         try:
@@ -257,12 +308,19 @@ def _run(feed: FeedState, job: Job, owner: str, full: bool, *, limit_learnt: boo
     db.session.commit()
     counts = Counts()
     try:
-        with stores.contact(link, "store.synced", f"{feed.entity} feed", deadline=None) as client:
+        concurrency = int(current_app.config.get("STORE_CONCURRENCY") or 8)
+        with stores.contact(link, "store.synced", f"{feed.entity} feed", deadline=None,
+                            pool_size=max(concurrency, 4), slot=store_slot(link.id)) as client:
             if feed.entity == STOCK:
                 _stock_pass(client, feed, job, owner, counts)
             else:
-                _pass(client, feed, job, owner, full, counts)
+                whole = _pass(client, feed, job, owner, full, counts, concurrency)
                 spec = ENTITIES[feed.entity]
+                if whole and feed.last_reconcile_at is None:
+                    # A first pass that read every record of an unchanging catalogue has
+                    # nothing to reconcile yet: the first sweep of ids waits its interval.
+                    feed.last_reconcile_at = utcnow()
+                    db.session.commit()
                 due = feed.last_reconcile_at is None or utcnow() - feed.last_reconcile_at >= dt.timedelta(
                     seconds=setting("SYNC_RECONCILE_INTERVAL"))
                 if spec.deletions and (full or due):
@@ -282,6 +340,8 @@ def _run(feed: FeedState, job: Job, owner: str, full: bool, *, limit_learnt: boo
         return _end(job, Job.CANCELLED, "cancelled")
     except LeaseLost as exc:
         return _end(job, Job.FAILED, str(exc))
+    _progress(job, counts, 0, now=True)
+    db.session.commit()
     _succeeded(feed)
     return _end(job, Job.FINISHED, None)
 
@@ -390,7 +450,54 @@ def changed_pages(client: StoreClient, spec: FeedEntity, since: str | None, page
         condition, last = "gt", None
 
 
-def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool, counts: Counts) -> None:
+def all_pages(client: StoreClient, spec: FeedEntity, page_size: int, concurrency: int,
+              on_total=None, totals: list[int] | None = None) -> Iterator[list[dict]]:
+    """Every record, in ``entity_id`` order by page numbers, with up to ``concurrency`` pages
+    in flight while the caller writes the current one (never more held in memory). For a pass
+    from nothing: what a deletion during the pass shifts past us, the reconciliation's id sweep
+    finds and fetches (``_fetch_missing``); what is edited or created meanwhile is newer than
+    the pass's start, which the cursor goes back to. ``totals`` collects every page's
+    ``total_count``: all alike, nothing was created or deleted while the pages were read."""
+    base = SearchCriteria().order_by(spec.filter_field)
+    totals = totals if totals is not None else []
+
+    def page(number: int) -> dict:
+        answer = client.search(spec.path, base.copy().page(page_size, number))
+        if not isinstance(answer, dict) or not isinstance(answer.get("items", []), list):
+            raise errors.BadStoreResponse(f"{spec.path} did not answer with a search result")
+        totals.append(_count(answer))
+        return answer
+
+    first = page(1)
+    total = _count(first)
+    if on_total is not None:
+        on_total(total)
+    pages = max(-(-total // page_size), 1)
+    items = [r for r in first.get("items") or [] if isinstance(r, dict)]
+    if items:
+        yield items
+    if pages == 1:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, pages - 1)),
+                            thread_name_prefix="feed-page") as pool:
+        pending: deque = deque()
+        number = 2
+        try:
+            while number <= pages or pending:
+                while number <= pages and len(pending) < concurrency:
+                    pending.append(pool.submit(page, number))
+                    number += 1
+                items = [r for r in pending.popleft().result().get("items") or [] if isinstance(r, dict)]
+                if items:
+                    yield items
+        finally:
+            for future in pending:  # stopped early (cancelled, lease lost): do not fetch the rest
+                future.cancel()
+
+
+def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool, counts: Counts,
+          concurrency: int = 1) -> bool:
+    """Returns whether the pass read every record of a catalogue that did not change meanwhile."""
     spec = ENTITIES[feed.entity]
     since = None
     if feed.cursor is not None and not full:
@@ -401,50 +508,106 @@ def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool
         job.total = count
         db.session.commit()
 
-    for page in changed_pages(client, spec, since, page_size, on_total=total):
-        _check_cancel(job)
+    started, newest, totals, read = time.monotonic(), None, [], 0
+    if since is None:
+        # From nothing: pages in parallel, the cursor set only once every page is in (a pass
+        # stopped half-way starts again from nothing, the fingerprints keep it from re-emitting).
+        pages = all_pages(client, spec, page_size, concurrency, on_total=total, totals=totals)
+    else:
+        pages = changed_pages(client, spec, since, page_size, on_total=total)
+    for page in pages:
+        _check_cancel(job, counts)
         renew(feed.id, owner)
         _emit(feed, spec, page, counts)
+        read += len(page)
         stamps = [t for t in (store_time(r.get("updated_at")) for r in page) if t is not None]
-        if stamps and (feed.cursor is None or max(stamps) > feed.cursor):
-            feed.cursor = max(stamps)
+        if stamps and (newest is None or max(stamps) > newest):
+            newest = max(stamps)
+            if since is not None and (feed.cursor is None or newest > feed.cursor):
+                feed.cursor = newest
         feed.records_seen += len(page)
         _progress(job, counts, len(page))
         db.session.commit()
+    if since is None and newest is not None:
+        # A record edited while the pages were read is newer than the pass's start, which is at
+        # most this long before the newest stamp seen (the store's clock runs as fast as ours).
+        back = dt.timedelta(seconds=time.monotonic() - started)
+        feed.cursor = max(newest - back, feed.cursor) if feed.cursor and not full else newest - back
+        db.session.commit()
+    return since is None and len(set(totals)) == 1 and read == totals[0]
+
+
+@dataclass
+class _Known:
+    id: int | None
+    fingerprint: str
+    updated_at: dt.datetime | None
 
 
 def _emit(feed: FeedState, spec: FeedEntity, page: list[dict], counts: Counts) -> None:
+    """One page: fingerprints read with one query, written with one INSERT and one UPDATE, the
+    events with ``events.record_many`` (last: it holds the events' ordering lock to the commit)."""
     if any(r.get(spec.id_field) is None for r in page):  # refused before anything of the page is written
         raise errors.BadStoreResponse(f"the store sent a {spec.event} without {spec.id_field!r}")
-    ids = [str(r.get(spec.id_field)) for r in page]
-    known = {row.record_id: row for row in db.session.scalars(
-        select(FeedRecord).where(FeedRecord.store_link_id == feed.store_link_id, FeedRecord.entity == spec.name,
-                                 FeedRecord.record_id.in_(ids)))}
-    link = feed.store_link
+    keyed = [(str(r.get(spec.id_field)), r) for r in page]
     max_bytes = int(setting("SYNC_RECORD_MAX_KB")) * 1024
-    endpoints = webhook_endpoints()
-    for record_id, record in zip(ids, page):
-        print_, updated_at = fingerprint(record), store_time(record.get("updated_at"))
+
+    def event(record_id: str, record: dict, kind: str) -> tuple[str, dict]:
+        return f"{spec.event}.{kind}", events.record_data(spec.name, record_id, record,
+                                                          rest_path=spec.rest_path(record), max_bytes=max_bytes)
+
+    _write(feed, spec.name, keyed, event, counts, ordered=True)
+
+
+def _write(feed: FeedState, entity: str, keyed: list[tuple[str, dict]], event, counts: Counts, *,
+           ordered: bool) -> None:
+    """Compare ``keyed`` (record id, record) with the fingerprints kept and write what changed.
+    ``ordered``: records carry ``updated_at``, and an older one than kept is never sent."""
+    known = {row.record_id: _Known(row.id, row.fingerprint, row.updated_at) for row in db.session.execute(
+        select(FeedRecord.id, FeedRecord.record_id, FeedRecord.fingerprint, FeedRecord.updated_at)
+        .where(FeedRecord.store_link_id == feed.store_link_id, FeedRecord.entity == entity,
+               FeedRecord.record_id.in_({record_id for record_id, _ in keyed})))}
+    now = utcnow()
+    fresh: dict[str, dict] = {}      # new rows, by record id (a record twice in a page: its last version)
+    changed: dict[int, dict] = {}    # rows to update, by primary key
+    found: list[tuple[str, dict]] = []
+    for record_id, record in keyed:
+        print_ = fingerprint(record)
+        updated_at = store_time(record.get("updated_at")) if ordered else None
         row = known.get(record_id)
         if row is not None:
-            if row.updated_at and updated_at and updated_at < row.updated_at:
+            if ordered and row.updated_at and updated_at and updated_at < row.updated_at:
                 continue  # an older version than the one already sent
             if row.fingerprint == print_:
                 if updated_at and (row.updated_at is None or updated_at > row.updated_at):
                     row.updated_at = updated_at
+                    if row.id is None:
+                        fresh[record_id]["updated_at"] = updated_at
+                    else:
+                        changed.setdefault(row.id, {"id": row.id})["updated_at"] = updated_at
                 continue
             kind = "updated"
             counts.updated += 1
         else:
-            row = FeedRecord(store_link_id=feed.store_link_id, entity=spec.name, record_id=record_id)
-            db.session.add(row)
-            known[record_id] = row
             kind = "created"
             counts.created += 1
-        row.fingerprint, row.updated_at, row.seen_at = print_, updated_at, utcnow()
-        events.record(db.session, f"{spec.event}.{kind}", link,
-                      data=events.record_data(spec.name, record_id, record, rest_path=spec.rest_path(record),
-                                              max_bytes=max_bytes), endpoints=endpoints)
+        values = {"fingerprint": print_, "updated_at": updated_at, "seen_at": now}
+        if row is not None and row.id is not None:
+            changed[row.id] = {"id": row.id, **values}
+        else:
+            fresh[record_id] = {"store_link_id": feed.store_link_id, "entity": entity, "record_id": record_id,
+                                **values}
+        known[record_id] = _Known(row.id if row else None, print_, updated_at)
+        found.append(event(record_id, record, kind))
+    if fresh:  # RETURNING makes it SQLAlchemy's "insertmanyvalues": one statement, not one per row
+        db.session.execute(insert(FeedRecord).returning(FeedRecord.id), list(fresh.values())).all()
+    if changed:
+        by_columns: dict[tuple, list[dict]] = {}
+        for values in changed.values():
+            by_columns.setdefault(tuple(sorted(values)), []).append(values)
+        for rows in by_columns.values():
+            db.session.execute(update(FeedRecord), rows)
+    events.record_many(db.session, feed.store_link, found, endpoints=_endpoints(counts))
 
 
 def webhook_endpoints() -> list:
@@ -453,15 +616,27 @@ def webhook_endpoints() -> list:
     return list(db.session.scalars(select(WebhookEndpoint)))
 
 
-def _progress(job: Job, counts: Counts, seen: int) -> None:
+def _progress(job: Job, counts: Counts, seen: int, *, now: bool = False) -> None:
+    """Count ``seen``; write the counts to the job once a second (``now``: at once)."""
     counts.seen += seen
-    job.done, job.created, job.updated, job.deleted = counts.seen, counts.created, counts.updated, counts.deleted
+    if now or time.monotonic() - counts.shown_at >= ROUND_TRIP_EVERY:
+        counts.shown_at = time.monotonic()
+        job.done, job.created, job.updated, job.deleted = counts.seen, counts.created, counts.updated, counts.deleted
 
 
-def _check_cancel(job: Job) -> None:
-    requested = db.session.scalar(select(Job.cancel_requested).where(Job.id == job.id))
-    if requested:
+def _check_cancel(job: Job, counts: Counts) -> None:
+    """Stop if someone asked to cancel (looked up at most once a second)."""
+    if time.monotonic() - counts.asked_at < ROUND_TRIP_EVERY:
+        return
+    counts.asked_at = time.monotonic()
+    if db.session.scalar(select(Job.cancel_requested).where(Job.id == job.id)):
         raise Cancelled()
+
+
+def _endpoints(counts: Counts) -> list:
+    if counts.endpoints is None or time.monotonic() - counts.endpoints_at >= ROUND_TRIP_EVERY:
+        counts.endpoints, counts.endpoints_at = webhook_endpoints(), time.monotonic()
+    return counts.endpoints
 
 
 # --- deletions -------------------------------------------------------------------------------
@@ -489,76 +664,126 @@ def remote_ids(client: StoreClient, spec: FeedEntity, page_size: int = MAX_PAGE_
 
 
 def _reconcile(client: StoreClient, feed: FeedState, job: Job, owner: str, counts: Counts) -> None:
+    """Every id the store has against every id emitted: the ones gone become ``deleted``
+    events; ones never emitted (moved past a page-numbered pass by a deletion) are fetched
+    and emitted. Only ids are held, never records."""
     spec = ENTITIES[feed.entity]
     present: set[str] = set()
     for ids in remote_ids(client, spec, probe.page_size_for(feed.store_link, MAX_PAGE_SIZE)):
-        _check_cancel(job)
+        _check_cancel(job, counts)
         present.update(ids)
     renew(feed.id, owner)
-    gone = db.session.scalars(select(FeedRecord).where(
-        FeedRecord.store_link_id == feed.store_link_id, FeedRecord.entity == spec.name)).all()
+    emitted = set(db.session.scalars(select(FeedRecord.record_id).where(
+        FeedRecord.store_link_id == feed.store_link_id, FeedRecord.entity == spec.name)))
+    gone = sorted(emitted - present)
+    _fetch_missing(client, feed, spec, job, owner, sorted(present - emitted), counts)
     link = feed.store_link
-    for row in gone:
-        if row.record_id in present:
-            continue
-        events.record(db.session, f"{spec.event}.deleted", link,
-                      data=events.record_data(spec.name, row.record_id, None, rest_path="", max_bytes=0))
-        db.session.delete(row)
-        counts.deleted += 1
+    max_batch = 500
+    for start in range(0, len(gone), max_batch):
+        batch = gone[start:start + max_batch]
+        db.session.execute(FeedRecord.__table__.delete().where(
+            FeedRecord.store_link_id == feed.store_link_id, FeedRecord.entity == spec.name,
+            FeedRecord.record_id.in_(batch)))
+        events.record_many(db.session, link, [
+            (f"{spec.event}.deleted", events.record_data(spec.name, record_id, None, rest_path="", max_bytes=0))
+            for record_id in batch], endpoints=_endpoints(counts))
+        counts.deleted += len(batch)
+        db.session.commit()
+        renew(feed.id, owner)
     feed.last_reconcile_at = utcnow()
     _progress(job, counts, 0)
     db.session.commit()
 
 
+def _fetch_missing(client: StoreClient, feed: FeedState, spec: FeedEntity, job: Job, owner: str,
+                   missing: list[str], counts: Counts) -> None:
+    page_size = _page_size(feed)
+    for start in range(0, len(missing), page_size):
+        _check_cancel(job, counts)
+        batch = missing[start:start + page_size]
+        answer = client.search(spec.path, SearchCriteria().where(spec.filter_field, ",".join(batch), "in")
+                               .order_by(spec.filter_field).page(page_size, 1))
+        items = answer.get("items") if isinstance(answer, dict) else None
+        if not isinstance(items, list):
+            raise errors.BadStoreResponse(f"{spec.path} did not answer with a search result")
+        page = [r for r in items if isinstance(r, dict)]
+        renew(feed.id, owner)
+        if page:
+            _emit(feed, spec, page, counts)
+            feed.records_seen += len(page)
+            _progress(job, counts, len(page))
+        db.session.commit()
+
+
 # --- stock -----------------------------------------------------------------------------------
 
 STOCK_PATH = "inventory/source-items"
+#: CatalogInventory's list of stock items (stores without MSI): Magento's only list endpoint
+#: for them, ``StockRegistryInterface::getLowStockItems($scopeId, $qty, $currentPage, $pageSize)``,
+#: asked with a ceiling no quantity reaches so that every item is "low".
+LEGACY_STOCK_PATH = "stockItems/lowStock"
+LEGACY_QTY_CEILING = "999999999"
 
 
 def _stock_pass(client: StoreClient, feed: FeedState, job: Job, owner: str, counts: Counts) -> None:
-    """MSI source items carry no ``updated_at``: every pass reads them all and emits
-    ``stock.updated`` for each whose quantity or status changed. A store without MSI answers
-    404: the feed notes it and does nothing."""
+    """Stock carries no ``updated_at``: every pass reads every item and emits ``stock.updated``
+    for each whose quantity or status changed. MSI source items where the store has them
+    (``sku@source``), else CatalogInventory's stock items (``product_id@stock``)."""
+    page_size = _page_size(feed)
     try:
-        pages = client.iter_search(STOCK_PATH, SearchCriteria().order_by("source_item_id"),
-                                   page_size=_page_size(feed))
-        first = True
-        batch: list[dict] = []
-        for item in pages:
-            first = False
-            batch.append(item)
-            if len(batch) >= 100:
-                _stock_batch(feed, job, owner, batch, counts)
-                batch = []
-        if batch or first:
-            _stock_batch(feed, job, owner, batch, counts)
+        pages = _source_item_pages(client, page_size)
+        first = next(pages)
         feed.note = None
     except errors.NotFound:
         db.session.rollback()
-        feed.note = "no MSI source items on this store (inventory/source-items answered 404): stock is not fed"
+        pages = _legacy_stock_pages(client, page_size)
+        first = next(pages)
+        feed.note = "no MSI on this store: stock is read from CatalogInventory's stock items"
+    for keyed in _chain(first, pages):
+        _check_cancel(job, counts)
+        renew(feed.id, owner)
+        _write(feed, STOCK, keyed, _stock_event, counts, ordered=False)
+        feed.records_seen += len(keyed)
+        _progress(job, counts, len(keyed))
+        db.session.commit()
     db.session.commit()
 
 
-def _stock_batch(feed: FeedState, job: Job, owner: str, items: list[dict], counts: Counts) -> None:
-    _check_cancel(job)
-    renew(feed.id, owner)
-    keyed = {f"{i.get('sku')}@{i.get('source_code')}": i for i in items if isinstance(i, dict)}
-    known = {row.record_id: row for row in db.session.scalars(
-        select(FeedRecord).where(FeedRecord.store_link_id == feed.store_link_id, FeedRecord.entity == STOCK,
-                                 FeedRecord.record_id.in_(list(keyed))))}
-    for record_id, item in keyed.items():
-        print_ = fingerprint(item)
-        row = known.get(record_id)
-        if row is not None and row.fingerprint == print_:
-            continue
-        if row is None:
-            row = FeedRecord(store_link_id=feed.store_link_id, entity=STOCK, record_id=record_id)
-            db.session.add(row)
-        row.fingerprint, row.seen_at = print_, utcnow()
-        counts.updated += 1
-        events.record(db.session, "stock.updated", feed.store_link,
-                      data=events.record_data(STOCK, record_id, item, rest_path=STOCK_PATH,
-                                              max_bytes=int(setting("SYNC_RECORD_MAX_KB")) * 1024))
-    feed.records_seen += len(keyed)
-    _progress(job, counts, len(keyed))
-    db.session.commit()
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _stock_event(record_id: str, item: dict, kind: str) -> tuple[str, dict]:
+    path = STOCK_PATH if "source_code" in item else LEGACY_STOCK_PATH
+    return "stock.updated", events.record_data(STOCK, record_id, item, rest_path=path,
+                                               max_bytes=int(setting("SYNC_RECORD_MAX_KB")) * 1024)
+
+
+def _source_item_pages(client: StoreClient, page_size: int) -> Iterator[list[tuple[str, dict]]]:
+    """Pages of MSI source items; always yields at least one (maybe empty) page."""
+    batch: list[tuple[str, dict]] = []
+    for item in client.iter_search(STOCK_PATH, SearchCriteria().order_by("source_item_id"), page_size=page_size):
+        if isinstance(item, dict):
+            batch.append((f"{item.get('sku')}@{item.get('source_code')}", item))
+        if len(batch) >= page_size:
+            yield batch
+            batch = []
+    yield batch
+
+
+def _legacy_stock_pages(client: StoreClient, page_size: int) -> Iterator[list[tuple[str, dict]]]:
+    """Pages of CatalogInventory stock items, counted from the first answer's ``total_count``;
+    always yields at least one (maybe empty) page."""
+    number, pages = 1, 1
+    while number <= pages:
+        answer = client.get(LEGACY_STOCK_PATH, params=[("scopeId", "0"), ("qty", LEGACY_QTY_CEILING),
+                                                       ("currentPage", str(number)), ("pageSize", str(page_size))])
+        items = answer.get("items") if isinstance(answer, dict) else None
+        if not isinstance(items, list):
+            raise errors.BadStoreResponse(f"{LEGACY_STOCK_PATH} did not answer with a list of stock items")
+        if number == 1:
+            pages = max(-(-_count(answer) // page_size), 1)
+        yield [(f"{i.get('product_id')}@{i.get('stock_id')}", i) for i in items
+               if isinstance(i, dict) and i.get("product_id") is not None]
+        number += 1

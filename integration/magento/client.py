@@ -20,6 +20,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
@@ -113,6 +114,7 @@ class StoreClient:
         on_profile: Callable[[str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         pool_size: int = 10,
+        slot: Callable[[], AbstractContextManager] | None = None,
     ):
         self.base_url = normalise_base_url(base_url)
         self.credentials = credentials
@@ -134,6 +136,9 @@ class StoreClient:
         self.sleep = sleep
         #: The maximum page size a store with input limits on stated when it refused a larger one.
         self.page_size_limit: int | None = None
+        #: Held around each attempt (not across the waits between them): the caller's share of
+        #: the store's concurrency cap, so long jobs and the proxy count against one limit.
+        self.slot = slot or nullcontext
 
     @property
     def profile_known(self) -> bool:
@@ -317,9 +322,11 @@ class StoreClient:
         while True:
             try:
                 # A new auth per attempt: a fresh nonce, since Magento burns one even on failure.
-                response = send(self.session, method, url, timeout=self.timeout, deadline=deadline,
-                                max_bytes=max_bytes or self.max_answer_bytes, headers=headers,
-                                data=body.encode("utf-8") if body is not None else None, auth=self._auth(profile))
+                with self.slot():
+                    response = send(self.session, method, url, timeout=self.timeout, deadline=deadline,
+                                    max_bytes=max_bytes or self.max_answer_bytes, headers=headers,
+                                    data=body.encode("utf-8") if body is not None else None,
+                                    auth=self._auth(profile))
             except errors.StoreUnreachable:
                 if method not in IDEMPOTENT or attempt >= self.retries or not self._wait(
                         self._delay(attempt, None), deadline):

@@ -125,6 +125,17 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
     @app.route("/rest/<path:path>", methods=["GET", "POST", "PUT", "DELETE"])
     @app.route("/index.php/rest/<path:path>", methods=["GET", "POST", "PUT", "DELETE"])
     def rest(path: str):
+        # Requests in flight at once, counted here at the store's side (the per-store cap).
+        with state.lock:
+            state.counters.in_flight += 1
+            state.counters.max_in_flight = max(state.counters.max_in_flight, state.counters.in_flight)
+        try:
+            return _rest(path)
+        finally:
+            with state.lock:
+                state.counters.in_flight -= 1
+
+    def _rest(path: str):
         if state.latency:
             time.sleep(state.latency)
         segments = path.split("/")
@@ -247,6 +258,18 @@ def create_sandbox(state: SandboxState | None = None, *, base_url: str | None = 
             state.save()
         return ok({"id": integration.id, "consumer_updated_at": integration.consumer_updated_at,
                    "expired": oauth_provider.consumer_expired(integration, state.consumer_expiry)})
+
+    @app.get("/sandbox/counters")
+    def control_counters():
+        """What the store saw: REST calls answered, and the most that were in flight at once."""
+        c = state.counters
+        return ok({"rest_calls": c.rest_calls, "max_in_flight": c.max_in_flight})
+
+    @app.delete("/sandbox/counters")
+    def control_reset_counters():
+        with state.lock:
+            state.counters.max_in_flight = state.counters.in_flight
+        return ok(True)
 
     @app.post("/sandbox/orders")
     def control_place_order():
@@ -410,6 +433,8 @@ def _dispatch(state: SandboxState, method: str, route: str, store_code: str, arg
             return ok(search.apply(changes.source_items(state), criteria))
         if route.startswith("/async_event") and state.async_events_module:
             return _async_event(state, method, route, body)
+        if route == "/stockItems/lowStock" and method == "GET":
+            return ok(_low_stock(state, request.args))
         if route == "/products" and method == "POST":
             return _save_product(state, body, None)
         if route.startswith("/products/"):
@@ -427,6 +452,22 @@ def _dispatch(state: SandboxState, method: str, route: str, store_code: str, arg
     except ValueError as exc:
         return error(str(exc), 400)
     return error("Request does not match any route.", 404)
+
+
+def _low_stock(state: SandboxState, args) -> dict:
+    """``GET /V1/stockItems/lowStock?scopeId=&qty=&currentPage=&pageSize=``: CatalogInventory's
+    stock items with ``qty`` below the ceiling given (Magento's StockRegistry::getLowStockItems);
+    scopeId and qty are required, as in Magento's route."""
+    try:
+        int(args["scopeId"])
+        ceiling = float(args["qty"])
+        page = max(1, int(args.get("currentPage", 1)))
+        size = max(0, int(args.get("pageSize", 0)))
+    except (KeyError, ValueError):
+        raise ValueError('"scopeId" and "qty" are required numbers') from None
+    items = [i for i in changes.stock_items(state) if i["qty"] <= ceiling]
+    shown = items[(page - 1) * size: page * size] if size else items
+    return {"items": shown, "search_criteria": {"current_page": page, "page_size": size}, "total_count": len(items)}
 
 
 SEARCHES = frozenset({"/products", "/orders", "/customers/search", "/inventory/source-items", "/async_events"})

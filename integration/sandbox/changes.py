@@ -101,6 +101,18 @@ def source_items(state) -> list[dict]:
         return items
 
 
+def stock_items(state) -> list[dict]:
+    """CatalogInventory's view (stores without MSI): one stock item per product, stock 1."""
+    with state.lock:
+        items = []
+        for number, product in enumerate(state.products.values(), start=1):
+            stock = (product.get("extension_attributes") or {}).get("stock_item") or {"qty": 100, "is_in_stock": True}
+            items.append({"item_id": product.get("id", number), "product_id": product.get("id", number),
+                          "stock_id": 1, "qty": stock["qty"], "is_in_stock": bool(stock["is_in_stock"]),
+                          "low_stock_date": None})
+        return items
+
+
 def random_change(state, rng: random.Random) -> str:
     """One change of the kinds a live store sees, mostly edits and orders."""
     skus = list(state.products)

@@ -75,6 +75,8 @@ class Counters:
     #: Searches refused for a pageSize above the input limit; the largest pageSize answered.
     page_size_refusals: int = 0
     largest_page_served: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
 
 
 class SandboxState:

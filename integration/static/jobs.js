@@ -15,8 +15,23 @@
     bar.max = job.total || 1;
     bar.value = job.total ? job.done : (job.state === "finished" ? 1 : 0);
     row.querySelector(".job-count").textContent = job.done + (job.total !== null ? " / " + job.total : "");
-    row.querySelector(".job-counts").textContent = job.created + " / " + job.updated + " / " + job.deleted;
+    if (job.kind !== "export") {
+      row.querySelector(".job-counts").textContent = job.created + " / " + job.updated + " / " + job.deleted;
+    }
     row.querySelector(".job-error").textContent = job.error || "";
+    var actions = row.querySelector(".job-actions");
+    if (job.downloadable && row.dataset.downloadUrl && !actions.querySelector("a.download")) {
+      // A finished export: its download link in place of Cancel.
+      actions.textContent = "";
+      var link = document.createElement("a");
+      link.className = "download";
+      link.href = row.dataset.downloadUrl;
+      link.textContent = "Download";
+      actions.appendChild(link);
+    } else if (job.state !== "queued" && job.state !== "running") {
+      var cancel = actions.querySelector("form[action$='/cancel']");
+      if (cancel) cancel.remove();
+    }
   }
 
   function poll() {

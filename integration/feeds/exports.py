@@ -1,0 +1,189 @@
+"""Exports of a store's products, orders or customers: ``flask --app app stores export`` and
+the dashboard's *Export* run the same function (``export_store``: the store contacted and
+audited once, every request under the store's concurrency cap, ``magento.export`` doing the
+paging and the file). From the dashboard it runs as a job: progress on the Jobs page, a file
+under the instance folder's ``exports/`` (named by the job and a random token, never by
+anything from outside), downloadable by whoever sees the job (the store's owner and admins)
+until ``INTEGRATION_EXPORT_RETENTION_HOURS`` have passed, then deleted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+from collections.abc import Callable
+from typing import IO
+
+from flask import current_app
+from sqlalchemy import select, update
+
+from .. import jobs, stores
+from ..extensions import db
+from ..magento import errors
+from ..magento import export as paged_export
+from ..magento.export import ENTITIES, FORMATS, ExportError, parse_since
+from ..models import StoreLink, User, utcnow
+from .models import Job
+from .sync import Cancelled, store_slot
+
+FOLDER = "exports"
+DEFAULT_RETENTION_HOURS = 24
+#: Pages fetched at once by a dashboard export (the store's cap still bounds it).
+CONCURRENCY = 4
+PAGE_SIZE = 100  # INTEGRATION_EXPORT_PAGE_SIZE
+MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
+
+
+def export_store(link: StoreLink, entity: str, output: str | None, *, fmt: str | None = None,
+                 since: str | None = None, concurrency: int = CONCURRENCY, page_size: int = PAGE_SIZE,
+                 stdout: IO[str] | None = None, user: User | None = None, remote_addr: str | None = None,
+                 on_total: Callable[[int], None] | None = None,
+                 on_record: Callable[[], None] | None = None) -> int:
+    """Every record of ``entity`` to ``output`` (or ``stdout``); one audit entry; returns how
+    many were fetched. Raises ``MagentoError`` or ``ExportError``."""
+    from .. import probe  # probe → stores → feeds: imported when used
+
+    purpose = f"{entity}{f' since {since}' if since else ''}"
+    page_size = probe.page_size_for(link, page_size)  # a store with input limits on refuses more
+    with stores.contact(link, "store.exported", purpose, user=user, remote_addr=remote_addr,
+                        pool_size=max(concurrency, 4), slot=store_slot(link.id),
+                        deadline=None) as client:  # a deadline per page, not for the whole export
+        count = paged_export.export(client, entity, output, fmt=fmt, since=since, concurrency=concurrency,
+                                    page_size=page_size, stdout=stdout, on_total=on_total, on_record=on_record)
+        if client.page_size_limit:  # learnt from a refusal: the next run asks for that at once
+            probe.note_page_size_limit(link.id, client.page_size_limit)
+        return count
+
+
+def folder() -> str:
+    path = os.path.join(current_app.instance_path, FOLDER)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def retention() -> dt.timedelta:
+    return dt.timedelta(hours=float(current_app.config.get("EXPORT_RETENTION_HOURS", DEFAULT_RETENTION_HOURS)))
+
+
+def queue_export(link: StoreLink, entity: str, fmt: str, since: str | None) -> Job:
+    """Check what was asked (``ExportError`` says what is wrong) and queue the job."""
+    if entity not in ENTITIES:
+        raise ExportError(f"unknown entity {entity!r}; choose one of {', '.join(ENTITIES)}")
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; choose {' or '.join(FORMATS)}")
+    since = parse_since(since) if since else None
+    if link.status != StoreLink.LINKED:
+        raise ExportError("only a linked store can be exported")
+    job = Job(kind="export", store_link_id=link.id, entity=entity, export_format=fmt, export_since=since)
+    db.session.add(job)
+    db.session.commit()
+    jobs.enqueue(run_export_job, job.id)
+    return job
+
+
+def again(job: Job) -> Job:
+    """*Retry* of a failed or cancelled export: the same export, as a new job."""
+    fresh = Job(kind="export", store_link_id=job.store_link_id, entity=job.entity,
+                export_format=job.export_format, export_since=job.export_since)
+    db.session.add(fresh)
+    db.session.commit()
+    jobs.enqueue(run_export_job, fresh.id)
+    return fresh
+
+
+def run_export_job(job_id: int) -> None:
+    """What a worker runs for a queued export."""
+    taken = db.session.execute(update(Job).where(Job.id == job_id, Job.state == Job.QUEUED)
+                               .values(state=Job.RUNNING, started_at=utcnow())
+                               .execution_options(synchronize_session=False))
+    db.session.commit()
+    if taken.rowcount != 1:
+        return  # cancelled while queued, or already taken
+    job = db.session.get(Job, job_id)
+    link = db.session.get(StoreLink, job.store_link_id)
+    if link is None or link.status != StoreLink.LINKED or not link.has_token:
+        return _end(job, Job.CANCELLED, "the store is not linked (revoked or unlinked)")
+    name = f"{job.id}-{secrets.token_hex(8)}.{job.export_format}"
+    page_size = int(current_app.config.get("EXPORT_PAGE_SIZE", PAGE_SIZE))
+    path = os.path.join(folder(), name)
+    done = 0
+
+    def on_total(total: int) -> None:
+        job.total = total
+        db.session.commit()
+
+    def on_record() -> None:
+        nonlocal done
+        done += 1
+        if done % page_size == 0:  # progress and a cancel check once a page
+            job.done = done
+            db.session.commit()
+            if db.session.scalar(select(Job.cancel_requested).where(Job.id == job.id)):
+                raise Cancelled()
+
+    try:
+        count = export_store(link, job.entity, path, fmt=job.export_format, since=job.export_since,
+                             page_size=page_size, on_total=on_total, on_record=on_record)
+    except Cancelled:
+        _discard(path)
+        return _end(job, Job.CANCELLED, "cancelled")
+    except (errors.MagentoError, ExportError) as exc:
+        _discard(path)
+        return _end(job, Job.FAILED, exc.message if isinstance(exc, errors.MagentoError) else str(exc))
+    except Exception as exc:
+        _discard(path)
+        _end(job, Job.FAILED, f"stopped by an internal error ({type(exc).__name__}); see the worker's log")
+        raise
+    job.done = count
+    job.file_name, job.file_size = name, os.path.getsize(path)
+    job.file_expires_at = utcnow() + retention()
+    _end(job, Job.FINISHED, None)
+
+
+def _end(job: Job, state: str, error: str | None) -> None:
+    job.state, job.error, job.finished_at = state, error, utcnow()
+    db.session.commit()
+
+
+def _discard(path: str) -> None:
+    db.session.rollback()
+    _remove(path)
+
+
+def _remove(path: str) -> None:
+    for leftover in (path, path + ".state.json", path + ".part.jsonl", path + ".tmp"):
+        try:
+            os.unlink(leftover)
+        except FileNotFoundError:
+            pass
+
+
+def file_of(job: Job) -> str | None:
+    """The export's file, if it can still be downloaded."""
+    if not job.downloadable or os.path.basename(job.file_name) != job.file_name:
+        return None
+    path = os.path.join(folder(), job.file_name)
+    return path if os.path.isfile(path) else None
+
+
+def download_name(job: Job) -> str:
+    return f"store-{job.store_link_id}-{job.entity}-{job.id}.{job.export_format}"
+
+
+def purge_expired() -> int:
+    """Delete export files past their retention (and any file no job knows); run by the tick."""
+    now = utcnow()
+    expired = db.session.scalars(select(Job).where(Job.kind == "export", Job.file_name.is_not(None),
+                                                   Job.file_expires_at <= now)).all()
+    for job in expired:
+        _remove(os.path.join(folder(), job.file_name))
+        job.file_name = None
+    db.session.commit()
+    known = set(db.session.scalars(select(Job.file_name).where(Job.file_name.is_not(None))))
+    running = {str(i) for i in db.session.scalars(select(Job.id).where(Job.kind == "export",
+                                                                        Job.state == Job.RUNNING))}
+    for name in os.listdir(folder()):
+        if name not in known and name.split("-", 1)[0] not in running:
+            _remove(os.path.join(folder(), name))
+    return len(expired)

@@ -1,0 +1,205 @@
+"""Exports from the dashboard as jobs (the code of ``stores export``, a file downloadable by the
+store's owner and admins until its retention ends), and the one per-store cap that syncs,
+exports and the proxy share, counted at the store's side."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import os
+import threading
+
+import pytest
+import requests
+from redis import Redis
+from sqlalchemy import select
+
+from integration import jobs
+from integration.extensions import db
+from integration.feeds import exports, schedule, sync
+from integration.feeds.models import Job
+from integration.models import StoreLink
+
+from .apikit import bearer, make_key
+from .conftest import csrf_from
+from .test_dashboard import login
+
+REDIS_URL = os.environ.get("INTEGRATION_TEST_FEEDS_NEW_REDIS_URL", "redis://127.0.0.1:6379/10")
+
+
+def ask_export(client, link_id: int, **fields):
+    page = client.get(f"/stores/{link_id}").get_data(as_text=True)
+    data = {"csrf_token": csrf_from(page), "entity": "products", "format": "csv", "since": "", **fields}
+    return client.post(f"/stores/{link_id}/export", data=data)
+
+
+def run_queued_exports(app) -> list[int]:
+    with app.app_context():
+        queued = db.session.scalars(select(Job.id).where(Job.kind == "export", Job.state == Job.QUEUED)).all()
+    for job_id in queued:
+        jobs.call_in_app(app, exports.run_export_job, (job_id,))
+    return queued
+
+
+def test_a_dashboard_export_makes_a_csv_the_owner_downloads(app, linked, sandbox, admin):
+    link_id, integration = linked
+    client = app.test_client()
+    login(client, "owner@example.com")
+    answer = ask_export(client, link_id)
+    assert answer.status_code == 302 and answer.headers["Location"].endswith("/jobs")
+    [job_id] = run_queued_exports(app)
+    listed = {j["id"]: j for j in client.get("/jobs.json").get_json()["jobs"]}
+    assert listed[job_id]["state"] == "finished" and listed[job_id]["done"] == 60
+    assert listed[job_id]["total"] == 60 and listed[job_id]["downloadable"] is True
+    assert f"/jobs/{job_id}/download" in client.get("/jobs").get_data(as_text=True)
+
+    download = client.get(f"/jobs/{job_id}/download")
+    assert download.status_code == 200
+    assert download.headers["Content-Type"].startswith("text/csv")
+    assert f'filename=store-{link_id}-products-{job_id}.csv' in download.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(download.get_data(as_text=True))))
+    assert [r["sku"] for r in rows] == [f"SB-{n:05d}" for n in range(1, 61)]
+    body = download.get_data(as_text=True)
+    assert integration.token.token not in body and integration.token.secret not in body
+
+    # Another member never gets it; an admin does.
+    other = app.test_client()
+    _member(app, "other@example.com")
+    login(other, "other@example.com")
+    assert other.get(f"/jobs/{job_id}/download").status_code == 404
+    admin_client = app.test_client()
+    login(admin_client, "admin@example.com")
+    assert admin_client.get(f"/jobs/{job_id}/download").status_code == 200
+    assert app.test_client().get(f"/jobs/{job_id}/download").status_code in (302, 401)  # not logged in
+
+
+def _member(app, email: str) -> None:
+    from .conftest import _account
+
+    _account(app, email, "member")
+
+
+def test_an_export_since_a_date_as_json_lines(app, linked, sandbox):
+    link_id, _ = linked
+    requests.put(f"{sandbox.url}/sandbox/products/SB-00003", json={"name": "Fresh"}, timeout=5).raise_for_status()
+    client = app.test_client()
+    login(client, "owner@example.com")
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    assert ask_export(client, link_id, format="jsonl", since=today).status_code == 302
+    [job_id] = run_queued_exports(app)
+    download = client.get(f"/jobs/{job_id}/download")
+    lines = download.get_data(as_text=True).splitlines()
+    assert download.headers["Content-Type"].startswith("application/x-ndjson")
+    assert len(lines) == 1 and '"name":"Fresh"' in lines[0]
+
+
+def test_bad_export_requests_are_refused_with_a_message(app, linked, sandbox):
+    link_id, _ = linked
+    client = app.test_client()
+    login(client, "owner@example.com")
+    for fields, said in (({"entity": "invoices"}, "Not a valid choice"), ({"format": "xml"}, "Not a valid choice"),
+                         ({"since": "last tuesday"}, "ISO date")):
+        answer = ask_export(client, link_id, **fields)
+        assert answer.status_code == 302
+        assert said in client.get(f"/stores/{link_id}").get_data(as_text=True)
+    assert client.post(f"/stores/{link_id}/export", data={"entity": "products", "format": "csv"}).status_code == 400
+    with app.app_context():
+        assert db.session.scalar(select(Job).where(Job.kind == "export")) is None
+
+
+def test_an_export_file_is_deleted_when_its_retention_ends(app, linked, sandbox):
+    link_id, _ = linked
+    client = app.test_client()
+    login(client, "owner@example.com")
+    ask_export(client, link_id)
+    [job_id] = run_queued_exports(app)
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        path = exports.file_of(job)
+        assert path and os.path.isfile(path)
+        job.file_expires_at = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=1)
+        db.session.commit()
+    assert client.get(f"/jobs/{job_id}/download").status_code == 404
+    with app.app_context():
+        schedule.tick()
+        assert not os.path.exists(path)
+        assert db.session.get(Job, job_id).file_name is None
+
+
+def test_an_export_of_a_failing_store_fails_with_its_error_and_can_be_retried(app, linked, sandbox):
+    link_id, _ = linked
+    sandbox.state.failures.append(["/products", 500, 100])
+    client = app.test_client()
+    login(client, "owner@example.com")
+    ask_export(client, link_id)
+    [job_id] = run_queued_exports(app)
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        assert job.state == Job.FAILED and job.error and job.file_name is None
+        assert os.listdir(exports.folder()) == []  # nothing half-written left behind
+    sandbox.state.failures.clear()
+    with app.app_context():
+        again = schedule.retry(job_id)
+        assert again.kind == "export" and again.export_format == "csv"
+    run_queued_exports(app)
+    assert client.get(f"/jobs/{again.id}/download").status_code == 200
+
+
+# --- one cap per store ----------------------------------------------------------------------
+
+@pytest.fixture(params=["local", "redis"])
+def capped_app(request, app_config, app):
+    if request.param == "local":
+        yield app
+        return
+    conn = Redis.from_url(REDIS_URL)
+    try:
+        conn.ping()
+    except Exception:  # noqa: BLE001
+        pytest.fail(f"Redis at {REDIS_URL} is not running (start it: .ci/run does)")
+    conn.flushdb()
+    from integration import create_app
+
+    redis_app = create_app({**app_config, "REDIS_URL": REDIS_URL})
+    yield redis_app
+    conn.flushdb()
+    conn.close()
+
+
+def test_syncs_an_export_and_proxy_calls_never_exceed_the_store_cap(capped_app, linked, sandbox):
+    app = capped_app
+    link_id, _ = linked
+    cap = 3
+    app.config.update(STORE_CONCURRENCY=cap, SYNC_PAGE_SIZE=5, STORE_CAP_WAIT=0.5)
+    if app.extensions["store_cap"].limit != cap:  # the cap object was built from the config at start
+        app.extensions["store_cap"].limit = cap
+        if hasattr(app.extensions["store_cap"], "_fallback"):
+            app.extensions["store_cap"]._fallback.limit = cap
+    sandbox.state.latency = 0.05
+    key = make_key(app, owner=None)
+    with app.app_context():
+        job = exports.queue_export(db.session.get(StoreLink, link_id), "products", "csv", None)
+    results: list = []
+
+    def proxy_calls():
+        client = app.test_client()
+        for _ in range(8):
+            results.append(client.get(f"/api/v1/stores/{link_id}/rest/default/V1/products?searchCriteria[pageSize]=5",
+                                      headers=bearer(key)).status_code)
+
+    work = [lambda e=e: jobs.call_in_app(app, sync.sync, (link_id, e)) for e in ("products", "orders", "customers")]
+    work.append(lambda: jobs.call_in_app(app, exports.run_export_job, (job.id,)))
+    work += [proxy_calls] * 3
+    threads = [threading.Thread(target=w) for w in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    counters = sandbox.state.counters
+    assert counters.max_in_flight <= cap, f"{counters.max_in_flight} requests at once at the store"
+    assert counters.max_in_flight == cap  # the cap was reached, so it was what held them back
+    assert set(results) <= {200, 429} and 200 in results
+    with app.app_context():
+        states = {j.kind + ":" + (j.entity or ""): j.state for j in db.session.scalars(select(Job))}
+    assert set(states.values()) == {Job.FINISHED}, states

@@ -184,6 +184,7 @@ class _Watchdog:
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._sleeps_until = float("inf")  # when the thread wakes next unless notified
 
     def watch(self, ends: float, watch: DeadlineWatch) -> None:
         with self._wakeup:
@@ -195,7 +196,8 @@ class _Watchdog:
             while self._due and self._due[0][2].done:  # finished requests, oldest first: the heap stays small
                 heapq.heappop(self._due)
             heapq.heappush(self._due, (ends, next(self._order), watch))
-            if self._due[0][2] is watch:  # sooner than what the thread sleeps until
+            if ends < self._sleeps_until:  # only then: waking the thread on every call costs a switch
+                self._sleeps_until = ends
                 self._wakeup.notify()
 
     def _run(self) -> None:
@@ -208,7 +210,8 @@ class _Watchdog:
                     if not watch.done:
                         expired.append(watch)
                 if not expired:
-                    self._wakeup.wait(self._due[0][0] - now if self._due else None)
+                    self._sleeps_until = self._due[0][0] if self._due else float("inf")
+                    self._wakeup.wait(self._sleeps_until - now if self._due else None)
             for watch in expired:
                 watch._shut_down()
 

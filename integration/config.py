@@ -80,6 +80,8 @@ def from_environment(instance_path: str) -> dict:
         "STORE_CONCURRENCY": _number("STORE_CONCURRENCY", "8", int),
         "STORE_CAP_WAIT": _number("STORE_CAP_WAIT", "1"),
         "API_RATE_LIMIT": _env("API_RATE_LIMIT", "3000 per minute"),
+        "API_CACHE_SECONDS": _number("API_CACHE_SECONDS", "5"),
+        "API_AUDIT_FLUSH_SECONDS": _number("API_AUDIT_FLUSH_SECONDS", "1"),
         "OPS_RATE_LIMIT": _env("OPS_RATE_LIMIT", "300 per minute"),
         "METRICS_ALLOW": _list(_env("METRICS_ALLOW", "127.0.0.0/8,::1")),
         # Development (./scripts/run's sandbox demo) links a store without a phone app in the way.
@@ -116,6 +118,9 @@ def check(config: dict) -> None:
             raise ConfigError(f"{PREFIX}{name} must be a rate like '30 per hour', not {config.get(name)!r}") from None
     if int(config.get("STORE_CONCURRENCY", 8)) < 1:
         raise ConfigError(f"{PREFIX}STORE_CONCURRENCY must be at least 1 (calls at once to one store)")
+    for name in ("API_CACHE_SECONDS", "API_AUDIT_FLUSH_SECONDS"):  # bounds the README promises
+        if not 0 <= float(config.get(name, 0)) <= 60:
+            raise ConfigError(f"{PREFIX}{name} must be between 0 and 60 seconds, not {config.get(name)!r}")
     for entry in config.get("METRICS_ALLOW") or ():
         try:
             ipaddress.ip_network(entry, strict=False)

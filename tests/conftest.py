@@ -85,6 +85,9 @@ def _config(database_url, instance, **extra):
         "SERVER_NAME": None,
         # Most tests log in as admins with a password only; the 2FA tests set the policy themselves.
         "REQUIRE_2FA": "off",
+        # API audit rows written within their request, so each test sees its own (and no batch
+        # lands in the next test's tables); tests/test_api_audit.py runs the batched default.
+        "API_AUDIT_FLUSH_SECONDS": 0,
         **extra,
     }
 

@@ -54,7 +54,10 @@ def run_callers(callers: int, jobs: list, call) -> tuple[float, list[float], int
             if job is None:
                 return
             started = time.perf_counter()
-            ok = call(session, job)
+            try:
+                ok = call(session, job)
+            except Exception:  # noqa: BLE001 - counted, not fatal: a reset connection is an error of the run
+                ok = False
             elapsed = time.perf_counter() - started
             with lock:
                 latencies.append(elapsed)

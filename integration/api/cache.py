@@ -16,7 +16,7 @@ import time
 from typing import Generic, TypeVar
 
 from flask import Flask, current_app
-from sqlalchemy import Delete, Update, event
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from ..models import ApiKey, StoreLink, User
@@ -94,7 +94,7 @@ def _forget_what_changed(session: Session, _context) -> None:
 @event.listens_for(Session, "do_orm_execute")
 def _forget_after_bulk_changes(state) -> None:
     """``update(StoreLink)`` and the like bypass the unit of work; drop the whole cache they touch."""
-    if not isinstance(state.statement, (Update, Delete)):
+    if not (state.is_update or state.is_delete):  # every query passes here: the cheap test first
         return
     caches = _caches()
     entity = state.statement.table if caches is not None else None

@@ -60,7 +60,8 @@ class _KeepAlive:
         if not port:
             raise SystemExit("--keep-alive-threads needs a --port")
         settings = {"bind": f"{host}:{port}", "workers": 1, "worker_class": "gthread", "threads": threads,
-                    "keepalive": 30, "accesslog": None, "loglevel": "warning", "graceful_timeout": 2}
+                    "keepalive": 30, "accesslog": None, "loglevel": "warning", "graceful_timeout": 2,
+                    "timeout": 600}  # a loaded machine must not get the one worker (and its state) restarted
 
         class Store(BaseApplication):
             def load_config(self):

@@ -16,11 +16,11 @@ from urllib.parse import unquote, urlsplit
 from flask import g
 
 from .. import store_cap, stores
-from . import cache as api_cache
 from ..magento import errors as magento
 from ..magento.client import api_error
 from ..metrics import PROXY_CALLS, PROXY_SECONDS
 from ..models import StoreLink
+from . import cache as api_cache
 from .errors import ApiProblem, InvalidRequest, NotFound, StoreBusy, store_problem
 
 STORE_CODE = re.compile(r"^[a-z0-9_]{1,64}$")

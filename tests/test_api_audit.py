@@ -79,5 +79,5 @@ def test_rows_still_waiting_are_written_when_the_server_stops(app, app_config, l
         assert statuses == [200] * 10
         assert len(api_calls(app)) < 10  # still in the workers' buffers
     finally:
-        server.stop()  # SIGTERM: gunicorn's graceful stop
-    assert len(api_calls(app)) == 10
+        log = server.stop()  # SIGTERM: gunicorn's graceful stop
+    assert len(api_calls(app)) == 10, log

@@ -147,7 +147,8 @@ def flush(app: Flask | None = None) -> int:
 
 
 @atexit.register
-def _flush_at_exit() -> None:
+def flush_all() -> None:
+    """Write what every app of this process still holds (at exit; gunicorn's ``worker_exit``)."""
     for usage in list(_logs):
         if usage._pid == os.getpid():
             try:

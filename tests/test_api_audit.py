@@ -29,8 +29,8 @@ def batched(app, app_config):
 
 def api_calls(app) -> list[tuple[str, int | None]]:
     with app.app_context():
-        return list(db.session.execute(select(AuditEvent.detail, AuditEvent.store_link_id)
-                                       .where(AuditEvent.action == "api.call").order_by(AuditEvent.id)).tuples())
+        return [tuple(row) for row in db.session.execute(select(AuditEvent.detail, AuditEvent.store_link_id)
+                                                         .where(AuditEvent.action == "api.call").order_by(AuditEvent.id))]
 
 
 def test_every_call_is_audited_within_the_flush_interval(app, batched, linked):

@@ -31,6 +31,14 @@ def post_worker_init(worker):
     jobs.start(worker.wsgi)
 
 
+def worker_exit(server, worker):
+    # API audit rows still buffered (INTEGRATION_API_AUDIT_FLUSH_SECONDS) go in as the worker stops,
+    # before the interpreter waits on its threads (atexit does it too, later, for other servers).
+    from integration.apikeys import usage
+
+    usage.flush_all()
+
+
 class _MaskingLogger(Logger):
     """Access-log lines with credentials masked: the API refuses a key sent in a query
     string, but the request line carrying it is logged all the same."""

@@ -86,6 +86,8 @@ def from_environment(instance_path: str) -> dict:
         "STORE_CONCURRENCY": _number("STORE_CONCURRENCY", "8", int),
         "STORE_CAP_WAIT": _number("STORE_CAP_WAIT", "1"),
         "API_RATE_LIMIT": _env("API_RATE_LIMIT", "3000 per minute"),
+        "API_CACHE_SECONDS": _number("API_CACHE_SECONDS", "5"),
+        "API_AUDIT_FLUSH_SECONDS": _number("API_AUDIT_FLUSH_SECONDS", "1"),
         "OPS_RATE_LIMIT": _env("OPS_RATE_LIMIT", "300 per minute"),
         "METRICS_ALLOW": _list(_env("METRICS_ALLOW", "127.0.0.0/8,::1")),
         # Development (./scripts/run's sandbox demo) links a store without a phone app in the way.
@@ -143,6 +145,9 @@ def check(config: dict) -> None:
                           "choose from products, orders, customers, stock")
     if float(config.get("SYNC_TICK", 5)) <= 0:
         raise ConfigError(f"{PREFIX}SYNC_TICK must be a positive number of seconds")
+    for name in ("API_CACHE_SECONDS", "API_AUDIT_FLUSH_SECONDS"):  # bounds the README promises
+        if not 0 <= float(config.get(name, 0)) <= 60:
+            raise ConfigError(f"{PREFIX}{name} must be between 0 and 60 seconds, not {config.get(name)!r}")
     for entry in config.get("METRICS_ALLOW") or ():
         try:
             ipaddress.ip_network(entry, strict=False)

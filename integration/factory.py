@@ -8,6 +8,7 @@ from pathlib import Path
 from flask import Flask
 
 from . import config as settings
+from . import ratelimit_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +34,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
     settings.check(app.config)
     _size_pool(app.config)
-    app.config["RATELIMIT_STORAGE_URI"] = app.config.get("RATELIMIT_STORAGE_URI") or "memory://"
+    app.config["RATELIMIT_STORAGE_URI"] = ratelimit_memory.storage_uri(app.config.get("RATELIMIT_STORAGE_URI"))
     app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
 
     if app.config.get("TRUSTED_PROXIES"):

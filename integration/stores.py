@@ -5,11 +5,12 @@ audit entry per contact, whoever asks, so the web, the CLI, the API and jobs beh
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from sqlalchemy import Select, select
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import joinedload, undefer
 
 from . import doctor, events
 from .activation import unclaimed
@@ -112,7 +113,7 @@ def contact(link: StoreLink, action: str | None, purpose: str = "", *, user: Use
     db.session.commit()  # no database connection is held while the store answers
 
     def record(outcome: str) -> None:
-        if action is None:  # the caller audits (the service API, once per request)
+        if action is None:  # the caller audits
             db.session.commit()
             return
         audit(action, user=user, store_link=link, remote_addr=remote_addr,
@@ -125,17 +126,7 @@ def contact(link: StoreLink, action: str | None, purpose: str = "", *, user: Use
         if health_check or isinstance(exc, (errors.NotAuthorized, errors.SignatureRejected)):
             doctor.refused_call(link, exc, client.profile, remote_addr)
         if health_check or breaks_the_link(exc):
-            # Magento never tells us an integration was deleted: a token that worked and is
-            # now unknown to the store is the only sign.
-            if isinstance(exc, errors.TokenRevoked) and link.status == StoreLink.LINKED:
-                link.status = StoreLink.REVOKED
-                link.revoked_at = utcnow()
-                audit("store.revoked", user=user, store_link=link, remote_addr=remote_addr, detail=exc.message)
-                events.record(db.session, events.STORE_REVOKED, link, reason=exc.message)
-            elif link.last_error is None:
-                # Once when a working store starts failing, not on every failed call.
-                events.record(db.session, events.STORE_CHECK_FAILED, link, reason=exc.message)
-            link.last_error = exc.message
+            _note_failure(link, exc, user=user, remote_addr=remote_addr)
         record(f"failed: {exc.message}")
         raise
     except BaseException as exc:  # a refused argument, a full disk, Ctrl-C: still on the record
@@ -143,22 +134,128 @@ def contact(link: StoreLink, action: str | None, purpose: str = "", *, user: Use
         record(f"stopped ({type(exc).__name__})")
         raise
     else:
-        status, last_error, last_contact = seen
-        now = utcnow()
-        # Under steady traffic, one row update a minute per store rather than one per call.
-        if (last_contact is None or now - last_contact >= CONTACT_REFRESH or last_error is not None
-                or status in (StoreLink.REVOKED, StoreLink.FAILED)):
-            link.last_contact_at = now
-            link.last_error = None
-            if status in (StoreLink.REVOKED, StoreLink.FAILED):
-                link.status = StoreLink.LINKED
-                link.revoked_at = None
-        # Only what a request proved; a recorded profile the store now refuses is forgotten.
-        link.signature_profile = client.profile if client.profile_known else None
+        _note_success(link, client, seen)
         if health_check:  # the doctor sees a link that works again after a refusal
             doctor.record_step(doctor.API_CALL, doctor.OK, link=link, remote_addr=remote_addr,
                                detail=f"{action or 'test call'}: the store answered")
         record("ok")
+
+
+def _note_failure(link: StoreLink, exc: errors.MagentoError, *, user: User | None, remote_addr: str | None) -> None:
+    # Magento never tells us an integration was deleted: a token that worked and is now
+    # unknown to the store is the only sign.
+    if isinstance(exc, errors.TokenRevoked) and link.status == StoreLink.LINKED:
+        link.status = StoreLink.REVOKED
+        link.revoked_at = utcnow()
+        audit("store.revoked", user=user, store_link=link, remote_addr=remote_addr, detail=exc.message)
+        events.record(db.session, events.STORE_REVOKED, link, reason=exc.message)
+    elif link.last_error is None:
+        # Once when a working store starts failing, not on every failed call.
+        events.record(db.session, events.STORE_CHECK_FAILED, link, reason=exc.message)
+    link.last_error = exc.message
+
+
+def _note_success(link: StoreLink, client: StoreClient, seen: tuple) -> None:
+    status, last_error, last_contact = seen
+    if _needs_refresh(status, last_error, last_contact):
+        link.last_contact_at = utcnow()
+        link.last_error = None
+        if status in (StoreLink.REVOKED, StoreLink.FAILED):
+            link.status = StoreLink.LINKED
+            link.revoked_at = None
+    # Only what a request proved; a recorded profile the store now refuses is forgotten.
+    proved = client.profile if client.profile_known else None
+    if link.signature_profile != proved:
+        link.signature_profile = proved
+
+
+def _needs_refresh(status: str, last_error: str | None, last_contact: dt.datetime | None) -> bool:
+    """Whether a successful call should be written down: under steady traffic, one row update a
+    minute per store rather than one per call; at once when it heals the link."""
+    return (last_contact is None or utcnow() - last_contact >= CONTACT_REFRESH or last_error is not None
+            or status in (StoreLink.REVOKED, StoreLink.FAILED))
+
+
+# --- the service API's calls: the link as kept in the API's per-process cache -------------
+
+@dataclass(frozen=True)
+class CallableLink:
+    """What a call needs of a store link, read once (tokens decrypted) and kept for a few seconds
+    by the API (``api/cache.py``), so that a proxied call reads and writes nothing unless it
+    teaches us something about the link."""
+
+    id: int
+    owner_id: int | None
+    status: str
+    base_url: str
+    credentials: Credentials | None  # None: no token (not linked)
+    signature_profile: str | None
+    last_error: str | None
+    last_contact_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, link: StoreLink) -> CallableLink:
+        credentials = (Credentials(link.consumer_key, link.consumer_secret, link.access_token,
+                                   link.access_token_secret) if link.has_token else None)
+        return cls(link.id, link.owner_id, link.status, link.base_url, credentials, link.signature_profile,
+                   link.last_error, link.last_contact_at)
+
+
+def callable_link(link_id: int) -> CallableLink | None:
+    """The link as a call needs it, read now (tokens included)."""
+    link = db.session.scalar(select(StoreLink).where(StoreLink.id == link_id).options(
+        undefer(StoreLink.consumer_secret), undefer(StoreLink.access_token), undefer(StoreLink.access_token_secret)))
+    found = CallableLink.of(link) if link is not None else None
+    db.session.commit()  # no database connection is held while the store answers
+    return found
+
+
+class LinkChanged(Exception):
+    """The store refused tokens that are no longer the link's (reauthorized or unlinked meanwhile,
+    by another process): nothing to note about the link; call again with what it is now."""
+
+
+@contextmanager
+def contact_quietly(link: CallableLink, *, user: Callable[[], User | None] = lambda: None,
+                    remote_addr: str | None = None, retry_on_change: bool = False) -> Iterator[StoreClient]:
+    """``contact(link, None, ...)`` for the service API's calls: the same outcomes for the link
+    (health on failures that break it, ``store.revoked`` and its event on a revoked token, last
+    contact, the signature profile), but nothing read or written unless the call changes one.
+    ``user`` gives the account to name in a ``store.revoked`` entry (read only then).
+    ``LinkChanged`` (if ``retry_on_change``) when the store refused tokens the link no longer has."""
+    if link.credentials is None:
+        raise NotLinked(f"store {link.id} ({link.base_url}) has no access token")
+    client = store_client(link.base_url, link.credentials, profile=link.signature_profile)
+    try:
+        yield client
+    except errors.MagentoError as exc:
+        if isinstance(exc, (errors.NotAuthorized, errors.SignatureRejected)):  # for the doctor's timeline
+            refused = _fresh(link.id)
+            if refused is not None:
+                doctor.refused_call(refused, exc, client.profile, remote_addr)
+                db.session.commit()
+        if breaks_the_link(exc):
+            current = _fresh(link.id)
+            if current is None or current.access_token != link.credentials.access_token:
+                db.session.rollback()
+                if retry_on_change and isinstance(exc, errors.Unauthorized):  # refused: it did nothing
+                    raise LinkChanged(link.id) from exc
+                raise
+            _note_failure(current, exc, user=user(), remote_addr=remote_addr)
+            db.session.commit()
+        raise
+    else:
+        proved = client.profile if client.profile_known else None
+        if _needs_refresh(link.status, link.last_error, link.last_contact_at) or proved != link.signature_profile:
+            current = _fresh(link.id)
+            if current is not None:
+                _note_success(current, client, (current.status, current.last_error, current.last_contact_at))
+            db.session.commit()
+
+
+def _fresh(link_id: int) -> StoreLink | None:
+    return db.session.scalar(select(StoreLink).where(StoreLink.id == link_id)
+                             .options(undefer(StoreLink.access_token)).execution_options(populate_existing=True))
 
 
 def store_configs(client: StoreClient) -> list[dict]:

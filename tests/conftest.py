@@ -88,6 +88,9 @@ def _config(database_url, instance, **extra):
         # Feeds are looked at every 30 s, not 5: a test's embedded runner syncs its linked store only
         # when the test asks (the feed tests queue their syncs themselves).
         "SYNC_TICK": 30.0,
+        # API audit rows written within their request, so each test sees its own (and no batch
+        # lands in the next test's tables); tests/test_api_audit.py runs the batched default.
+        "API_AUDIT_FLUSH_SECONDS": 0,
         **extra,
     }
 

@@ -51,6 +51,29 @@ def test_a_store_that_drips_its_answer_is_cut_at_the_deadline(drip):
     assert 1.9 < took < 3.0
 
 
+def test_a_short_deadline_is_kept_while_a_longer_one_is_waiting():
+    """One watchdog keeps every request's deadline: a 1 s call started after a 4 s one is cut
+    after 1 s, not when the longer one is."""
+    store = SlowStore()
+    try:
+        def client(seconds: float) -> StoreClient:  # a deadline runs from when it is made
+            return StoreClient(store.url + "/", CREDENTIALS, policy=LOCAL, timeout=(5, 20), deadline=Deadline(seconds))
+
+        with ThreadPoolExecutor(2) as pool:
+            long_call = pool.submit(client(4).get, "products")
+            time.sleep(0.3)
+            started = time.monotonic()
+            quick = client(1)
+            with pytest.raises(errors.StoreTimeout, match="within 1 s"):
+                quick.get("products")
+            took = time.monotonic() - started
+            with pytest.raises(errors.StoreTimeout, match="within 4 s"):
+                long_call.result()
+    finally:
+        store.stop()
+    assert 0.9 < took < 2.0
+
+
 def test_each_call_of_an_export_gets_its_own_deadline():
     store = SlowStore()
     try:

@@ -37,8 +37,12 @@ def _audit(response):
 
 
 def init_app(app: Flask) -> None:
+    from ..apikeys import usage
     from ..extensions import csrf
+    from . import cache
 
+    cache.init_app(app)
+    usage.init_app(app)
     csrf.exempt(bp)
     app.register_blueprint(bp)
     api_limiter.init_app(app)

@@ -6,7 +6,6 @@ history); every request made with a real key is audited after it is answered.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
 from dataclasses import dataclass
@@ -14,7 +13,9 @@ from dataclasses import dataclass
 from flask import g, request
 
 from ..apikeys import service as keys
+from ..extensions import db
 from ..models import User
+from . import cache as api_cache
 from .errors import ApiProblem, InsufficientScope, Unauthenticated
 
 log = logging.getLogger("integration.api")
@@ -22,14 +23,23 @@ log = logging.getLogger("integration.api")
 
 @dataclass(frozen=True)
 class Caller:
-    """The key a request authenticated with, read once (the row itself expires at commits)."""
+    """The key a request authenticated with, read once and kept in the per-process cache for
+    ``INTEGRATION_API_CACHE_SECONDS`` (``cache.py``): ids and flags only, no database rows."""
 
     key_id: int
     prefix: str
     scopes: frozenset[str]
-    owner: User | None  # None: a service key that sees every store
-    owner_id: int | None
-    last_used_at: dt.datetime | None
+    owner_id: int | None  # None: a service key that sees every store
+    owner_is_admin: bool
+
+    @property
+    def owner(self) -> User | None:
+        """The account the key acts for, as a row of this request's session."""
+        return db.session.get(User, self.owner_id) if self.owner_id is not None else None
+
+    def sees(self, link_owner_id: int | None) -> bool:
+        """Whether this key may use a store linked by ``link_owner_id`` (as ``stores.visible_to``)."""
+        return self.owner_id is None or self.owner_is_admin or link_owner_id == self.owner_id
 
 
 def refuse_key_in_query() -> None:
@@ -62,14 +72,24 @@ def _authenticate() -> Caller:
         raise Unauthenticated("send an API key as 'Authorization: Bearer mic_…'")
     if scheme.lower() != "bearer" or not presented.strip():
         raise Unauthenticated("the Authorization header must be 'Bearer <API key>'", error_code="invalid_key")
+    presented = presented.strip()
+    cached = api_cache.current().keys
+    fingerprint = keys.digest(presented)
+    found = cached.get(fingerprint)
+    if found is not None:
+        return found
     try:
-        key = keys.authenticate(presented.strip())
+        key = keys.authenticate(presented)
     except keys.KeyRefused as exc:
         if exc.key is not None:
             g.api_refused_key = (exc.key.id, exc.key.prefix, exc.key.owner_id, exc.reason)
         code = {"revoked": "key_revoked", "owner_disabled": "key_owner_disabled"}.get(exc.reason, "invalid_key")
         raise Unauthenticated(exc.message, error_code=code) from None
-    return Caller(key.id, key.prefix, frozenset(key.scope_list), key.owner, key.owner_id, key.last_used_at)
+    found = Caller(key.id, key.prefix, frozenset(key.scope_list), key.owner_id,
+                   bool(key.owner is not None and key.owner.is_admin))
+    db.session.commit()  # the request holds no database connection for the lookup's sake
+    cached.put(fingerprint, found)
+    return found
 
 
 def require(scope: str):
@@ -100,7 +120,7 @@ def record(response) -> None:
     current = g.get("api_caller")
     link_id = g.get("api_store_link_id")
     if current is not None:
-        keys.record_use(current.key_id, current.prefix, current.owner_id, current.last_used_at,
+        keys.record_use(current.key_id, current.prefix, current.owner_id,
                         method=request.method, path=request.path, status=response.status_code,
                         remote_addr=request.remote_addr, store_link_id=link_id)
         return

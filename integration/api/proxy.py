@@ -13,14 +13,15 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from flask import current_app
+from flask import g
 
 from .. import store_cap, stores
 from ..magento import errors as magento
 from ..magento.client import api_error
 from ..metrics import PROXY_CALLS, PROXY_SECONDS
-from ..models import StoreLink, User
-from .errors import ApiProblem, InvalidRequest, StoreBusy, store_problem
+from ..models import StoreLink
+from . import cache as api_cache
+from .errors import ApiProblem, InvalidRequest, NotFound, StoreBusy, store_problem
 
 STORE_CODE = re.compile(r"^[a-z0-9_]{1,64}$")
 #: What a path may contain as sent: RFC 3986 path characters and well-formed %XX escapes.
@@ -77,18 +78,43 @@ def json_body(raw: bytes):
         raise InvalidRequest("the body is not JSON", error_code="bad_json") from None
 
 
-def forward(link: StoreLink, owner: User | None, method: str, tail: str, store_code: str, params: list,
-            body, remote_addr: str | None) -> Answer:
-    """Send one call to ``link``'s store, under its concurrency cap and the store deadline."""
+def forward(link_id: int, caller, method: str, tail: str, store_code: str, params: list, body,
+            remote_addr: str | None) -> Answer:
+    """Send one call to store ``link_id`` (if ``caller`` may see it), under its concurrency cap
+    and the store deadline."""
     if not STORE_CODE.match(store_code):
         raise InvalidRequest("store_code is a Magento store code: a-z, 0-9 and _", error_code="bad_path")
-    link_id = link.id  # read before contact() commits and expires the row
+    try:
+        return _forward(_callable(link_id, caller), caller, method, tail, store_code, params, body, remote_addr,
+                        retry_on_change=True)
+    except stores.LinkChanged:
+        # Reauthorized (or unlinked) by another process since we cached it: once more, as it is now.
+        api_cache.current().links.forget(link_id)
+        return _forward(_callable(link_id, caller), caller, method, tail, store_code, params, body, remote_addr)
+
+
+def _callable(link_id: int, caller) -> stores.CallableLink:
+    links = api_cache.current().links
+    link = links.get(link_id)
+    if link is None:
+        link = stores.callable_link(link_id)
+        if link is not None:
+            links.put(link_id, link)
+    if link is None or not caller.sees(link.owner_id):  # someone else's store is as absent as a missing one
+        raise NotFound(f"no store {link_id} for this key")
+    g.api_store_link_id = link_id  # for the audit entry
+    return link
+
+
+def _forward(link: stores.CallableLink, caller, method: str, tail: str, store_code: str, params: list, body,
+             remote_addr: str | None, *, retry_on_change: bool = False) -> Answer:
     started = elapsed = time.perf_counter()
     try:
         # Audited once per request by the API layer (method, path, status).
-        with stores.contact(link, None, user=owner, remote_addr=remote_addr) as client:
+        with stores.contact_quietly(link, user=lambda: caller.owner, remote_addr=remote_addr,
+                                    retry_on_change=retry_on_change) as client:
             try:
-                with store_cap.current().hold(link_id):
+                with store_cap.current().hold(link.id):
                     started = time.perf_counter()
                     response = client.request_raw(method, "V1/" + tail, params=params or None, json=body,
                                                   store_code=store_code)
@@ -99,7 +125,8 @@ def forward(link: StoreLink, owner: User | None, method: str, tail: str, store_c
             _raise_if_revoked(response, method)
     except magento.MagentoError as exc:
         PROXY_SECONDS.observe(time.perf_counter() - started)
-        problem = store_problem(exc, headers={"X-Companion-Store-Status": _status_after(exc, link)})
+        status = StoreLink.REVOKED if isinstance(exc, magento.TokenRevoked) else link.status
+        problem = store_problem(exc, headers={"X-Companion-Store-Status": status})
         PROXY_CALLS.labels(problem.error_code).inc()
         raise problem from None
     except ValueError as exc:  # a query parameter given twice
@@ -137,9 +164,3 @@ def _raise_if_revoked(response, method: str) -> None:
     error = api_error(401, payload, method, response.request.url)
     if isinstance(error, magento.TokenRevoked):
         raise error
-
-
-def _status_after(exc: magento.MagentoError, link: StoreLink) -> str:
-    if isinstance(exc, magento.TokenRevoked):
-        return StoreLink.REVOKED
-    return link.status

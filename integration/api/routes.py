@@ -189,9 +189,8 @@ def call_store(link_id: int, store_code: str, path: str):
     # Flask answers HEAD with the GET view: the store gets a GET, the caller no body.
     method = "GET" if request.method == "HEAD" else request.method
     body = proxy.json_body(body_within(current_app.config["MAX_CONTENT_LENGTH"])) if method != "GET" else None
-    link = _visible(link_id, with_secrets=True)
-    answer = proxy.forward(link, caller().owner, method, tail, store_code,
-                           list(request.args.items(multi=True)), body, request.remote_addr)
+    answer = proxy.forward(link_id, caller(), method, tail, store_code, list(request.args.items(multi=True)), body,
+                           request.remote_addr)
     response = Response(answer.body, answer.status, content_type=answer.content_type)
     response.headers.update(answer.headers)
     response.headers["X-Companion-Store-Status"] = answer.store_status

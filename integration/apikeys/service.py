@@ -9,26 +9,24 @@ and keeps the check to microseconds on every API request.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 import re
 import secrets
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from ..extensions import db
 from ..models import ApiKey, AuditEvent, User, audit, utcnow
+from . import usage
 
 KEY_PREFIX = "mic_"
 KEY_SHAPE = re.compile(r"^(mic_[0-9a-f]{12})_[A-Za-z0-9_-]{43}$")
 #: A key anywhere in a text (a URL, a log line): the prefix part may be shown, the rest never.
 KEY_IN_TEXT = re.compile(r"(mic_[0-9a-f]{12})_[A-Za-z0-9_-]+")
 NAME_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-#: ``last_used_at`` is written at most this often per key, not on every request.
-LAST_USED_REFRESH = dt.timedelta(seconds=60)
 
 
 class ApiKeyError(Exception):
@@ -120,25 +118,13 @@ def authenticate(presented: str) -> ApiKey:
     return key
 
 
-def record_use(key_id: int, prefix: str, owner_id: int | None, last_used_at: dt.datetime | None, *,
-               method: str, path: str, status: int, remote_addr: str | None, store_link_id: int | None = None,
-               action: str = "api.call") -> None:
-    """Audit one request made with a key (never its body) and, at most once a minute, note
-    when and from where the key was last used. Commits."""
-    # A Core insert: one statement, none of the unit of work's bookkeeping, on every API call.
-    db.session.execute(insert(AuditEvent).values(
-        at=utcnow(), action=action, user_id=owner_id, store_link_id=store_link_id, remote_addr=remote_addr,
-        detail=f"{method} {path[:1500]} → {status} (key {prefix})"))
-    now = utcnow()
-    if last_used_at is None or now - last_used_at >= LAST_USED_REFRESH:
-        # Conditional, so several workers seeing the same stale time still write once.
-        db.session.execute(
-            update(ApiKey).where(ApiKey.id == key_id)
-            .where(or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= now - LAST_USED_REFRESH))
-            .values(last_used_at=now, last_used_addr=remote_addr)
-            .execution_options(synchronize_session=False))
-    db.session.commit()
-
+def record_use(key_id: int, prefix: str, owner_id: int | None, *, method: str, path: str, status: int,
+               remote_addr: str | None, store_link_id: int | None = None, action: str = "api.call") -> None:
+    """Audit one request made with a key (never its body) and note when and from where the key
+    was last used (at most once a minute). Written in batches by ``usage``, within a second."""
+    usage.current().add({"at": utcnow(), "action": action, "user_id": owner_id, "store_link_id": store_link_id,
+                         "remote_addr": remote_addr, "detail": f"{method} {path[:1500]} → {status} (key {prefix})"},
+                        key_id, remote_addr)
 
 
 def record_refusal(prefix: str, owner_id: int | None, reason: str, *, method: str, path: str, status: int,

@@ -5,7 +5,9 @@ transport failures into our errors."""
 from __future__ import annotations
 
 import contextvars
+import heapq
 import http.cookiejar
+import itertools
 import logging
 import os
 import socket
@@ -129,24 +131,23 @@ class DeadlineWatch:
     A socket timeout bounds each read, not the answer: a store that drips two bytes every
     few seconds never trips it. The connection registers its socket here (through
     ``_watching``; urllib3 offers no other way to hand it per-request state) as a
-    duplicate we own, so a late timer never touches a descriptor reused meanwhile.
+    duplicate we own, so a late shutdown never touches a descriptor reused meanwhile.
     """
 
     def __init__(self, deadline: Deadline):
         self.cut = False
+        self.done = False
         self._deadline = deadline
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
-        self._timer = threading.Timer(deadline.remaining(), self._shut_down)
-        self._timer.daemon = True
 
     def __enter__(self) -> DeadlineWatch:
         self._token = _watching.set(self)
-        self._timer.start()
+        _watchdog.watch(time.monotonic() + self._deadline.remaining(), self)
         return self
 
     def __exit__(self, *exc) -> None:
-        self._timer.cancel()
+        self.done = True  # the watchdog drops it when its time comes, without shutting anything
         _watching.reset(self._token)
         with self._lock:
             for sock in self._sockets:
@@ -165,9 +166,57 @@ class DeadlineWatch:
 
     def _shut_down(self) -> None:
         with self._lock:
+            if self.done:
+                return
             self.cut = True
             for sock in self._sockets:
                 _shut(sock)
+
+
+class _Watchdog:
+    """One thread per process that shuts down the requests whose deadline passed. A timer
+    thread per request cost more CPU than the request itself (starting a thread waits for
+    it to run, which under load means waiting for the GIL)."""
+
+    def __init__(self):
+        self._wakeup = threading.Condition()
+        self._due: list[tuple[float, int, DeadlineWatch]] = []  # a heap by deadline
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._sleeps_until = float("inf")  # when the thread wakes next unless notified
+
+    def watch(self, ends: float, watch: DeadlineWatch) -> None:
+        with self._wakeup:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                # Also after a fork: the parent's thread does not exist in the child.
+                self._due, self._pid = [], os.getpid()
+                self._thread = threading.Thread(target=self._run, name="store-deadlines", daemon=True)
+                self._thread.start()
+            while self._due and self._due[0][2].done:  # finished requests, oldest first: the heap stays small
+                heapq.heappop(self._due)
+            heapq.heappush(self._due, (ends, next(self._order), watch))
+            if ends < self._sleeps_until:  # only then: waking the thread on every call costs a switch
+                self._sleeps_until = ends
+                self._wakeup.notify()
+
+    def _run(self) -> None:
+        while True:
+            expired = []
+            with self._wakeup:
+                now = time.monotonic()
+                while self._due and (self._due[0][2].done or self._due[0][0] <= now):
+                    _, _, watch = heapq.heappop(self._due)
+                    if not watch.done:
+                        expired.append(watch)
+                if not expired:
+                    self._sleeps_until = self._due[0][0] if self._due else float("inf")
+                    self._wakeup.wait(self._sleeps_until - now if self._due else None)
+            for watch in expired:
+                watch._shut_down()
+
+
+_watchdog = _Watchdog()
 
 
 _watching: contextvars.ContextVar[DeadlineWatch | None] = contextvars.ContextVar("store_request_watch", default=None)

@@ -1,0 +1,39 @@
+"""Rate-limit counters in process memory: exact limits, windows that end, no thread per hit."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from limits import parse
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+
+from integration import ratelimit_memory
+from integration.ratelimit_memory import SweptMemoryStorage
+
+
+def test_memory_limits_are_exact_and_their_windows_end():
+    storage = storage_from_string(ratelimit_memory.storage_uri("memory://"))
+    assert isinstance(storage, SweptMemoryStorage)
+    limiter, limit = FixedWindowRateLimiter(storage), parse("3 per 1 second")
+    # Start at the beginning of a window so all three hits fall in it.
+    time.sleep(1 - time.time() % 1)
+    assert [limiter.hit(limit, "key:a") for _ in range(4)] == [True, True, True, False]
+    assert limiter.hit(limit, "key:b")  # counted per key
+    time.sleep(1.05)
+    assert limiter.hit(limit, "key:a")
+
+
+def test_hits_start_no_threads_and_idle_counters_are_swept(monkeypatch):
+    monkeypatch.setattr(ratelimit_memory, "SWEEP_EVERY", 0.2)
+    storage = SweptMemoryStorage()
+    limiter = FixedWindowRateLimiter(storage)
+    threads = threading.active_count()
+    for n in range(200):
+        limiter.hit(parse("1000 per 1 second"), f"key:{n}")
+    assert threading.active_count() <= threads
+    assert len(storage.storage) == 200
+    time.sleep(1.3)
+    limiter.hit(parse("1000 per 1 second"), "key:new")  # the sweep runs inline, with a hit
+    assert set(storage.storage) == {"LIMITER/key:new/1000/1/second"}

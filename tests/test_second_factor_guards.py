@@ -388,3 +388,17 @@ def test_removing_a_passkey_or_an_admins_reset_takes_it_away(app, user, admin, c
     assert not _logged_in(boss)
     assert refused(sign_in_with(boss, theirs))
     assert _login(boss, "admin@example.com").headers["Location"] == "/"
+    assert audit(app, "2fa.reset") == ["admin@example.com"]
+
+
+# --- policy ---------------------------------------------------------------------------------
+
+def test_who_must_enrol_follows_the_policy(app_config, user, admin):
+    for policy, admin_must, member_must in (("admins", True, False), ("all", True, True), ("off", False, False)):
+        app = create_app({**app_config, "REQUIRE_2FA": policy})
+        for email, must in (("admin@example.com", admin_must), ("owner@example.com", member_must)):
+            client = browser(app)
+            _login(client, email)
+            home = client.get("/")
+            assert (home.status_code, home.headers.get("Location")) == (
+                (302, "/accounts/me#second-factor") if must else (200, None)), (policy, email)

@@ -210,3 +210,76 @@ def test_the_proxy_answers_429_with_retry_after_while_full_and_frees_a_failed_ca
     for _ in range(2):  # a POST: never retried, so the failure is quick
         failed = client.post(path, json={"product": {"sku": "P-1"}}, headers=bearer(key))
         assert failed.status_code == 502 and failed.json["error"]["code"] == "store_unreachable"
+
+
+def test_a_waiter_polls_redis_gently(app_config, redis_db):
+    """A caller waiting for a full store asks Redis every few tens of milliseconds, not in a busy loop."""
+    cap = cap_of(app_config, STORE_CONCURRENCY=1, STORE_CAP_WAIT=0.6, REDIS_URL=REDIS_URL)
+
+    def script_calls():
+        stats = redis_db.info("commandstats")
+        return sum(v["calls"] for k, v in stats.items() if k.startswith("cmdstat_eval"))
+
+    with cap.hold(9):
+        before = script_calls()
+        with pytest.raises(StoreBusy):
+            cap.acquire(9)
+        asked = script_calls() - before
+    assert 5 <= asked <= 40, asked
+
+
+class _Relay:
+    """A TCP relay to Redis that can be cut, as when Redis goes away in the middle of a call."""
+
+    def __init__(self, port):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port, self.target, self.sockets = self.listener.getsockname()[1], port, []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self):
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+        except OSError:
+            pass
+        self.listener.close()
+        for s in self.sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def test_redis_going_away_during_a_call_does_not_fail_the_call(app_config, redis_db, caplog):
+    """The slot was taken in Redis; Redis is gone when it is given back: the call still ends normally (the
+    lease expires by itself) and the outage is logged."""
+    caplog.set_level(logging.WARNING, "integration.store_cap")
+    relay = _Relay(redis_db.connection_pool.connection_kwargs["port"])
+    db_number = redis_db.connection_pool.connection_kwargs["db"]
+    cap = cap_of(app_config, STORE_CONCURRENCY=1, STORE_CAP_WAIT=0.1,
+                 REDIS_URL=f"redis://127.0.0.1:{relay.port}/{db_number}")
+    with cap.hold(10):
+        assert redis_db.zcard("storecap:10") == 1
+        relay.cut()
+    assert redis_db.zcard("storecap:10") == 1  # left to expire
+    assert [r.getMessage() for r in caplog.records if r.name == "integration.store_cap"] == [
+        "Redis unreachable for the per-store cap (ConnectionError); counting per process meanwhile"]

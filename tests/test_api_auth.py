@@ -279,3 +279,11 @@ def test_log_lines_never_carry_a_keys_secret(app):
 
     line = redact(f"GET /x?k={key}&y=1 and {key}")
     assert line == f"GET /x?k={key[:16]}_[redacted]&y=1 and {key[:16]}_[redacted]"
+
+
+def test_a_request_without_a_peer_address_is_still_answered_and_limited(app_config):
+    """Behind a server on a Unix socket there is no REMOTE_ADDR: such requests share one budget."""
+    limited = create_app({**app_config, "API_RATE_LIMIT": "2 per minute"})
+    client = limited.test_client()
+    answers = [client.get("/api/v1/stores", environ_overrides={"REMOTE_ADDR": None}) for _ in range(3)]
+    assert [a.status_code for a in answers] == [401, 401, 429]

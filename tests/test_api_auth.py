@@ -267,8 +267,8 @@ def test_last_use_is_noted_at_most_once_a_minute(app, client):
         with app.app_context():
             return db.session.scalar(select(ApiKey.last_used_addr))
 
-    assert used_ago(50) == "10.0.0.1"
-    assert used_ago(70) == "10.0.0.3"
+    assert used_ago(59) == "10.0.0.1"
+    assert used_ago(60) == "10.0.0.3"
     assert len(audit_rows(app, "api.call")) == 4  # every call audited all the same
     assert first_at is not None
 
@@ -287,3 +287,14 @@ def test_a_request_without_a_peer_address_is_still_answered_and_limited(app_conf
     client = limited.test_client()
     answers = [client.get("/api/v1/stores", environ_overrides={"REMOTE_ADDR": None}) for _ in range(3)]
     assert [a.status_code for a in answers] == [401, 401, 429]
+
+
+def test_the_audit_keeps_the_first_1500_characters_of_a_long_path(app, client):
+    key = make_key(app)
+    path = "/api/v1/stores/999/rest/default/V1/" + "p" * 2000
+    assert client.get(path, headers=bearer(key)).status_code == 404
+    wrong = key[:-1] + ("A" if key[-1] != "A" else "B")
+    assert client.get(path, headers=bearer(wrong)).status_code == 401
+    assert [row[0] for row in audit_rows(app, "api.call")] == [f"GET {path[:1500]} → 404 (key {key[:16]})"]
+    assert [row[0] for row in audit_rows(app, "api.refused")] == [
+        f"GET {path[:1500]} → 401 (key {key[:16]}: unknown)"]

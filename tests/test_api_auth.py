@@ -213,6 +213,8 @@ def test_a_key_name_is_1_to_64_plain_characters(app, name):
 def test_unknown_or_no_scopes_disabled_owners_and_taken_names_are_refused(app, user):
     with app.app_context():
         owner = User.by_email("owner@example.com")
+        with pytest.raises(service.ApiKeyError, match="a key name is 1-64"):
+            service.create(None, ["stores:read"])
         for scopes, said in ((["stores:write"], "(got stores:write)"), ([], "(got none)"),
                              (["stores:read", "admin"], "(got admin)")):
             with pytest.raises(service.ApiKeyError, match=re.escape(said)):

@@ -69,6 +69,7 @@ def test_a_code_counts_for_one_step_either_way_and_each_step_only_once(app, user
     step = lambda n: totp.at(T0 + n * 30)  # noqa: E731 - the code of step T0 + n
 
     _login(client, "owner@example.com")
+    assert "Use a passkey" not in client.get("/auth/second-step").get_data(as_text=True)  # it has none
     assert refused(_second_step(client, step(1)))  # two steps ago: too old
     assert refused(_second_step(client, step(5)))  # two steps ahead: too far
     assert _second_step(client, step(2)).status_code == 302 and _logged_in(client)  # a phone a step behind
@@ -213,6 +214,7 @@ def test_a_passkey_is_a_second_factor_and_signs_in_without_a_password(app, user)
 
     assert _login(client, "owner@example.com").headers["Location"] == "/auth/second-step"
     assert not _logged_in(client)
+    assert "Use a passkey" in client.get("/auth/second-step").get_data(as_text=True)
     _, pending = passkey_options(client, "/auth/second-step")
     assert [c["id"] for c in pending["allowCredentials"]] == [soft.id] and pending["userVerification"] == "required"
     client.post("/auth/second-step", data={

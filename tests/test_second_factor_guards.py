@@ -404,3 +404,18 @@ def test_who_must_enrol_follows_the_policy(app_config, user, admin):
             home = client.get("/")
             assert (home.status_code, home.headers.get("Location")) == (
                 (302, "/accounts/me#second-factor") if must else (200, None)), (policy, email)
+
+
+def test_removing_the_app_takes_its_recovery_codes_even_with_a_passkey_left(app, user, clock):
+    client = browser(app)
+    _login(client, "owner@example.com")
+    _, recovery = enrol(client, clock)
+    add_passkey(client, SoftPasskey())
+    me = client.get("/accounts/me").get_data(as_text=True)
+    client.post("/accounts/me/totp/remove", data={"csrf_token": csrf_from(me)})
+    with app.app_context():
+        removed = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "2fa.totp_removed"))
+        assert (removed.user_id, removed.remote_addr) == (user, "10.1.1.1")
+    _log_out(client)
+    assert _login(client, "owner@example.com").headers["Location"] == "/auth/second-step"  # the passkey
+    assert refused(_second_step(client, recovery[0]))

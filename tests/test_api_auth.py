@@ -300,3 +300,46 @@ def test_the_audit_keeps_the_first_1500_characters_of_a_long_path(app, client):
     assert [row[0] for row in audit_rows(app, "api.call")] == [f"GET {path[:1500]} → 404 (key {key[:16]})"]
     assert [row[0] for row in audit_rows(app, "api.refused")] == [
         f"GET {path[:1500]} → 401 (key {key[:16]}: unknown)"]
+
+
+def test_keys_made_and_revoked_in_the_dashboard_are_audited_with_who_and_from_where(app, admin):
+    from .test_dashboard import login, post
+
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = "10.0.0.5"
+    login(client, "admin@example.com")
+    assert post(client, "/api-keys/", "/api-keys/", name="pim", owner="", scopes=["stores:read"]).status_code == 201
+    with app.app_context():
+        key_id = db.session.scalar(select(ApiKey.id))
+    assert post(client, f"/api-keys/{key_id}/revoke", "/api-keys/").status_code == 302
+    assert [row[1:3] for row in audit_rows(app, "apikey.created")] == [(admin, "10.0.0.5")]
+    assert [row[1:3] for row in audit_rows(app, "apikey.revoked")] == [(admin, "10.0.0.5")]
+
+
+def test_the_same_name_made_at_once_by_several_admins_gives_one_key(app):
+    """The unique name holds under a race: one key is made, every other attempt is told the name is taken."""
+    import threading
+
+    n = 6
+    barrier, outcomes = threading.Barrier(n), []
+
+    def make():
+        with app.app_context():
+            barrier.wait()
+            try:
+                service.create("raced", ["stores:read"])
+                outcomes.append("made")
+            except service.ApiKeyError as exc:
+                outcomes.append(str(exc))
+            except Exception as exc:  # noqa: BLE001 - any other failure is the bug this test is about
+                outcomes.append(repr(exc))
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=make) for _ in range(n)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert outcomes.count("made") == 1 and all("a key named raced already exists" in o
+                                               for o in outcomes if o != "made"), outcomes
+    with app.app_context():
+        assert db.session.scalar(select(db.func.count()).select_from(ApiKey)) == 1

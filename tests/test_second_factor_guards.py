@@ -176,6 +176,7 @@ def test_recovery_codes_are_typed_loosely_used_once_and_only_by_their_account(ap
     assert refused(_second_step(owner, codes[0].replace("-", "")))  # used
     assert _second_step(owner, codes[1]).status_code == 302
     assert audit(app, "2fa.recovery_code_used") == ["9 left", "8 left"]
+    assert "Recovery codes left: <strong>8</strong>" in owner.get("/accounts/me").get_data(as_text=True)
 
 
 def test_the_second_step_keeps_where_the_login_was_going_and_ends_with_the_account(app, user, clock):
@@ -419,3 +420,15 @@ def test_removing_the_app_takes_its_recovery_codes_even_with_a_passkey_left(app,
     _log_out(client)
     assert _login(client, "owner@example.com").headers["Location"] == "/auth/second-step"  # the passkey
     assert refused(_second_step(client, recovery[0]))
+
+
+def test_a_passkey_keeps_the_counter_it_was_registered_with(app, user):
+    """An authenticator already used elsewhere registers with its counter; a clone answering with a lower one
+    is refused from the first sign-in."""
+    client = browser(app)
+    soft = SoftPasskey(sign_count=7)
+    _login(client, "owner@example.com")
+    add_passkey(client, soft)
+    _log_out(client)
+    assert refused(sign_in_with(client, soft, count_by=-2))
+    assert sign_in_with(client, soft, count_by=3).status_code == 302

@@ -335,8 +335,14 @@ def test_registration_is_verified_named_and_each_authenticator_registered_once(a
         assert "could not be verified" in page, answer
     _, page = add_passkey(client, soft, name="")
     assert "Passkey \u201cPasskey\u201d added." in page
-    options, _ = add_passkey(client, SoftPasskey(), name="x" * 100)
+    second = SoftPasskey()
+    options, _ = add_passkey(client, second, name="x" * 100)
     assert [c["id"] for c in options["excludeCredentials"]] == [soft.id]
+    _log_out(client)
+    assert sign_in_with(client, second).status_code == 302  # either passkey, each with its own key
+    _log_out(client)
+    _login(client, "owner@example.com")
+    assert second_step_with(client, second).status_code == 302
     with app.app_context():
         assert sorted(p.name for p in db.session.scalars(select(Passkey))) == ["Passkey", "x" * 100]
 
@@ -376,12 +382,14 @@ def test_removing_a_passkey_or_an_admins_reset_takes_it_away(app, user, admin, c
     add_passkey(owner, mine, name="Phone")
     with app.app_context():
         ids = {p.name: p.id for p in db.session.scalars(select(Passkey))}
+    assert boss.get("/accounts/").get_data(as_text=True).count("<td>passkey</td>") == 2  # the admin's list
     token = csrf_from(owner.get("/accounts/me").get_data(as_text=True))
     assert owner.post(f"/accounts/me/passkeys/{ids['Boss key']}/remove", data={"csrf_token": token}
                       ).status_code == 404
     assert owner.post(f"/accounts/me/passkeys/{ids['Phone']}/remove", data={"csrf_token": token}
                       ).status_code == 302
     assert audit(app, "2fa.passkey_removed") == ["Phone"]
+    assert boss.get("/accounts/").get_data(as_text=True).count("<td>passkey</td>") == 1
     _log_out(owner)
     assert refused(sign_in_with(owner, mine))
     assert _login(owner, "owner@example.com").headers["Location"] == "/"  # no second factor left

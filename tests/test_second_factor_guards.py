@@ -378,25 +378,29 @@ def test_removing_a_passkey_or_an_admins_reset_takes_it_away(app, user, admin, c
     owner, boss = browser(app), browser(app, "10.7.7.7")
     mine, theirs = SoftPasskey(), SoftPasskey()
     _login(boss, "admin@example.com")
+    enrol(boss, clock)
     add_passkey(boss, theirs, name="Boss key")
     _login(owner, "owner@example.com")
     add_passkey(owner, mine, name="Phone")
     with app.app_context():
         ids = {p.name: p.id for p in db.session.scalars(select(Passkey))}
-    assert boss.get("/accounts/").get_data(as_text=True).count("<td>passkey</td>") == 2  # the admin's list
+    assert boss.get("/accounts/").get_data(as_text=True).count("passkey</td>") == 2  # the admin's list
     token = csrf_from(owner.get("/accounts/me").get_data(as_text=True))
     assert owner.post(f"/accounts/me/passkeys/{ids['Boss key']}/remove", data={"csrf_token": token}
                       ).status_code == 404
     assert owner.post(f"/accounts/me/passkeys/{ids['Phone']}/remove", data={"csrf_token": token}
                       ).status_code == 302
     assert audit(app, "2fa.passkey_removed") == ["Phone"]
-    assert boss.get("/accounts/").get_data(as_text=True).count("<td>passkey</td>") == 1
+    assert boss.get("/accounts/").get_data(as_text=True).count("passkey</td>") == 1
     _log_out(owner)
     assert refused(sign_in_with(owner, mine))
     assert _login(owner, "owner@example.com").headers["Location"] == "/"  # no second factor left
 
     # The admin loses its passkey to a reset (the CLI's, for a locked-out admin).
     assert app.test_cli_runner().invoke(args=["users", "reset-2fa", "admin@example.com"]).exit_code == 0
+    with app.app_context():  # nothing of the old factors is kept, not even encrypted
+        reset = User.by_email("admin@example.com")
+        assert (reset.totp_secret, reset.totp_enrolled_at, reset.totp_last_step) == (None, None, None)
     assert not _logged_in(boss)
     assert refused(sign_in_with(boss, theirs))
     assert _login(boss, "admin@example.com").headers["Location"] == "/"

@@ -251,11 +251,12 @@ def test_the_list_shows_active_keys_by_name_then_revoked_ones_and_revoking_twice
 
 def test_last_use_is_noted_at_most_once_a_minute(app, client):
     key = make_key(app)
+    make_key(app, "unused")
     runner = app.test_cli_runner()
     assert runner.invoke(args=["apikeys", "list"]).output.rstrip().endswith("never used")
     client.get("/api/v1/stores", headers=bearer(key), environ_base={"REMOTE_ADDR": "10.0.0.1"})
     with app.app_context():
-        first = db.session.scalar(select(ApiKey))
+        first = db.session.scalar(select(ApiKey).where(ApiKey.name == "svc"))
         first_at = first.last_used_at
         assert first.last_used_addr == "10.0.0.1"
     client.get("/api/v1/stores", headers=bearer(key), environ_base={"REMOTE_ADDR": "10.0.0.2"})
@@ -263,14 +264,17 @@ def test_last_use_is_noted_at_most_once_a_minute(app, client):
 
     def used_ago(seconds):
         with app.app_context():
-            db.session.scalar(select(ApiKey)).last_used_at = service.utcnow() - dt.timedelta(seconds=seconds)
+            db.session.scalar(select(ApiKey).where(ApiKey.name == "svc")).last_used_at = (
+                service.utcnow() - dt.timedelta(seconds=seconds))
             db.session.commit()
         client.get("/api/v1/stores", headers=bearer(key), environ_base={"REMOTE_ADDR": "10.0.0.3"})
         with app.app_context():
-            return db.session.scalar(select(ApiKey.last_used_addr))
+            return db.session.scalar(select(ApiKey.last_used_addr).where(ApiKey.name == "svc"))
 
     assert used_ago(59) == "10.0.0.1"
     assert used_ago(60) == "10.0.0.3"
+    unused = [line for line in runner.invoke(args=["apikeys", "list"]).output.splitlines() if line.startswith("unused")]
+    assert unused[0].endswith("never used")  # only the key used moves
     assert len(audit_rows(app, "api.call")) == 4  # every call audited all the same
     assert first_at is not None
 

@@ -405,6 +405,12 @@ def test_removing_a_passkey_or_an_admins_reset_takes_it_away(app, user, admin, c
     assert refused(sign_in_with(boss, theirs))
     assert _login(boss, "admin@example.com").headers["Location"] == "/"
     assert audit(app, "2fa.reset") == ["admin@example.com"]
+    # An admin's reset from the accounts page records who and from where.
+    page = boss.get("/accounts/").get_data(as_text=True)
+    assert boss.post(f"/accounts/{user}/second-factor/reset", data={"csrf_token": csrf_from(page)}).status_code == 302
+    with app.app_context():
+        by_page = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "2fa.reset")).all()[-1]
+        assert (by_page.detail, by_page.user_id, by_page.remote_addr) == ("owner@example.com", admin, "10.7.7.7")
 
 
 # --- policy ---------------------------------------------------------------------------------

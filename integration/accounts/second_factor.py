@@ -176,7 +176,8 @@ def _accept_totp(user: User, code: str, *, enrolling: bool = False) -> bool:
     """Right code for the previous, current or next 30 s step, and a later step than the last one used.
     The conditional update makes two requests with one code race to a single winner."""
     code = "".join(code.split())
-    if not (code.isdigit() and len(code) == 6) or not user.totp_secret:
+    # isascii: other scripts' digits pass isdigit(), and compare_digest raises on non-ASCII text (a 500).
+    if not (code.isascii() and code.isdigit() and len(code) == 6) or not user.totp_secret:
         return False
     if not enrolling and user.totp_enrolled_at is None:
         return False

@@ -45,7 +45,9 @@ class Unauthenticated(ApiProblem):
 
     def __init__(self, message: str, *, error_code: str | None = None):
         # RFC 6750: say how to authenticate, and that this token was not good.
-        challenge = 'Bearer realm="api"' + (', error="invalid_token"' if error_code != "unauthenticated" else "")
+        # A request without any key gets no error code (RFC 6750 3.1); error_code None means that one.
+        challenge = 'Bearer realm="api"' + (', error="invalid_token"' if error_code not in (None, "unauthenticated")
+                                            else "")
         super().__init__(message, error_code=error_code, headers={"WWW-Authenticate": challenge})
 
 

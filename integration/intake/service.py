@@ -307,12 +307,9 @@ def _record_lock(link_id: int, entity: str, record_id: str) -> Iterator[None]:
     key = int.from_bytes(digest[:8], "big", signed=True)
     with _LOCAL_LOCKS[key % len(_LOCAL_LOCKS)]:
         if db.session.get_bind().dialect.name == "postgresql":
+            # Only this record's lock: the feed's own writer (called next) takes the events' order lock
+            # after the page's fingerprint rows, as the poll does, so both take locks in one order.
             db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-            # The events' order lock before any feed row: the poll takes a row, then that lock, then
-            # more rows; taking them the other way round here could deadlock with it.
-            from ..events import _ORDER_LOCK
-
-            db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ORDER_LOCK})
         yield
 
 

@@ -137,3 +137,17 @@ def test_someone_elses_store_stays_absent_when_cached(app, linked):
     api = app.test_client()
     assert api.get(proxied(link_id), headers=bearer(owner_key)).status_code == 200  # the link is cached now
     assert api.get(proxied(link_id), headers=bearer(other_key)).status_code == 404
+
+
+def test_an_admins_key_uses_a_members_store_when_cached(app, linked):
+    """Admins see every store: an admin's key reaches a store a member linked, cached or not."""
+    link_id, _ = linked
+    from .apikit import account
+
+    account(app, "boss@example.com", role="admin")
+    admin_key = make_key(app, "boss", owner="boss@example.com")
+    member_key = make_key(app, "own", owner="owner@example.com")
+    api = app.test_client()
+    assert api.get(proxied(link_id), headers=bearer(member_key)).status_code == 200  # the link is cached now
+    assert api.get(proxied(link_id), headers=bearer(admin_key)).status_code == 200
+    assert api.get(proxied(link_id), headers=bearer(admin_key)).status_code == 200  # and the key too

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import IO
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from .. import jobs, stores
 from ..extensions import db
@@ -25,7 +25,7 @@ from ..magento import export as paged_export
 from ..magento.export import ENTITIES, FORMATS, ExportError, parse_since
 from ..models import StoreLink, User, utcnow
 from .models import Job
-from .sync import Cancelled, store_slot
+from .sync import Cancelled, store_slot, take_job
 
 FOLDER = "exports"
 DEFAULT_RETENTION_HOURS = 24
@@ -94,13 +94,9 @@ def again(job: Job) -> Job:
 
 def run_export_job(job_id: int) -> None:
     """What a worker runs for a queued export."""
-    taken = db.session.execute(update(Job).where(Job.id == job_id, Job.state == Job.QUEUED)
-                               .values(state=Job.RUNNING, started_at=utcnow())
-                               .execution_options(synchronize_session=False))
-    db.session.commit()
-    if taken.rowcount != 1:
+    job = take_job(job_id)
+    if job is None:
         return  # cancelled while queued, or already taken
-    job = db.session.get(Job, job_id)
     link = db.session.get(StoreLink, job.store_link_id)
     if link is None or link.status != StoreLink.LINKED or not link.has_token:
         return _end(job, Job.CANCELLED, "the store is not linked (revoked or unlinked)")

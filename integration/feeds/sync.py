@@ -260,17 +260,21 @@ def feed_for(link_id: int, entity: str) -> FeedState:
     return feed
 
 
-def run_job(job_id: int) -> None:
-    """What a worker runs for a queued sync job."""
-    # Taken with a conditional UPDATE: a Cancel arriving at this moment wins or loses cleanly.
+def take_job(job_id: int) -> Job | None:
+    """Mark a queued job running, or None if it was cancelled while queued or already taken.
+    A conditional UPDATE: a Cancel arriving at this moment wins or loses cleanly."""
     taken = db.session.execute(update(Job).where(Job.id == job_id, Job.state == Job.QUEUED)
                                .values(state=Job.RUNNING, started_at=utcnow())
                                .execution_options(synchronize_session=False))
     db.session.commit()
-    if taken.rowcount != 1:
-        return  # cancelled while queued, or already taken
-    job = db.session.get(Job, job_id)
-    sync(job.store_link_id, job.entity, full=job.full, job=job)
+    return db.session.get(Job, job_id) if taken.rowcount == 1 else None
+
+
+def run_job(job_id: int) -> None:
+    """What a worker runs for a queued sync job."""
+    job = take_job(job_id)
+    if job is not None:
+        sync(job.store_link_id, job.entity, full=job.full, job=job)
 
 
 def sync(link_id: int, entity: str, *, full: bool = False, job: Job | None = None,

@@ -185,3 +185,23 @@ def linked(app, sandbox, user):
     assert response.status_code == 200, response.get_data(as_text=True)
     with app.app_context():
         return StoreLink.by_consumer_key(integration.consumer_key).id, integration
+
+
+@pytest.fixture
+def receiver():
+    """A webhook receiver on a real port (tests/receiver.py)."""
+    from .receiver import Receiver
+
+    r = Receiver()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def runner(app):
+    """The app's job runner (webhook deliveries, syncs) started for the test."""
+    from integration import jobs
+
+    jobs.start(app)
+    yield
+    jobs.stop(app)

@@ -12,11 +12,9 @@ import re
 import pytest
 import requests
 
-from integration import jobs
 from integration.webhook_signature import HEADER, verify_signature
 
 from .apikit import bearer
-from .receiver import Receiver
 from .test_activation_flow import run_activation
 from .test_webhooks import FAST
 
@@ -26,22 +24,8 @@ def app_config(app_config):
     return {**app_config, **FAST}
 
 
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
-def dispatcher(app):
-    jobs.start(app)
-    yield
-    jobs.stop(app)
-
-
 def test_a_service_lists_and_calls_a_store_and_learns_it_was_revoked(app, live_app, sandbox, user, receiver,
-                                                                      dispatcher):
+                                                                      runner):
     cli = app.test_cli_runner()
     created = cli.invoke(args=["apikeys", "create", "erp", "--scope", "stores:read", "--scope", "stores:call",
                                "--scope", "events:read", "--owner", "owner@example.com"])

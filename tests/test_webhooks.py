@@ -24,7 +24,6 @@ from integration.webhooks import dispatch, service
 from integration.webhooks.models import DeliveryAttempt, WebhookDelivery
 
 from .conftest import PASSWORD, csrf_from
-from .receiver import Receiver
 from .test_ops import _value as metric_value
 
 FAST = {"ALLOWED_WEBHOOK_HOSTS": ("127.0.0.1",), "WEBHOOK_RETRY_BASE": 0.2, "WEBHOOK_RETRY_CAP": 0.4,
@@ -34,20 +33,6 @@ FAST = {"ALLOWED_WEBHOOK_HOSTS": ("127.0.0.1",), "WEBHOOK_RETRY_BASE": 0.2, "WEB
 @pytest.fixture
 def app_config(app_config):
     return {**app_config, **FAST}
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
-def runner(app):
-    jobs.start(app)
-    yield
-    jobs.stop(app)
 
 
 def add_endpoint(app, url, *types):

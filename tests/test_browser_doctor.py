@@ -43,7 +43,9 @@ def test_an_activation_after_the_window_says_expired_and_the_doctor_shows_each_s
     assert "click Activate on this integration (Reauthorize, if its row shows that instead)" in text
     assert sandbox.state.counters.request_token_calls == 0
     _shot(popup, "doctor-popup-expired")
-    popup.close()
+    # Magento's grid reloads itself once the pop-up is closed: wait for that, or it races our next page.
+    with page.expect_navigation():
+        popup.close()
 
     # The operator opens the doctor from the store list (the failed activation links to it).
     page.goto(f"{live_app.url}/auth/login")

@@ -95,6 +95,8 @@ def test_partial_acl_store_page_warns_what_is_missing(live_app, sandbox, admin, 
     popup.fill("input[name=password]", PASSWORD)
     with popup.expect_event("close"):
         popup.click("input[type=submit][value='Log in and link store']")
+    # Magento's grid reloads once the pop-up is done: let it, or the reload races our next page.
+    page.wait_for_selector("tr:has-text('Products only') .status-Active")
     login(page, live_app.url)
     page.goto(f"{live_app.url}/")
     page.click("tbody a")

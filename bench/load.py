@@ -4,6 +4,7 @@ background sync of several sandbox stores running at the same time.
     .venv/bin/python bench/load.py                     # SQLite, the full run (a few minutes)
     .venv/bin/python bench/load.py --quick             # fewer activations and products (~1 minute)
     .venv/bin/python bench/load.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/scratch
+    .venv/bin/python bench/load.py --redis-url redis://127.0.0.1:6379/3   # jobs on an RQ worker, not in gunicorn
 
 Each activation is what Magento and the admin do: Activate in the sandbox store (which POSTs
 our callback), a duplicate callback, then the identity pop-up opened and submitted twice at
@@ -61,6 +62,9 @@ def main() -> None:
     parser.add_argument("--sync-stores", type=int, default=10, help="0: no load+sync phase")
     parser.add_argument("--products", type=int, default=2000, help="products per synced store")
     parser.add_argument("--quick", action="store_true", help="50 activations, 5 idle, 500 products per store")
+    parser.add_argument("--redis-url", help="background jobs on RQ in this Redis (its database is emptied), run by "
+                                            "--job-workers `flask worker` processes at nice 10; default: embedded")
+    parser.add_argument("--job-workers", type=int, default=1)
     args = parser.parse_args()
     if args.quick:
         args.activations, args.idle, args.products = 50, 5, 500
@@ -93,12 +97,23 @@ def main() -> None:
     # app spends, without the load generator's and the sandbox's share of the two cores.
     access_log = os.path.join(tempfile.mkdtemp(), "access.log")
     os.environ["GUNICORN_ACCESS_LOG"] = access_log
-    server = Gunicorn({"INTEGRATION_DATABASE_URL": url, "INTEGRATION_SECRET_KEY": "l" * 64,
-                       "INTEGRATION_ENCRYPTION_KEYS": key, "INTEGRATION_ALLOWED_STORE_HOSTS": "127.0.0.1",
-                       "INTEGRATION_LOGIN_RATE_LIMIT": "1000000 per minute",
-                       "INTEGRATION_ACCOUNT_RATE_LIMIT": "1000000 per minute",
-                       "INTEGRATION_CALLBACK_RATE_LIMIT": "1000000 per minute",
-                       "INTEGRATION_SYNC_INTERVAL": "10"}, workers=args.workers)
+    env = {"INTEGRATION_DATABASE_URL": url, "INTEGRATION_SECRET_KEY": "l" * 64,
+           "INTEGRATION_ENCRYPTION_KEYS": key, "INTEGRATION_ALLOWED_STORE_HOSTS": "127.0.0.1",
+           "INTEGRATION_LOGIN_RATE_LIMIT": "1000000 per minute",
+           "INTEGRATION_ACCOUNT_RATE_LIMIT": "1000000 per minute",
+           "INTEGRATION_CALLBACK_RATE_LIMIT": "1000000 per minute",
+           "INTEGRATION_SYNC_INTERVAL": "10"}
+    job_workers: list[subprocess.Popen] = []
+    if args.redis_url:
+        import redis
+
+        redis.Redis.from_url(args.redis_url).flushdb()
+        env["INTEGRATION_REDIS_URL"] = args.redis_url
+        # RQ workers at a lower priority, as the README's production layout runs them.
+        job_workers = [subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "flask", "--app", "app", "worker"],
+                                        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL) for _ in range(args.job_workers)]
+    server = Gunicorn(env, workers=args.workers)
     stores = None
     errors: list = []
     linked_count: list[int] = []  # per phase, links made
@@ -130,7 +145,8 @@ def main() -> None:
                     stop.wait(0.2)
 
             log_from = os.path.getsize(access_log) if os.path.exists(access_log) else 0
-            cpu_from = _cpu_seconds(server.proc.pid), _own_cpu_seconds(), _machine_cpu_seconds()
+            cpu_from = (_cpu_seconds(server.proc.pid), _own_cpu_seconds(), _machine_cpu_seconds(),
+                        sum(_cpu_seconds(w.pid) for w in job_workers))
             lookers = [threading.Thread(target=watch, args=(s,), daemon=True) for s in watchers]
             [t.start() for t in lookers]
             started = time.perf_counter()
@@ -138,7 +154,8 @@ def main() -> None:
                 list(pool.map(one, ids))
             wall = time.perf_counter() - started
             cpu[len(cpu)] = (_cpu_seconds(server.proc.pid) - cpu_from[0], _own_cpu_seconds() - cpu_from[1],
-                             _machine_cpu_seconds() - cpu_from[2])
+                             _machine_cpu_seconds() - cpu_from[2],
+                             sum(_cpu_seconds(w.pid) for w in job_workers) - cpu_from[3])
             stop.set()
             [t.join() for t in lookers]
             time.sleep(1)  # the last access-log lines
@@ -168,6 +185,9 @@ def main() -> None:
     finally:
         log = server.stop()
         sandbox.stop()
+        for worker in job_workers:
+            worker.terminate()
+            worker.wait(30)
         if stores is not None:
             stores.stdin.close()
             stores.wait(10)
@@ -175,17 +195,20 @@ def main() -> None:
     expected = args.idle + args.activations * (2 if args.sync_stores else 1)
     linked = sum(linked_count)
     print(f"{url.split(':')[0]}: {args.activations} activations, {args.concurrency} at once, {args.workers} workers"
-          f" × threads, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
+          f" × threads, jobs " + (f"on {len(job_workers)} RQ worker(s) at nice 10" if job_workers else "embedded")
+          + f", {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
     idle = phases[0][1]
     for phase, (name, timings, wall) in enumerate(phases):
         n = sum(1 for _ in timings.get("activate (callback round trip)", ()))
-        app_cpu, own_cpu, all_cpu = cpu[phase]
+        app_cpu, own_cpu, all_cpu, jobs_cpu = cpu[phase]
         print(f"\n{name}: {n} activations in {wall:.1f} s"
               + (f", {syncs} background syncs finished meanwhile" if name == "load+sync" else ""))
         # Whether the phase was CPU-bound: the app's share and the load generator's (with the sandbox store).
-        print(f"  CPU per activation: app {app_cpu * 1000 / n:.0f} ms (all its processes), load generator and "
-              f"sandbox {own_cpu * 1000 / n:.0f} ms; the machine's {os.cpu_count()} cores were "
-              f"{all_cpu / (wall * os.cpu_count()):.0%} busy (anything else: {max(0.0, all_cpu - app_cpu - own_cpu):.1f} s)")
+        print(f"  CPU per activation: app {app_cpu * 1000 / n:.0f} ms (all its processes)"
+              + (f", job workers {jobs_cpu * 1000 / n:.0f} ms" if job_workers else "")
+              + f", load generator and sandbox {own_cpu * 1000 / n:.0f} ms; the machine's {os.cpu_count()} cores "
+              f"were {all_cpu / (wall * os.cpu_count()):.0%} busy (anything else: "
+              f"{max(0.0, all_cpu - app_cpu - own_cpu - jobs_cpu):.1f} s)")
         for figure in FIGURES:
             values = timings.get(figure)
             if not values:

@@ -102,6 +102,7 @@ def from_environment(instance_path: str) -> dict:
         "INTAKE_RATE_LIMIT": _env("INTAKE_RATE_LIMIT", "1200 per minute"),
         "INTAKE_MAX_BYTES": _number("INTAKE_MAX_BYTES", str(256 * 1024), int),
         "INTAKE_KEEP_HOURS": _number("INTAKE_KEEP_HOURS", "72"),
+        "EVENT_RETENTION_DAYS": _number("EVENT_RETENTION_DAYS", "30"),
         "INTAKE_QUARANTINE_HOURS": _number("INTAKE_QUARANTINE_HOURS", "24"),
         "INTAKE_QUARANTINE_MAX": _number("INTAKE_QUARANTINE_MAX", "200", int),
         "INTAKE_AUTO_SUBSCRIBE": _flag(_env("INTAKE_AUTO_SUBSCRIBE", "on")),

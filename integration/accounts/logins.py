@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 import redis
-from flask import after_this_request, current_app, request, session
+from flask import after_this_request, current_app, g, request, session
 from flask_login import login_user, logout_user
 from itsdangerous import BadSignature, URLSafeSerializer
 from limits import RateLimitItem, parse
@@ -103,6 +103,9 @@ def complete_login(user: User) -> None:
     keep = {k: session[k] for k in ("_flashes",) if k in session}
     session.clear()
     session.update(keep)
+    # Flask-WTF keeps this request's CSRF token in g; it belonged to the session just cleared, so a
+    # form drawn after the login (the pop-up's refusal page) would carry a token nothing can check.
+    g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
     sessions.start(user)
     login_user(user)
     _remember_device(user)

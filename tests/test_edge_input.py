@@ -78,6 +78,14 @@ def test_the_cli_says_which_credential_is_malformed(app):
         input=f"{SECRET}\nnot a token\n{'u' * 32}\n")
     assert result.exit_code == 1 and "access token must be 32 letters or digits" in result.output
     assert "Traceback" not in result.output and links(app) == 0
+    assert "Warning" not in result.output  # piped secrets are read as lines, not through getpass
+
+
+def test_the_cli_says_when_standard_input_runs_out_of_secrets(app):
+    result = app.test_cli_runner().invoke(
+        args=["stores", "add", "--base-url", "http://127.0.0.1:9/", "--consumer-key", KEY], input=f"{SECRET}\n")
+    assert result.exit_code == 1 and "Access token: expected one line on standard input" in result.output
+    assert links(app) == 0
 
 
 def test_a_base_url_that_normalises_past_2048_characters_is_refused(app, client):

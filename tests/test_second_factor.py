@@ -261,8 +261,11 @@ def test_the_cli_resets_a_locked_out_admin(app, admin, clock):
     enrol(client, clock)
     result = app.test_cli_runner().invoke(args=["users", "reset-2fa", "admin@example.com"])
     assert result.exit_code == 0, result.output
+    assert "second factor removed for admin@example.com" in result.output
     assert not _logged_in(client)
     assert _login(client, "admin@example.com").headers["Location"] == "/"
+    again = app.test_cli_runner().invoke(args=["users", "reset-2fa", "admin@example.com"])
+    assert again.exit_code == 0 and again.output.strip() == "admin@example.com had no second factor; its sessions are ended"
     assert app.test_cli_runner().invoke(args=["users", "reset-2fa", "nobody@example.com"]).exit_code != 0
 
 

@@ -239,6 +239,21 @@ def test_the_deadline_is_total_not_per_read(app, receiver):
     assert d.state == "pending" and "within 1 s" in d.last_error
 
 
+def test_receiver_hosts_are_looked_up_with_the_configured_dns_servers(app_config):
+    # INTEGRATION_DNS_SERVERS is set where the system's resolver is not the one to trust (or
+    # cannot see public names): a receiver is checked against the same answers as a store.
+    from .servers import FakeDNS
+
+    dns = FakeDNS(records={"erp.example": ["93.184.216.34"]})
+    try:
+        app = create_app({**app_config, "DNS_SERVERS": (dns.address,)})
+        with app.app_context():
+            assert service.check_url("https://erp.example/hooks") == "https://erp.example/hooks"
+        assert "erp.example" in dns.queries
+    finally:
+        dns.stop()
+
+
 def test_a_redirect_is_a_failure_and_is_not_followed(app, receiver):
     add_endpoint(app, receiver.url + "/hook")
     record_event(app, a_link(app))

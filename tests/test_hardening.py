@@ -157,6 +157,11 @@ def test_security_headers_and_request_id(client):
     assert response.headers["Referrer-Policy"] == "no-referrer"
     assert response.headers["X-Request-Id"] == "abc123"
     assert len(client.get("/auth/login").headers["X-Request-Id"]) == 16
+    # Whoever sends the request chooses it, and every log line of the request carries it: one with
+    # spaces, brackets or escape sequences (a forged log line, a cleared terminal) is replaced.
+    for forged in ("x] integration.accounts: login admin@example.com [x", "a\x1b[2Jb", "\u202eabc"):
+        answer = client.get("/auth/login", headers={"X-Request-Id": forged})
+        assert answer.headers["X-Request-Id"] != forged and len(answer.headers["X-Request-Id"]) == 16
 
 
 @pytest.mark.parametrize("path", ["/auth/login", "/magento/identity", "/stores/new", "/magento/callback"])

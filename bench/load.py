@@ -102,6 +102,7 @@ def main() -> None:
            "INTEGRATION_LOGIN_RATE_LIMIT": "1000000 per minute",
            "INTEGRATION_ACCOUNT_RATE_LIMIT": "1000000 per minute",
            "INTEGRATION_CALLBACK_RATE_LIMIT": "1000000 per minute",
+           "INTEGRATION_IDENTITY_RATE_LIMIT": "1000000 per minute",
            "INTEGRATION_SYNC_INTERVAL": "10"}
     job_workers: list[subprocess.Popen] = []
     if args.redis_url:

@@ -71,6 +71,7 @@ def from_environment(instance_path: str) -> dict:
         "LOGIN_RATE_LIMIT": _env("LOGIN_RATE_LIMIT", "10 per minute"),
         "ACCOUNT_RATE_LIMIT": _env("ACCOUNT_RATE_LIMIT", "30 per hour"),
         "CALLBACK_RATE_LIMIT": _env("CALLBACK_RATE_LIMIT", "30 per minute"),
+        "IDENTITY_RATE_LIMIT": _env("IDENTITY_RATE_LIMIT", "60 per minute"),
         "DEVICE_RATE_LIMIT": _env("DEVICE_RATE_LIMIT", "10 per hour"),
         "SESSION_COOKIE_SECURE": (_env("PUBLIC_URL") or "").startswith("https://"),
         "TRUSTED_PROXIES": _number("TRUSTED_PROXIES", "0", int),
@@ -130,7 +131,7 @@ def check(config: dict) -> None:
             f"(for example: python3 -c 'import secrets; print(secrets.token_hex(32))'), "
             f"or run with {PREFIX}ENV=development to have one created in the instance folder."
         )
-    for name in ("LOGIN_RATE_LIMIT", "ACCOUNT_RATE_LIMIT", "DEVICE_RATE_LIMIT"):
+    for name in ("LOGIN_RATE_LIMIT", "ACCOUNT_RATE_LIMIT", "DEVICE_RATE_LIMIT", "IDENTITY_RATE_LIMIT"):
         try:
             parse(str(config.get(name)))
         except ValueError:

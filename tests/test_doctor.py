@@ -257,6 +257,21 @@ def test_a_popup_without_a_callback_is_listed_and_joins_the_store_once_its_callb
     assert cause_of(page) == ""  # it arrived: nothing to fix now
 
 
+def test_a_flood_of_made_up_keys_cannot_keep_a_real_lost_popup_off_the_list(app, client, sandbox, admin,
+                                                                              monkeypatch):
+    from integration import doctor
+
+    monkeypatch.setattr(doctor, "MAX_ORPHANS", 3)
+    made_up = [f"{i:032d}" for i in range(5)]
+    for key in made_up:
+        assert client.get(popup_url(key)).status_code == 404
+    real = sandbox.state.add_integration("Lost", "x", "y").consumer_key
+    client.get(popup_url(real))
+    overview = html.unescape(operator(app).get("/doctor").get_data(as_text=True))
+    shown = [key for key in made_up + [real] if f"{key[:4]}…{key[-4:]}" in overview]
+    assert shown == made_up[-2:] + [real]  # the newest three: the oldest made room
+
+
 def test_a_reauthorize_whose_callback_is_lost_shows_the_checklist(app, linked, sandbox, admin):
     link, integration = linked
     age_activation(app, integration, 7200)  # the last callback we got was long ago

@@ -39,6 +39,8 @@ def init_app(app: Flask) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("X-Frame-Options", "DENY")
+        if (app.config.get("PUBLIC_URL") or "").startswith("https://"):  # served over TLS: browsers keep to it
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         response.headers["X-Request-Id"] = g.get("request_id", "")
         return response
 

@@ -172,6 +172,13 @@ def test_session_is_renewed_at_login(app, client, user):
         assert "planted" not in session and session.get("_user_id") == str(user)
 
 
+def test_hsts_only_when_the_public_address_is_https(app_config):
+    plain = create_app({**app_config, "PUBLIC_URL": "http://127.0.0.1:5000"}).test_client().get("/auth/login")
+    assert "Strict-Transport-Security" not in plain.headers
+    tls = create_app({**app_config, "PUBLIC_URL": "https://companion.example.com"}).test_client().get("/auth/login")
+    assert tls.headers["Strict-Transport-Security"] == "max-age=31536000"
+
+
 def test_security_headers_and_request_id(client):
     response = client.get("/auth/login", headers={"X-Request-Id": "abc123"})
     csp = response.headers["Content-Security-Policy"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import os
 import subprocess
 import sys
@@ -201,6 +202,26 @@ def test_an_export_whose_worker_is_killed_is_taken_up_again_and_goes_on_with_its
     assert (listed[job_id]["state"], listed[job_id]["done"], listed[job_id]["total"]) == ("finished", 60, 60)
     rows = list(csv.DictReader(io.StringIO(client.get(f"/jobs/{job_id}/download").get_data(as_text=True))))
     assert [r["sku"] for r in rows] == [f"SB-{n:05d}" for n in range(1, 61)]
+
+
+def test_an_export_goes_on_across_runs_a_slice_of_pages_each(app, linked, sandbox):
+    """Each run writes pages for SYNC_SLICE seconds and queues its job again; the next run goes
+    on with the file after its last page. One job, its bar counting the whole export."""
+    link_id, _ = linked
+    app.config.update(SYNC_SLICE=0, EXPORT_PAGE_SIZE=5)  # a page a run
+    client = app.test_client()
+    login(client, "owner@example.com")
+    ask_export(client, link_id, format="jsonl")
+    seen = []
+    while not seen or seen[-1][0] == Job.QUEUED:
+        assert len(seen) < 20, seen
+        [job_id] = run_queued_exports(app)
+        with app.app_context():
+            job = db.session.get(Job, job_id)
+            seen.append((job.state, job.done, job.total))
+    assert seen == [(Job.QUEUED, n, 60) for n in range(5, 60, 5)] + [(Job.FINISHED, 60, 60)]
+    lines = client.get(f"/jobs/{job_id}/download").get_data(as_text=True).splitlines()
+    assert [json.loads(line)["sku"] for line in lines] == [f"SB-{n:05d}" for n in range(1, 61)]
 
 
 def test_an_export_that_keeps_killing_its_worker_fails_with_a_message_and_can_be_retried(app, linked, sandbox):

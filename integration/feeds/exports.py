@@ -8,7 +8,8 @@ until ``INTEGRATION_EXPORT_RETENTION_HOURS`` have passed, then deleted.
 
 A running export holds a lease on its job, renewed with every page. A worker that dies lets it
 expire and the tick queues the job again: it goes on with its file (``magento.export`` resumes
-an interrupted file after its last complete page), a few times at most.
+an interrupted file after its last complete page), a few times at most. A run also stops after
+``SYNC_SLICE`` seconds of pages and queues its job again, so no run nears the runner's limit.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
+import time
 from collections.abc import Callable
 from typing import IO
 
@@ -98,8 +100,13 @@ def again(job: Job) -> Job:
     return fresh
 
 
+class _SliceOver(Exception):
+    """This run has read pages for long enough: the job goes on in a fresh run."""
+
+
 def run_export_job(job_id: int) -> None:
-    """What a worker runs for a queued export (new, or taken up again after its worker died)."""
+    """What a worker runs for a queued export (new, going on, or taken up again)."""
+    until = time.monotonic() + float(setting("SYNC_SLICE"))
     owner = worker_name()
     job = take_job(job_id, owner)
     if job is None:
@@ -131,6 +138,8 @@ def run_export_job(job_id: int) -> None:
             db.session.commit()
             if db.session.scalar(select(Job.cancel_requested).where(Job.id == job.id)):
                 raise Cancelled()
+            if time.monotonic() >= until and (job.total is None or job.done < job.total):
+                raise _SliceOver()  # the page is in the file: a fresh run goes on after it
 
     try:
         export_store(link, job.entity, path, fmt=job.export_format, since=job.export_since,
@@ -138,6 +147,9 @@ def run_export_job(job_id: int) -> None:
     except LeaseLost:
         db.session.rollback()
         return  # taken up by another worker meanwhile: the job and its file are its now
+    except _SliceOver:
+        job.lease_owner = job.lease_expires_at = None
+        return enqueue(job)
     except Cancelled:
         return give_up(job, "cancelled", Job.CANCELLED)
     except (errors.MagentoError, ExportError) as exc:

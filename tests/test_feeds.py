@@ -304,6 +304,22 @@ def test_a_first_pass_goes_on_across_jobs_a_slice_of_pages_each(app, linked, san
         assert feed.cursor is not None and feed.lease_owner is None and feed.pass_offset is None
 
 
+def test_the_embedded_runner_runs_a_pass_cut_into_slices_to_the_end(app, linked, sandbox, runner):
+    link_id, _ = linked
+    app.config.update(SYNC_PAGE_SIZE=5, STORE_CONCURRENCY=2, SYNC_SLICE=0)
+    with app.app_context():
+        [job] = schedule.sync_soon(link_id, ["products"])
+
+    def state():
+        with app.app_context():
+            found = db.session.get(Job, job.id)
+            return found.state, found.done, found.total
+
+    assert wait_until(lambda: state()[0] not in (Job.QUEUED, Job.RUNNING), timeout=60), state()
+    assert state() == (Job.FINISHED, 60, 60)
+    assert sorted(int(p["record_id"]) for p in payloads(app, "product.created")) == list(range(1, 61))
+
+
 def test_a_cancel_between_two_runs_of_a_pass_frees_the_feed_and_the_next_job_goes_on(app, linked, sandbox):
     link_id, _ = linked
     app.config.update(SYNC_PAGE_SIZE=5, STORE_CONCURRENCY=1, SYNC_SLICE=0)

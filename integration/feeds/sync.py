@@ -578,8 +578,8 @@ def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool
         stamps = [t for t in (store_time(r.get("updated_at")) for r in page) if t is not None]
         if stamps and (feed.pass_newest is None or max(stamps) > feed.pass_newest):
             feed.pass_newest = max(stamps)
-        steady = feed.pass_total in (None, totals[-1])
-        feed.pass_total = totals[-1] if steady else -1
+        reported = set(totals) | ({feed.pass_total} if feed.pass_total is not None else set())
+        feed.pass_total = reported.pop() if len(reported) == 1 else -1  # pages in flight reported theirs too
         feed.pass_offset = number * page_size if number < last else None
         feed.pass_read += len(page)
         feed.records_seen += len(page)

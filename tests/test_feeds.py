@@ -488,6 +488,28 @@ def test_a_queued_job_redis_lost_is_queued_again_and_one_it_holds_is_left_alone(
             db.engine.dispose()
 
 
+def test_sync_now_while_redis_is_unreachable_leaves_the_jobs_queued_for_the_tick(app_config, linked):
+    from .conftest import csrf_from
+    from .servers import free_port
+
+    link_id, _ = linked
+    rq_app = create_app({**app_config, "JOBS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})  # nobody there
+    try:
+        client = rq_app.test_client()
+        login(client, "owner@example.com")
+        token = csrf_from(client.get(f"/stores/{link_id}").get_data(as_text=True))
+        answer = client.post(f"/stores/{link_id}/sync", data={"csrf_token": token})
+        assert answer.status_code == 302 and answer.headers["Location"].endswith("/jobs")
+        with rq_app.app_context():
+            queued = db.session.scalars(select(Job).where(Job.store_link_id == link_id)).all()
+            assert {(j.entity, j.state) for j in queued} == {(e, Job.QUEUED) for e in ENTITIES}
+            assert all(j.queue_key for j in queued)  # what the tick looks for in Redis once it is back
+    finally:
+        jobs.stop(rq_app)
+        with rq_app.app_context():
+            db.engine.dispose()
+
+
 def test_on_rq_a_first_pass_longer_than_the_job_timeout_finishes_in_slices(app, app_config, migrated, linked,
                                                                           sandbox, redis_db):
     """RQ stops a job that runs longer than its timeout; a first pass that needs longer goes on

@@ -46,12 +46,12 @@ def take(model, row_id: int, owner: str, seconds: float, *where, heir_: str | No
     return result.rowcount == 1
 
 
-def renew(model, row_id: int, owner: str, seconds: float, *, to: str | None = None) -> None:
+def renew(model, row_id: int, owner: str, seconds: float, *, to: str | None = None, **values) -> None:
     """Part of the caller's transaction: raises ``LeaseLost`` if the lease is no longer ours.
-    ``to``: hand it over instead (to a job's next run)."""
+    ``to``: hand it over instead (to a job's next run). ``values``: written by the same UPDATE."""
     result = db.session.execute(
         update(model).where(model.id == row_id, model.lease_owner == owner)
-        .values(lease_owner=to or owner, lease_expires_at=utcnow() + dt.timedelta(seconds=seconds))
+        .values(lease_owner=to or owner, lease_expires_at=utcnow() + dt.timedelta(seconds=seconds), **values)
         .execution_options(synchronize_session=False))
     if result.rowcount != 1:
         db.session.rollback()

@@ -214,9 +214,10 @@ def claim(feed_id: int, owner: str, *, ignore_backoff: bool = False, job: Job | 
                       heir_=lease.heir(job.id) if job is not None and job.id else None)
 
 
-def renew(feed_id: int, owner: str) -> None:
-    """Part of each page's transaction: raises ``LeaseLost`` if the lease is no longer ours."""
-    lease.renew(FeedState, feed_id, owner, setting("SYNC_LEASE"))
+def renew(feed_id: int, owner: str, **values) -> None:
+    """Part of each page's transaction: raises ``LeaseLost`` if the lease is no longer ours.
+    ``values``: the feed's columns the same UPDATE writes."""
+    lease.renew(FeedState, feed_id, owner, setting("SYNC_LEASE"), **values)
 
 
 def release(feed_id: int, owner: str) -> None:
@@ -560,44 +561,46 @@ def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool
             db.session.commit()
         return False
 
-    # From nothing: pages in parallel, the cursor set only once every page is in. The pass is
-    # kept on the feed page by page (in each page's transaction), so a pass stopped half-way,
-    # or cut into slices, goes on from its next page; the fingerprints keep it from re-emitting.
-    if feed.pass_offset is None:
-        feed.pass_offset, feed.pass_started_at, feed.pass_newest, feed.pass_read, feed.pass_total = (
-            0, utcnow(), None, 0, None)
-    counts.seen = feed.pass_read  # the progress bar counts the pass, whichever job read its pages
+    # From nothing: pages in parallel, the cursor set only once every page is in. Where the pass
+    # stands is written with each page's lease renewal (one UPDATE, in the page's transaction),
+    # so a pass stopped half-way, or cut into slices, goes on from its next page; the
+    # fingerprints keep a page read again from re-emitting.
+    offset, started = feed.pass_offset, feed.pass_started_at
+    if offset is None:
+        offset, started, newest, read, reported = 0, utcnow(), None, 0, None
+    else:
+        newest, read, reported = feed.pass_newest, feed.pass_read, feed.pass_total
+    counts.seen = read  # the progress bar counts the pass, whichever job read its pages
     totals: list[int] = []
     more = (lambda: time.monotonic() < until) if until is not None else None
+    done = False
     for number, last, page in all_pages(client, spec, page_size, concurrency, on_total=total, totals=totals,
-                                        first=feed.pass_offset // page_size + 1, more=more):
+                                        first=offset // page_size + 1, more=more):
         _check_cancel(job, counts)
-        renew(feed.id, owner)
+        stamps = [t for t in (store_time(r.get("updated_at")) for r in page) if t is not None]
+        if stamps and (newest is None or max(stamps) > newest):
+            newest = max(stamps)
+        found = set(totals) | ({reported} if reported is not None else set())  # pages in flight add theirs too
+        reported = found.pop() if len(found) == 1 else -1
+        offset, read, done = number * page_size, read + len(page), number >= last
+        renew(feed.id, owner, pass_offset=offset, pass_started_at=started, pass_newest=newest, pass_read=read,
+              pass_total=reported)
         if page:
             _emit(feed, spec, page, counts)
-        stamps = [t for t in (store_time(r.get("updated_at")) for r in page) if t is not None]
-        if stamps and (feed.pass_newest is None or max(stamps) > feed.pass_newest):
-            feed.pass_newest = max(stamps)
-        reported = set(totals) | ({feed.pass_total} if feed.pass_total is not None else set())
-        feed.pass_total = reported.pop() if len(reported) == 1 else -1  # pages in flight reported theirs too
-        feed.pass_offset = number * page_size if number < last else None
-        feed.pass_read += len(page)
         feed.records_seen += len(page)
         _progress(job, counts, len(page))
         db.session.commit()
-    if feed.pass_offset is not None:
+    if not done:
         return None
-    whole = feed.pass_total == feed.pass_read
-    if feed.pass_newest is not None:
+    if newest is not None:
         # A record edited while the pages were read is newer than the pass's start, which is at
         # most this long before the newest stamp seen (the store's clock runs as fast as ours).
-        back = utcnow() - feed.pass_started_at
-        newest = feed.pass_newest - back
+        newest -= utcnow() - started
         feed.cursor = max(newest, feed.cursor) if feed.cursor and not full else newest
-    feed.pass_started_at = feed.pass_newest = feed.pass_total = None
+    feed.pass_offset = feed.pass_started_at = feed.pass_newest = feed.pass_total = None
     feed.pass_read = 0
     db.session.commit()
-    return whole
+    return reported == read
 
 
 @dataclass

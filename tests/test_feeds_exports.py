@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -164,7 +165,8 @@ def test_an_export_whose_worker_is_killed_is_taken_up_again_and_goes_on_with_its
     worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"], cwd=ROOT,
                               env=worker_env(migrated, INTEGRATION_REDIS_URL=REDIS_URL, INTEGRATION_SYNC_INTERVAL="3600",
                                              INTEGRATION_SYNC_LEASE="3", INTEGRATION_EXPORT_PAGE_SIZE="5"),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)  # its own group: RQ's scheduler is a child process
     try:
         with rq_app.app_context():
             job_id = exports.queue_export(db.session.get(StoreLink, link_id), "products", "csv", None).id
@@ -175,7 +177,7 @@ def test_an_export_whose_worker_is_killed_is_taken_up_again_and_goes_on_with_its
 
         assert wait_until(lambda: done() >= 20, timeout=60), worker_output(worker)
     finally:
-        worker.kill()  # SIGKILL: nothing of the worker runs after this
+        os.killpg(worker.pid, signal.SIGKILL)  # nothing of the worker (or its scheduler) runs after this
         worker.wait(10)
         jobs.stop(rq_app)
         with rq_app.app_context():

@@ -77,6 +77,10 @@ def from_environment(instance_path: str) -> dict:
         "TRUSTED_PROXIES": _number("TRUSTED_PROXIES", "0", int),
         "JOBS_REDIS_URL": _env("REDIS_URL"),
         "JOBS_EMBEDDED_THREADS": _number("JOBS_THREADS", "2", int),
+        # RQ stops a job running longer than this; long work goes on in a new job well before.
+        "JOBS_TIMEOUT": _number("JOBS_TIMEOUT", "600", int),
+        # A job queued this long that the runner no longer holds (Redis restarted) is queued again.
+        "JOBS_REQUEUE_AFTER": _number("JOBS_REQUEUE_AFTER", "30"),
         # Read again by password_hashing when its pool starts (from the environment, which
         # settings.env has filled by then); read here so that a bad value stops the start.
         "HASH_PROCESSES": _number("HASH_PROCESSES", "1", int),
@@ -98,6 +102,7 @@ def from_environment(instance_path: str) -> dict:
         "SYNC_OVERLAP": _number("SYNC_OVERLAP", "120"),
         "SYNC_RECONCILE_INTERVAL": _number("SYNC_RECONCILE_INTERVAL", "3600"),
         "SYNC_LEASE": _number("SYNC_LEASE", "600"),
+        "SYNC_SLICE": _number("SYNC_SLICE", "120"),
         "SYNC_BACKOFF_BASE": _number("SYNC_BACKOFF_BASE", "60"),
         "SYNC_RECORD_MAX_KB": _number("SYNC_RECORD_MAX_KB", "64", int),
         "INTAKE_RATE_LIMIT": _env("INTAKE_RATE_LIMIT", "1200 per minute"),
@@ -109,6 +114,7 @@ def from_environment(instance_path: str) -> dict:
         "INTAKE_AUTO_SUBSCRIBE": _flag(_env("INTAKE_AUTO_SUBSCRIBE", "on")),
         "INTAKE_ASYNC_EVENTS": _list(_env("INTAKE_ASYNC_EVENTS")),
         "EXPORT_RETENTION_HOURS": _number("EXPORT_RETENTION_HOURS", "24"),
+        "EXPORT_PAGE_SIZE": _number("EXPORT_PAGE_SIZE", "100", int),
         # How often due feeds are looked for (once across all workers with RQ); a change waits
         # at most the interval plus this before its sync starts.
         "SYNC_TICK": _number("SYNC_TICK", "5"),

@@ -242,7 +242,7 @@ def test_a_worker_killed_mid_sync_loses_no_change(app, migrated, linked, sandbox
     # Changed while nobody syncs: one already sent, one not yet.
     requests.put(f"{sandbox.url}/sandbox/products/SB-00001", json={"name": "After the crash"}, timeout=5)
     requests.put(f"{sandbox.url}/sandbox/products/SB-00060", json={"name": "Late one"}, timeout=5)
-    app.config.update(SYNC_LEASE=3, SYNC_PAGE_SIZE=10, SYNC_ENTITIES=("products",))
+    app.config.update(SYNC_LEASE=3, SYNC_PAGE_SIZE=5, SYNC_ENTITIES=("products",))
     with app.app_context():
         db.session.execute(FeedState.__table__.update().values(next_run_at=None))
         db.session.commit()
@@ -255,13 +255,86 @@ def test_a_worker_killed_mid_sync_loses_no_change(app, migrated, linked, sandbox
         dead = db.session.scalar(select(Job).where(Job.id != queued[0]))
         assert dead.state == Job.FAILED and "stopped" in dead.error  # the killed CLI sync's job
     assert len(queued) == 1
+    calls = sandbox.state.counters.rest_calls
     jobs.call_in_app(app, sync.run_job, (queued[0],))
+    # The first pass went on from its last committed page, not from the first (12 pages of 5).
+    assert sandbox.state.counters.rest_calls - calls == (60 - partial) // 5
+    with app.app_context():
+        job = db.session.get(Job, queued[0])
+        assert (job.state, job.done, job.total) == (Job.FINISHED, 60, 60)  # the pass's bar, not this job's part
+    # Product 1 was edited after the pass had read it: the next pass (from the cursor, set back
+    # to the first pass's start) sends it.
+    with app.app_context():
+        [again] = schedule.sync_soon(link_id, ["products"])
+    jobs.call_in_app(app, sync.run_job, (again.id,))
     created = payloads(app, "product.created")
     ids = [p["record_id"] for p in created]
     assert sorted(ids, key=int) == [str(i) for i in range(1, 61)]  # every product once, none lost
     by_record = {p["record_id"]: p["record"]["name"] for p in created + payloads(app, "product.updated")}
     assert by_record["1"] == "After the crash" and by_record["60"] == "Late one"
     assert len({p["id"] for p in created}) == 60
+
+
+def test_a_first_pass_goes_on_across_jobs_a_slice_of_pages_each(app, linked, sandbox):
+    """A queued sync reads pages for SYNC_SLICE seconds, then the same job is queued again and
+    its next run goes on from the next page: no run nears the runner's time limit, no page is
+    read twice, and the job's progress bar is the whole pass's."""
+    link_id, _ = linked
+    app.config.update(SYNC_PAGE_SIZE=5, STORE_CONCURRENCY=2, SYNC_SLICE=0)  # a page a run: 12 runs
+    with app.app_context():
+        [job] = schedule.sync_soon(link_id, ["products"])
+        job_id = job.id
+    calls = sandbox.state.counters.rest_calls
+    seen = []
+    while not seen or seen[-1][0] == Job.QUEUED:
+        assert len(seen) < 20, seen
+        jobs.call_in_app(app, sync.run_job, (job_id,))
+        with app.app_context():
+            job = db.session.get(Job, job_id)
+            seen.append((job.state, job.done, job.total))
+        if len(seen) == 2:  # between two runs the feed stays with the job: no other sync takes it
+            other = jobs.call_in_app(app, lambda: (lambda j: (j.state, j.error))(sync.sync(link_id, "products")))
+            assert other == (Job.CANCELLED, "another sync of this feed is running")
+    assert seen == [(Job.QUEUED, n, 60) for n in range(5, 60, 5)] + [(Job.FINISHED, 60, 60)]
+    assert sandbox.state.counters.rest_calls - calls == 12  # every page once
+    ids = [p["record_id"] for p in payloads(app, "product.created")]
+    assert sorted(ids, key=int) == [str(n) for n in range(1, 61)]
+    with app.app_context():
+        feed = db.session.scalar(select(FeedState).where(FeedState.entity == "products"))
+        assert feed.cursor is not None and feed.lease_owner is None and feed.pass_offset is None
+
+
+def test_the_embedded_runner_runs_a_pass_cut_into_slices_to_the_end(app, linked, sandbox, runner):
+    link_id, _ = linked
+    app.config.update(SYNC_PAGE_SIZE=5, STORE_CONCURRENCY=2, SYNC_SLICE=0)
+    with app.app_context():
+        [job] = schedule.sync_soon(link_id, ["products"])
+
+    def state():
+        with app.app_context():
+            found = db.session.get(Job, job.id)
+            return found.state, found.done, found.total
+
+    assert wait_until(lambda: state()[0] not in (Job.QUEUED, Job.RUNNING), timeout=60), state()
+    assert state() == (Job.FINISHED, 60, 60)
+    assert sorted(int(p["record_id"]) for p in payloads(app, "product.created")) == list(range(1, 61))
+
+
+def test_a_cancel_between_two_runs_of_a_pass_frees_the_feed_and_the_next_job_goes_on(app, linked, sandbox):
+    link_id, _ = linked
+    app.config.update(SYNC_PAGE_SIZE=5, STORE_CONCURRENCY=1, SYNC_SLICE=0)
+    with app.app_context():
+        [job] = schedule.sync_soon(link_id, ["products"])
+    for _ in range(3):
+        jobs.call_in_app(app, sync.run_job, (job.id,))
+    with app.app_context():
+        assert schedule.cancel(job.id).state == Job.CANCELLED
+    calls = sandbox.state.counters.rest_calls
+    app.config["SYNC_SLICE"] = 60
+    result = run_sync(app, link_id, "products")  # at once, not after the handed-over lease expires
+    assert result.exit_code == 0, result.output
+    assert sandbox.state.counters.rest_calls - calls == 9  # pages 4 to 12
+    assert "60 read" in result.output and types(app)["product.created"] == 60
 
 
 # --- failures ---------------------------------------------------------------------------------
@@ -390,6 +463,86 @@ def test_rq_worker_runs_the_feed(app, app_config, migrated, linked, sandbox, red
         with rq_app.app_context():
             db.engine.dispose()
     assert types(app)["product.created"] == 60, out[-2000:]
+
+
+def test_a_queued_job_redis_lost_is_queued_again_and_one_it_holds_is_left_alone(app, app_config, linked, redis_db):
+    link_id, _ = linked
+    rq_app = create_app({**app_config, "JOBS_REDIS_URL": REDIS_URL, "JOBS_REQUEUE_AFTER": 0})
+    queue = rq_app.extensions["jobs"].runner().queue
+    try:
+        with rq_app.app_context():
+            [job] = schedule.sync_soon(link_id, ["products"])
+            key = job.queue_key
+            schedule.tick()
+            assert db.session.get(Job, job.id).queue_key == key and queue.job_ids.count(key) == 1  # held: left alone
+        redis_db.flushdb()  # what a restarted Redis (which keeps nothing on disk) has
+        with rq_app.app_context():
+            schedule.tick()
+            job = db.session.get(Job, job.id)
+            assert job.state == Job.QUEUED and job.queue_key != key and queue.job_ids.count(job.queue_key) == 1
+            schedule.tick()
+            assert queue.job_ids.count(job.queue_key) == 1 and db.session.get(Job, job.id).queue_key == job.queue_key
+    finally:
+        jobs.stop(rq_app)
+        with rq_app.app_context():
+            db.engine.dispose()
+
+
+def test_sync_now_while_redis_is_unreachable_leaves_the_jobs_queued_for_the_tick(app_config, linked):
+    from .conftest import csrf_from
+    from .servers import free_port
+
+    link_id, _ = linked
+    rq_app = create_app({**app_config, "JOBS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})  # nobody there
+    try:
+        client = rq_app.test_client()
+        login(client, "owner@example.com")
+        token = csrf_from(client.get(f"/stores/{link_id}").get_data(as_text=True))
+        answer = client.post(f"/stores/{link_id}/sync", data={"csrf_token": token})
+        assert answer.status_code == 302 and answer.headers["Location"].endswith("/jobs")
+        with rq_app.app_context():
+            queued = db.session.scalars(select(Job).where(Job.store_link_id == link_id)).all()
+            assert {(j.entity, j.state) for j in queued} == {(e, Job.QUEUED) for e in ENTITIES}
+            assert all(j.queue_key for j in queued)  # what the tick looks for in Redis once it is back
+    finally:
+        jobs.stop(rq_app)
+        with rq_app.app_context():
+            db.engine.dispose()
+
+
+def test_on_rq_a_first_pass_longer_than_the_job_timeout_finishes_in_slices(app, app_config, migrated, linked,
+                                                                          sandbox, redis_db):
+    """RQ stops a job that runs longer than its timeout; a first pass that needs longer goes on
+    in a new run of the same job every SYNC_SLICE seconds, so it finishes (here: a 5 s limit, a
+    pass of about 7 s)."""
+    link_id, _ = linked
+    sandbox.state.latency = 0.6  # 12 pages of 5, one at a time
+    rq_app = create_app({**app_config, "JOBS_REDIS_URL": REDIS_URL, "JOBS_TIMEOUT": 5})
+    worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"], cwd=ROOT,
+                              env=worker_env(migrated, INTEGRATION_REDIS_URL=REDIS_URL, INTEGRATION_SYNC_INTERVAL="3600",
+                                             INTEGRATION_SYNC_ENTITIES="products", INTEGRATION_SYNC_PAGE_SIZE="5",
+                                             INTEGRATION_STORE_CONCURRENCY="1", INTEGRATION_JOBS_TIMEOUT="5",
+                                             INTEGRATION_SYNC_SLICE="1"),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with rq_app.app_context():
+            [job] = schedule.sync_soon(link_id, ["products"])
+
+        def ended():
+            with rq_app.app_context():
+                return db.session.get(Job, job.id).finished
+
+        assert wait_until(ended, timeout=90)
+    finally:
+        worker.terminate()
+        out = worker.communicate(timeout=20)[0]
+        jobs.stop(rq_app)
+        with rq_app.app_context():
+            db.engine.dispose()
+    with app.app_context():
+        job = db.session.get(Job, job.id)
+        assert (job.state, job.done, job.total, job.error) == (Job.FINISHED, 60, 60, None), out[-2000:]
+    assert sorted(int(p["record_id"]) for p in payloads(app, "product.created")) == list(range(1, 61))
 
 
 def test_a_sync_whose_lease_was_taken_over_stops_without_committing_its_page(app, linked, sandbox):

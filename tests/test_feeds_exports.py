@@ -7,23 +7,31 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 import requests
 from redis import Redis
 from sqlalchemy import select
 
-from integration import jobs
+from integration import create_app, jobs
 from integration.extensions import db
 from integration.feeds import exports, schedule, sync
 from integration.feeds.models import Job
-from integration.models import StoreLink
+from integration.models import StoreLink, utcnow
 
 from .apikit import bearer, make_key
 from .conftest import csrf_from
+from .servers import ROOT
 from .test_dashboard import login
+from .test_feeds import wait_until, worker_env
+from .test_feeds_redis_restart import worker_output
 
 REDIS_URL = os.environ.get("INTEGRATION_TEST_FEEDS_NEW_REDIS_URL", "redis://127.0.0.1:6379/10")
 
@@ -146,7 +154,121 @@ def test_an_export_of_a_failing_store_fails_with_its_error_and_can_be_retried(ap
     assert client.get(f"/jobs/{again.id}/download").status_code == 200
 
 
+def test_an_export_whose_worker_is_killed_is_taken_up_again_and_goes_on_with_its_file(
+        app, app_config, migrated, linked, sandbox, redis_conn):
+    """The export's worker dies (SIGKILL) half-way: its lease on the job expires, the tick queues
+    the job again, and the next run asks only for what the file lacks. The file has every record
+    once; the job's bar ends at 60 of 60."""
+    link_id, _ = linked
+    sandbox.state.latency = 0.3
+    rq_app = create_app({**app_config, "JOBS_REDIS_URL": REDIS_URL})
+    worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"], cwd=ROOT,
+                              env=worker_env(migrated, INTEGRATION_REDIS_URL=REDIS_URL, INTEGRATION_SYNC_INTERVAL="3600",
+                                             INTEGRATION_SYNC_LEASE="3", INTEGRATION_EXPORT_PAGE_SIZE="5"),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)  # its own group: RQ's scheduler is a child process
+    try:
+        with rq_app.app_context():
+            job_id = exports.queue_export(db.session.get(StoreLink, link_id), "products", "csv", None).id
+
+        def done() -> int:
+            with app.app_context():
+                return db.session.get(Job, job_id).done
+
+        assert wait_until(lambda: done() >= 20, timeout=60), worker_output(worker)
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)  # nothing of the worker (or its scheduler) runs after this
+        worker.wait(10)
+        jobs.stop(rq_app)
+        with rq_app.app_context():
+            db.engine.dispose()
+    sandbox.state.latency = 0
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        assert job.state == Job.RUNNING and 20 <= job.done < 60
+        lease_ends = job.lease_expires_at
+    app.config.update(SYNC_LEASE=3, EXPORT_PAGE_SIZE=5)
+    with app.app_context():
+        schedule.tick()
+        assert db.session.get(Job, job_id).state == Job.RUNNING  # its lease still holds
+    time.sleep(max(0.0, (lease_ends - utcnow()).total_seconds()) + 0.2)
+    with app.app_context():
+        schedule.tick()
+        assert db.session.get(Job, job_id).state == Job.QUEUED
+    calls = sandbox.state.counters.rest_calls
+    assert run_queued_exports(app) == [job_id]
+    assert sandbox.state.counters.rest_calls - calls < 12  # not from the first page again
+    client = app.test_client()
+    login(client, "owner@example.com")
+    listed = {j["id"]: j for j in client.get("/jobs.json").get_json()["jobs"]}
+    assert (listed[job_id]["state"], listed[job_id]["done"], listed[job_id]["total"]) == ("finished", 60, 60)
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/jobs/{job_id}/download").get_data(as_text=True))))
+    assert [r["sku"] for r in rows] == [f"SB-{n:05d}" for n in range(1, 61)]
+
+
+def test_an_export_goes_on_across_runs_a_slice_of_pages_each(app, linked, sandbox):
+    """Each run writes pages for SYNC_SLICE seconds and queues its job again; the next run goes
+    on with the file after its last page. One job, its bar counting the whole export."""
+    link_id, _ = linked
+    app.config.update(SYNC_SLICE=0, EXPORT_PAGE_SIZE=5)  # a page a run
+    client = app.test_client()
+    login(client, "owner@example.com")
+    ask_export(client, link_id, format="jsonl")
+    seen = []
+    while not seen or seen[-1][0] == Job.QUEUED:
+        assert len(seen) < 20, seen
+        [job_id] = run_queued_exports(app)
+        with app.app_context():
+            job = db.session.get(Job, job_id)
+            seen.append((job.state, job.done, job.total))
+    assert seen == [(Job.QUEUED, n, 60) for n in range(5, 60, 5)] + [(Job.FINISHED, 60, 60)]
+    lines = client.get(f"/jobs/{job_id}/download").get_data(as_text=True).splitlines()
+    assert [json.loads(line)["sku"] for line in lines] == [f"SB-{n:05d}" for n in range(1, 61)]
+
+
+def test_an_export_that_keeps_killing_its_worker_fails_with_a_message_and_can_be_retried(app, linked, sandbox):
+    link_id, _ = linked
+    app.config["SYNC_LEASE"] = 0
+    with app.app_context():
+        job_id = exports.queue_export(db.session.get(StoreLink, link_id), "products", "jsonl", None).id
+    for _ in range(schedule.TAKEOVERS + 1):
+        with app.app_context():  # taken by a worker that dies at once
+            assert sync.take_job(job_id, "doomed-worker") is not None
+            db.session.get(Job, job_id).file_name = f"{job_id}-partial.jsonl"
+            db.session.commit()
+        open(os.path.join(_folder(app), f"{job_id}-partial.jsonl"), "w").close()
+        time.sleep(0.01)
+        with app.app_context():
+            schedule.tick()
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        assert job.state == Job.FAILED and "stopped 4 times" in job.error and "Retry" in job.error
+        assert os.listdir(exports.folder()) == []  # its file went with it
+        again = schedule.retry(job_id)
+    run_queued_exports(app)
+    with app.app_context():
+        assert db.session.get(Job, again.id).state == Job.FINISHED
+
+
+def _folder(app) -> str:
+    with app.app_context():
+        return exports.folder()
+
+
 # --- one cap per store ----------------------------------------------------------------------
+
+@pytest.fixture
+def redis_conn():
+    conn = Redis.from_url(REDIS_URL)
+    try:
+        conn.ping()
+    except Exception:  # noqa: BLE001
+        pytest.fail(f"Redis at {REDIS_URL} is not running (start it: .ci/run does)")
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
+
 
 @pytest.fixture(params=["local", "redis"])
 def capped_app(request, app_config, app):

@@ -1,7 +1,7 @@
 """Redis restarted in the middle of a run: the RQ worker reconnects by itself and the feed goes
 on from the cursor kept in the database (Redis holds no feed state: every job it lost is found
-again by the next tick). A Redis of this test's own, on a free port: the shared one on 6379 is
-never restarted."""
+again by the next tick, and queued again). A Redis of this test's own, on a free port: the shared
+one on 6379 is never restarted."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from sqlalchemy import select
 
 from integration import create_app, jobs
 from integration.extensions import db
-from integration.feeds import schedule
+from integration.feeds import exports, schedule
 from integration.feeds.models import FeedState, Job
+from integration.models import StoreLink
 
 from .servers import ROOT, free_port
 from .test_feeds import payloads, types, wait_until, worker_env
@@ -62,12 +63,15 @@ def test_a_worker_survives_a_redis_restart_and_the_feed_resumes_from_the_databas
     worker = subprocess.Popen(
         [sys.executable, "-m", "flask", "--app", "app", "worker"], cwd=ROOT,
         env=worker_env(migrated, INTEGRATION_REDIS_URL=redis.url, INTEGRATION_SYNC_INTERVAL="3600",
-                       INTEGRATION_SYNC_PAGE_SIZE="5", INTEGRATION_STORE_CONCURRENCY="1"),
+                       INTEGRATION_SYNC_PAGE_SIZE="5", INTEGRATION_STORE_CONCURRENCY="1",
+                       INTEGRATION_JOBS_REQUEUE_AFTER="1"),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         with rq_app.app_context():
             schedule.sync_soon(link_id, ["products"])
         assert wait_until(lambda: types(app)["product.created"] >= 10, timeout=40)
+        with rq_app.app_context():  # queued behind the running sync: only Redis knows it is waiting
+            export_id = exports.queue_export(db.session.get(StoreLink, link_id), "customers", "csv", None).id
         redis.kill()  # mid-run: the queue, the worker's registration, the job's status all gone
         assert types(app)["product.created"] < 60
         time.sleep(2)
@@ -90,6 +94,10 @@ def test_a_worker_survives_a_redis_restart_and_the_feed_resumes_from_the_databas
         with rq_app.app_context():
             states = Counter(db.session.scalars(select(Job.state).where(Job.entity == "products")))
         assert states[Job.FINISHED] >= 1 and not states[Job.RUNNING]
+
+        # The export Redis lost while it waited: still queued in the database, so queued again.
+        assert wait_until(lambda: _state(rq_app, export_id) == Job.FINISHED, timeout=60), worker_output(worker)
+        assert wait_until(lambda: not _unfinished(rq_app), timeout=60), _unfinished(rq_app)
     finally:
         worker.terminate()
         try:
@@ -100,6 +108,18 @@ def test_a_worker_survives_a_redis_restart_and_the_feed_resumes_from_the_databas
         with rq_app.app_context():
             db.engine.dispose()
         redis.kill()
+
+
+def _state(app, job_id: int) -> str:
+    with app.app_context():
+        return db.session.get(Job, job_id).state
+
+
+def _unfinished(app) -> list:
+    """Every job the database says is queued or running (the worker's tick queued each feed)."""
+    with app.app_context():
+        return db.session.execute(select(Job.id, Job.kind, Job.entity, Job.state)
+                                  .where(Job.state.in_((Job.QUEUED, Job.RUNNING)))).all()
 
 
 def _lease_free(app) -> bool:

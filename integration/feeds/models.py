@@ -39,6 +39,16 @@ class FeedState(db.Model):
     last_error: Mapped[str | None] = mapped_column(Text)
     #: Why the feed does nothing (e.g. the store has no MSI source items).
     note: Mapped[str | None] = mapped_column(String(255))
+    #: A pass from nothing (the first, or ``--full``) read by page numbers, kept between the jobs
+    #: that share it: how many records (by position) its pages covered, so a run with another page
+    #: size goes on from there too (None: no such pass under way), when it began, the
+    #: newest ``updated_at`` it met, how many records it read, and the ``total_count`` every page
+    #: reported (-1 once two pages disagreed: the catalogue changed meanwhile).
+    pass_offset: Mapped[int | None]
+    pass_started_at: Mapped[dt.datetime | None]
+    pass_newest: Mapped[dt.datetime | None]
+    pass_read: Mapped[int] = mapped_column(default=0, server_default="0")
+    pass_total: Mapped[int | None]
 
     store_link: Mapped[StoreLink] = relationship()
 
@@ -91,6 +101,16 @@ class Job(db.Model):
     file_name: Mapped[str | None] = mapped_column(String(128))
     file_size: Mapped[int | None] = mapped_column(BigInteger)
     file_expires_at: Mapped[dt.datetime | None]
+    #: A running export's lease (a sync's is its feed's): renewed with every page, left to
+    #: expire by a worker that dies, after which the tick takes the job up again.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[dt.datetime | None]
+    #: The job's entry in the runner's queue, and when it was put there: a queued job whose entry
+    #: the runner no longer holds (Redis restarted) is queued again under a new key.
+    queue_key: Mapped[str | None] = mapped_column(String(64))
+    queued_at: Mapped[dt.datetime | None]
+    #: How often the job was taken up again after its worker died.
+    takeovers: Mapped[int] = mapped_column(default=0, server_default="0")
 
     store_link: Mapped[StoreLink | None] = relationship()
 

@@ -4,25 +4,37 @@ RQ, in every process with the embedded runner) queues a sync job for each feed t
 Queueing is itself claimed in the database (a conditional UPDATE moving ``next_run_at``), so
 two ticks in two processes never queue the same feed twice; running is claimed again by the
 job's lease (``sync.claim``). A job lost with its worker leaves the feed to fall due again.
+
+The database is the source of truth for every job: the tick also takes up an export whose
+worker died (its lease expired) and queues again a job the runner no longer holds (a Redis
+that restarted keeps nothing).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from flask import current_app
 from sqlalchemy import delete, select, update
 
 from .. import jobs
-from . import exports
+from . import exports, lease
 from ..extensions import db
 from ..models import StoreLink, utcnow
 from .models import FeedState, Job
-from .sync import ALL, FeedError, UnknownEntity, feed_for, run_job, setting
+from .sync import ALL, FeedError, UnknownEntity, enqueue, feed_for, hand_over, queue_key, setting
+
+log = logging.getLogger("integration.feeds")
 
 TASK = "feeds.tick"
 #: Finished and cancelled sync jobs are kept this long for the Jobs page.
 KEEP_FINISHED = dt.timedelta(days=1)
+#: An export whose worker died is taken up again this often, then fails (it may be what kills them).
+TAKEOVERS = 3
+#: A queued job is looked for in the runner's queue once it has been queued this long (seconds;
+#: ``JOBS_REQUEUE_AFTER``): the moment between its commit and its entry is not a loss.
+REQUEUE_AFTER = 30.0
 
 
 class JobStateError(FeedError):
@@ -67,6 +79,7 @@ def tick() -> int:
             _queue(feed.store_link_id, feed.entity, full=False)
             queued += 1
     _abandoned(now)
+    _lost(now)
     exports.purge_expired()
     db.session.execute(delete(Job).where(Job.state.in_((Job.FINISHED, Job.CANCELLED)), Job.file_name.is_(None),
                                          Job.finished_at < now - KEEP_FINISHED))
@@ -75,22 +88,63 @@ def tick() -> int:
 
 
 def _abandoned(now: dt.datetime) -> None:
-    """A job still "running" while nobody holds its feed's lease any more: its worker died."""
-    lease = dt.timedelta(seconds=setting("SYNC_LEASE"))
+    """A job still "running" while nobody holds its lease any more: its worker died. A sync's
+    lease is its feed's, and the feed goes on from its last page with the next job; an export's
+    is its own, and the same job is queued again to go on with its file."""
+    period = dt.timedelta(seconds=setting("SYNC_LEASE"))
     held = select(FeedState.id).where(FeedState.store_link_id == Job.store_link_id, FeedState.entity == Job.entity,
-                                      FeedState.lease_owner.is_not(None), FeedState.lease_expires_at >= now)
-    db.session.execute(update(Job).where(Job.kind == "sync", Job.state == Job.RUNNING, Job.started_at < now - lease,
+                                      lease.held(FeedState, now))
+    db.session.execute(update(Job).where(Job.kind == "sync", Job.state == Job.RUNNING, Job.started_at < now - period,
                                          ~held.exists())
                        .values(state=Job.FAILED, finished_at=now,
                                error="the worker running it stopped; the feed goes on from its last page")
                        .execution_options(synchronize_session=False))
+    dead = db.session.scalars(select(Job).where(Job.kind == "export", Job.state == Job.RUNNING,
+                                                ~lease.held(Job, now))).all()
+    for job in dead:
+        # Claimed like a lease, so two ticks take a dead export up once.
+        taken = db.session.execute(
+            update(Job).where(Job.id == job.id, Job.state == Job.RUNNING, lease.free(Job, now))
+            .values(lease_owner=None, lease_expires_at=None, takeovers=Job.takeovers + 1)
+            .execution_options(synchronize_session=False))
+        db.session.commit()
+        if taken.rowcount != 1:
+            continue
+        db.session.refresh(job)
+        if job.takeovers > TAKEOVERS:
+            exports.give_up(job, f"the worker running it stopped {TAKEOVERS + 1} times; Retry starts it again")
+        else:
+            enqueue(job)  # it goes on with the part of its file already written
+
+
+def _lost(now: dt.datetime) -> None:
+    """Queued jobs whose entry the runner no longer holds (Redis restarted): queued again. A
+    job queued twice runs once (``take_job``)."""
+    after = dt.timedelta(seconds=float(current_app.config.get("JOBS_REQUEUE_AFTER", REQUEUE_AFTER)))
+    waiting = db.session.scalars(select(Job).where(Job.state == Job.QUEUED,
+                                                   (Job.queued_at.is_(None)) | (Job.queued_at <= now - after))).all()
+    if not waiting:
+        return
+    held = jobs.pending({job.queue_key for job in waiting if job.queue_key})
+    for job in waiting:
+        if job.queue_key in held:
+            continue
+        # A new key in a conditional UPDATE: two ticks seeing the same lost entry queue it once.
+        same = Job.queue_key.is_(None) if job.queue_key is None else Job.queue_key == job.queue_key
+        key = queue_key()
+        mine = db.session.execute(update(Job).where(Job.id == job.id, Job.state == Job.QUEUED, same)
+                                  .values(queue_key=key, queued_at=now).execution_options(synchronize_session=False))
+        db.session.commit()
+        if mine.rowcount == 1:
+            log.warning("job %s was queued but the runner no longer had it (Redis restarted?): queued again", job.id)
+            db.session.refresh(job)
+            hand_over(job)
 
 
 def _queue(link_id: int, entity: str, *, full: bool) -> Job:
     job = Job(kind="sync", store_link_id=link_id, entity=entity, full=full)
     db.session.add(job)
-    db.session.commit()
-    jobs.enqueue(run_job, job.id)
+    enqueue(job)
     return job
 
 
@@ -115,6 +169,9 @@ def cancel(job_id: int) -> Job:
     job = _job(job_id)
     if job.state == Job.QUEUED:
         job.state, job.finished_at, job.error = Job.CANCELLED, utcnow(), "cancelled"
+        # A pass cut into slices holds its feed for this job's next run: the feed is free again
+        # (the next job goes on from the pass's last page).
+        lease.release(FeedState, lease.heir(job.id))
     elif job.state == Job.RUNNING:
         job.cancel_requested = True
     else:

@@ -37,13 +37,15 @@ from flask import current_app
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .. import events, probe, store_cap, stores
+from .. import events, jobs, probe, store_cap, stores
 from ..extensions import db
 from ..magento import errors
 from ..magento.client import StoreClient, segment
 from ..magento.search import SearchCriteria
 from ..models import StoreLink, utcnow
 from ..text import neutralised
+from . import lease
+from .lease import LeaseLost
 from .models import FeedRecord, FeedState, Job
 
 log = logging.getLogger("integration.feeds")
@@ -63,6 +65,7 @@ DEFAULTS = {
     "SYNC_BACKOFF_BASE": 60.0,
     "SYNC_BACKOFF_CAP": 6 * 3600.0,
     "SYNC_RECORD_MAX_KB": 64,
+    "SYNC_SLICE": 120.0,             # seconds of pages a queued job reads before its next run goes on
 }
 
 
@@ -109,10 +112,6 @@ class FeedError(Exception):
 
 class UnknownEntity(FeedError):
     pass
-
-
-class LeaseLost(FeedError):
-    """Another worker took over this feed (ours expired): stop without committing."""
 
 
 class Cancelled(FeedError):
@@ -206,38 +205,24 @@ def worker_name() -> str:
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def claim(feed_id: int, owner: str, *, ignore_backoff: bool = False) -> bool:
-    """Take the feed's lease if nobody holds a live one (and the store is not backed off);
-    one conditional UPDATE, so two workers never both win."""
+def claim(feed_id: int, owner: str, *, ignore_backoff: bool = False, job: Job | None = None) -> bool:
+    """Take the feed's lease if nobody holds a live one (or it was handed to ``job``) and the
+    store is not backed off."""
     now = utcnow()
-    free = (FeedState.lease_owner.is_(None)) | (FeedState.lease_expires_at < now)
-    query = update(FeedState).where(FeedState.id == feed_id, free)
-    if not ignore_backoff:
-        query = query.where((FeedState.backoff_until.is_(None)) | (FeedState.backoff_until <= now))
-    result = db.session.execute(
-        query.values(lease_owner=owner, lease_expires_at=now + dt.timedelta(seconds=setting("SYNC_LEASE")))
-        .execution_options(synchronize_session=False))
-    db.session.commit()
-    return result.rowcount == 1
+    where = () if ignore_backoff else ((FeedState.backoff_until.is_(None)) | (FeedState.backoff_until <= now),)
+    return lease.take(FeedState, feed_id, owner, setting("SYNC_LEASE"), *where,
+                      heir_=lease.heir(job.id) if job is not None and job.id else None)
 
 
-def renew(feed_id: int, owner: str) -> None:
-    """Part of each page's transaction: raises ``LeaseLost`` if the lease is no longer ours."""
-    result = db.session.execute(
-        update(FeedState).where(FeedState.id == feed_id, FeedState.lease_owner == owner)
-        .values(lease_expires_at=utcnow() + dt.timedelta(seconds=setting("SYNC_LEASE")))
-        .execution_options(synchronize_session=False))
-    if result.rowcount != 1:
-        db.session.rollback()
-        raise LeaseLost("this sync's lease expired and another worker took the feed over")
+def renew(feed_id: int, owner: str, **values) -> None:
+    """Part of each page's transaction: raises ``LeaseLost`` if the lease is no longer ours.
+    ``values``: the feed's columns the same UPDATE writes."""
+    lease.renew(FeedState, feed_id, owner, setting("SYNC_LEASE"), **values)
 
 
 def release(feed_id: int, owner: str) -> None:
     db.session.rollback()
-    db.session.execute(update(FeedState).where(FeedState.id == feed_id, FeedState.lease_owner == owner)
-                       .values(lease_owner=None, lease_expires_at=None)
-                       .execution_options(synchronize_session=False))
-    db.session.commit()
+    lease.release(FeedState, owner, FeedState.id == feed_id)
 
 
 # --- feeds and jobs --------------------------------------------------------------------------
@@ -260,35 +245,66 @@ def feed_for(link_id: int, entity: str) -> FeedState:
     return feed
 
 
-def take_job(job_id: int) -> Job | None:
-    """Mark a queued job running, or None if it was cancelled while queued or already taken.
-    A conditional UPDATE: a Cancel arriving at this moment wins or loses cleanly."""
-    taken = db.session.execute(update(Job).where(Job.id == job_id, Job.state == Job.QUEUED)
-                               .values(state=Job.RUNNING, started_at=utcnow())
+def take_job(job_id: int, owner: str | None = None) -> Job | None:
+    """Mark a queued job running (and take its lease for ``owner``), or None if it was cancelled
+    while queued or already taken. A conditional UPDATE: a Cancel arriving at this moment wins
+    or loses cleanly, and a job queued twice (its entry thought lost) runs once."""
+    now = utcnow()
+    values = {"state": Job.RUNNING, "started_at": func.coalesce(Job.started_at, now)}
+    if owner is not None:
+        values.update(lease_owner=owner, lease_expires_at=now + dt.timedelta(seconds=setting("SYNC_LEASE")))
+    taken = db.session.execute(update(Job).where(Job.id == job_id, Job.state == Job.QUEUED).values(**values)
                                .execution_options(synchronize_session=False))
     db.session.commit()
     return db.session.get(Job, job_id) if taken.rowcount == 1 else None
 
 
+def enqueue(job: Job) -> None:
+    """Put a job (new, or going on, or found lost) in the runner's queue under a fresh key,
+    committed with it: the tick compares the queued jobs' keys with what the runner holds. A
+    runner that cannot be reached now (Redis down) leaves the job queued for the tick to retry."""
+    job.state, job.queued_at, job.queue_key = Job.QUEUED, utcnow(), queue_key()
+    db.session.commit()
+    hand_over(job)
+
+
+def queue_key() -> str:
+    return f"feeds-job-{secrets.token_hex(8)}"
+
+
+def hand_over(job: Job) -> None:
+    """The queued job to the runner, under its ``queue_key``."""
+    from .exports import run_export_job
+
+    try:
+        jobs.enqueue(run_export_job if job.kind == "export" else run_job, job.id, key=job.queue_key)
+    except Exception:  # noqa: BLE001 - the job is queued in the database; the tick hands it over again
+        log.warning("could not queue job %s; the next tick tries again", job.id, exc_info=True)
+
+
 def run_job(job_id: int) -> None:
-    """What a worker runs for a queued sync job."""
+    """What a worker runs for a queued sync job: a pass from nothing stops after ``SYNC_SLICE``
+    seconds of pages and the same job goes on in a fresh run (queued again), so no run comes
+    near the runner's time limit and a run that dies costs at most its slice."""
     job = take_job(job_id)
     if job is not None:
-        sync(job.store_link_id, job.entity, full=job.full, job=job)
+        sync(job.store_link_id, job.entity, full=job.full, job=job, slice_seconds=float(setting("SYNC_SLICE")))
 
 
 def sync(link_id: int, entity: str, *, full: bool = False, job: Job | None = None,
-         ignore_backoff: bool = False) -> Job:
+         ignore_backoff: bool = False, slice_seconds: float | None = None) -> Job:
     """One pass of the feed (and a reconciliation of deletions when due, or ``full``).
-    Never raises for a store's failure: the job says what happened."""
+    Never raises for a store's failure: the job says what happened. ``slice_seconds``: a pass
+    by page numbers stops asking for pages after that long and the job is queued to go on.
+    Returns the job (queued again, when it goes on)."""
     feed = feed_for(link_id, entity)
     if job is None:
         job = Job(kind="sync", store_link_id=link_id, entity=entity, full=full)
         db.session.add(job)
-    job.state, job.started_at = Job.RUNNING, utcnow()
+    job.state, job.started_at = Job.RUNNING, job.started_at or utcnow()
     db.session.commit()
     owner = worker_name()
-    if not claim(feed.id, owner, ignore_backoff=ignore_backoff):
+    if not claim(feed.id, owner, ignore_backoff=ignore_backoff, job=job):
         db.session.refresh(feed)
         if feed.backoff_until and feed.backoff_until > utcnow():
             why = f"the store is backed off after failures until {feed.backoff_until:%H:%M:%S} UTC"
@@ -296,7 +312,8 @@ def sync(link_id: int, entity: str, *, full: bool = False, job: Job | None = Non
             why = "another sync of this feed is running"
         return _end(job, Job.CANCELLED, why)
     try:
-        return _run(feed, job, owner, full)
+        until = time.monotonic() + slice_seconds if slice_seconds is not None else None
+        return _run(feed, job, owner, full, until=until)
     except Exception as exc:
         _end(job, Job.FAILED, f"stopped by an internal error ({type(exc).__name__}); see the worker's log")
         raise
@@ -304,13 +321,15 @@ def sync(link_id: int, entity: str, *, full: bool = False, job: Job | None = Non
         release(feed.id, owner)
 
 
-def _run(feed: FeedState, job: Job, owner: str, full: bool, *, limit_learnt: bool = False) -> Job:
+def _run(feed: FeedState, job: Job, owner: str, full: bool, *, limit_learnt: bool = False,
+         until: float | None = None) -> Job:
     link = db.session.get(StoreLink, feed.store_link_id)
     if link is None or link.status != StoreLink.LINKED or not link.has_token:
         return _end(job, Job.CANCELLED, "the store is not linked (revoked or unlinked): its feeds are stopped")
     feed.last_run_at = utcnow()
     db.session.commit()
-    counts = Counts()
+    # A job going on from its last run counts on from there.
+    counts = Counts(created=job.created, updated=job.updated, deleted=job.deleted, seen=job.done)
     try:
         concurrency = int(current_app.config.get("STORE_CONCURRENCY") or 8)
         with stores.contact(link, "store.synced", f"{feed.entity} feed", deadline=None,
@@ -318,7 +337,9 @@ def _run(feed: FeedState, job: Job, owner: str, full: bool, *, limit_learnt: boo
             if feed.entity == STOCK:
                 _stock_pass(client, feed, job, owner, counts)
             else:
-                whole = _pass(client, feed, job, owner, full, counts, concurrency)
+                whole = _pass(client, feed, job, owner, full, counts, concurrency, until=until)
+                if whole is None:
+                    return _go_on(feed, job, owner, counts)
                 spec = ENTITIES[feed.entity]
                 if whole and feed.last_reconcile_at is None:
                     # A first pass that read every record of an unchanging catalogue has
@@ -335,7 +356,7 @@ def _run(feed: FeedState, job: Job, owner: str, full: bool, *, limit_learnt: boo
         if limit_learnt:
             _failed(feed, exc)
             return _end(job, Job.FAILED, exc.message)
-        return _run(feed, job, owner, full, limit_learnt=True)
+        return _run(feed, job, owner, full, limit_learnt=True, until=until)
     except errors.MagentoError as exc:
         if not isinstance(exc, errors.TokenRevoked):
             _failed(feed, exc)
@@ -348,6 +369,15 @@ def _run(feed: FeedState, job: Job, owner: str, full: bool, *, limit_learnt: boo
     db.session.commit()
     _succeeded(feed)
     return _end(job, Job.FINISHED, None)
+
+
+def _go_on(feed: FeedState, job: Job, owner: str, counts: Counts) -> Job:
+    """The slice is over with pages left: the feed's lease goes to the job, which is queued to
+    go on (no other sync takes the feed meanwhile; a Cancel while queued hands it back)."""
+    _progress(job, counts, 0, now=True)
+    lease.renew(FeedState, feed.id, owner, setting("SYNC_LEASE"), to=lease.heir(job.id))
+    enqueue(job)
+    return job
 
 
 def _end(job: Job, state: str, error: str | None) -> Job:
@@ -455,13 +485,16 @@ def changed_pages(client: StoreClient, spec: FeedEntity, since: str | None, page
 
 
 def all_pages(client: StoreClient, spec: FeedEntity, page_size: int, concurrency: int,
-              on_total=None, totals: list[int] | None = None) -> Iterator[list[dict]]:
-    """Every record, in ``entity_id`` order by page numbers, with up to ``concurrency`` pages
-    in flight while the caller writes the current one (never more held in memory). For a pass
-    from nothing: what a deletion during the pass shifts past us, the reconciliation's id sweep
-    finds and fetches (``_fetch_missing``); what is edited or created meanwhile is newer than
-    the pass's start, which the cursor goes back to. ``totals`` collects every page's
-    ``total_count``: all alike, nothing was created or deleted while the pages were read."""
+              on_total=None, totals: list[int] | None = None, first: int = 1,
+              more: Callable[[], bool] | None = None) -> Iterator[tuple[int, int, list[dict]]]:
+    """Every record from page ``first`` on, in ``entity_id`` order by page numbers, as
+    ``(number, last page number, records)``, with up to ``concurrency`` pages in flight while
+    the caller writes the current one (never more held in memory). ``more()`` false: ask for no
+    further page, hand over those already asked for, and stop. For a pass from nothing: what a
+    deletion during the pass shifts past us, the reconciliation's id sweep finds and fetches
+    (``_fetch_missing``); what is edited or created meanwhile is newer than the pass's start,
+    which the cursor goes back to. ``totals`` collects every page's ``total_count``: all alike,
+    nothing was created or deleted while the pages were read."""
     base = SearchCriteria().order_by(spec.filter_field)
     totals = totals if totals is not None else []
 
@@ -472,36 +505,39 @@ def all_pages(client: StoreClient, spec: FeedEntity, page_size: int, concurrency
         totals.append(_count(answer))
         return answer
 
-    first = page(1)
-    total = _count(first)
+    def records(answer: dict) -> list[dict]:
+        return [r for r in answer.get("items") or [] if isinstance(r, dict)]
+
+    answer = page(first)
+    total = _count(answer)
     if on_total is not None:
         on_total(total)
     pages = max(-(-total // page_size), 1)
-    items = [r for r in first.get("items") or [] if isinstance(r, dict)]
-    if items:
-        yield items
-    if pages == 1:
+    yield first, pages, records(answer)
+    if first >= pages:
         return
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, pages - 1)),
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, pages - first)),
                             thread_name_prefix="feed-page") as pool:
         pending: deque = deque()
-        number = 2
+        number = first + 1
         try:
             while number <= pages or pending:
-                while number <= pages and len(pending) < concurrency:
-                    pending.append(pool.submit(page, number))
+                while number <= pages and len(pending) < concurrency and (more is None or more()):
+                    pending.append((number, pool.submit(page, number)))
                     number += 1
-                items = [r for r in pending.popleft().result().get("items") or [] if isinstance(r, dict)]
-                if items:
-                    yield items
+                if not pending:
+                    return
+                asked, future = pending.popleft()
+                yield asked, pages, records(future.result())
         finally:
-            for future in pending:  # stopped early (cancelled, lease lost): do not fetch the rest
+            for _, future in pending:  # stopped early (cancelled, lease lost): do not fetch the rest
                 future.cancel()
 
 
 def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool, counts: Counts,
-          concurrency: int = 1) -> bool:
-    """Returns whether the pass read every record of a catalogue that did not change meanwhile."""
+          concurrency: int = 1, until: float | None = None) -> bool | None:
+    """Returns whether the pass read every record of a catalogue that did not change meanwhile,
+    or None when it stopped at ``until`` (monotonic) with pages left, kept on the feed."""
     spec = ENTITIES[feed.entity]
     since = None
     if feed.cursor is not None and not full:
@@ -512,33 +548,59 @@ def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool
         job.total = count
         db.session.commit()
 
-    started, newest, totals, read = time.monotonic(), None, [], 0
-    if since is None:
-        # From nothing: pages in parallel, the cursor set only once every page is in (a pass
-        # stopped half-way starts again from nothing, the fingerprints keep it from re-emitting).
-        pages = all_pages(client, spec, page_size, concurrency, on_total=total, totals=totals)
+    if since is not None:
+        for page in changed_pages(client, spec, since, page_size, on_total=total):
+            _check_cancel(job, counts)
+            renew(feed.id, owner)
+            _emit(feed, spec, page, counts)
+            newest = max((t for t in (store_time(r.get("updated_at")) for r in page) if t is not None), default=None)
+            if newest is not None and (feed.cursor is None or newest > feed.cursor):
+                feed.cursor = newest
+            feed.records_seen += len(page)
+            _progress(job, counts, len(page))
+            db.session.commit()
+        return False
+
+    # From nothing: pages in parallel, the cursor set only once every page is in. Where the pass
+    # stands is written with each page's lease renewal (one UPDATE, in the page's transaction),
+    # so a pass stopped half-way, or cut into slices, goes on from its next page; the
+    # fingerprints keep a page read again from re-emitting.
+    offset, started = feed.pass_offset, feed.pass_started_at
+    if offset is None:
+        offset, started, newest, read, reported = 0, utcnow(), None, 0, None
     else:
-        pages = changed_pages(client, spec, since, page_size, on_total=total)
-    for page in pages:
+        newest, read, reported = feed.pass_newest, feed.pass_read, feed.pass_total
+    counts.seen = read  # the progress bar counts the pass, whichever job read its pages
+    totals: list[int] = []
+    more = (lambda: time.monotonic() < until) if until is not None else None
+    done = False
+    for number, last, page in all_pages(client, spec, page_size, concurrency, on_total=total, totals=totals,
+                                        first=offset // page_size + 1, more=more):
         _check_cancel(job, counts)
-        renew(feed.id, owner)
-        _emit(feed, spec, page, counts)
-        read += len(page)
         stamps = [t for t in (store_time(r.get("updated_at")) for r in page) if t is not None]
         if stamps and (newest is None or max(stamps) > newest):
             newest = max(stamps)
-            if since is not None and (feed.cursor is None or newest > feed.cursor):
-                feed.cursor = newest
+        found = set(totals) | ({reported} if reported is not None else set())  # pages in flight add theirs too
+        reported = found.pop() if len(found) == 1 else -1
+        offset, read, done = number * page_size, read + len(page), number >= last
+        renew(feed.id, owner, pass_offset=offset, pass_started_at=started, pass_newest=newest, pass_read=read,
+              pass_total=reported)
+        if page:
+            _emit(feed, spec, page, counts)
         feed.records_seen += len(page)
         _progress(job, counts, len(page))
         db.session.commit()
-    if since is None and newest is not None:
+    if not done:
+        return None
+    if newest is not None:
         # A record edited while the pages were read is newer than the pass's start, which is at
         # most this long before the newest stamp seen (the store's clock runs as fast as ours).
-        back = dt.timedelta(seconds=time.monotonic() - started)
-        feed.cursor = max(newest - back, feed.cursor) if feed.cursor and not full else newest - back
-        db.session.commit()
-    return since is None and len(set(totals)) == 1 and read == totals[0]
+        newest -= utcnow() - started
+        feed.cursor = max(newest, feed.cursor) if feed.cursor and not full else newest
+    feed.pass_offset = feed.pass_started_at = feed.pass_newest = feed.pass_total = None
+    feed.pass_read = 0
+    db.session.commit()
+    return reported == read
 
 
 @dataclass

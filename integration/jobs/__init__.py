@@ -12,6 +12,8 @@ Job state that users see lives in the database either way; nothing here is neede
 survive a restart (periodic tasks find their work in the database again).
 
     jobs.enqueue(func, *args, retries=3, **kwargs)   # func: a module-level function
+    jobs.enqueue(func, *args, key="feeds-12-ab")     # an entry the caller can ask about later
+    jobs.pending({"feeds-12-ab"})                     # the keys still queued, waiting or running
     jobs.periodic(app, "webhooks.dispatch", func, interval=2.0)
     jobs.wake("webhooks.dispatch")                   # run it now rather than at the next tick
 
@@ -93,11 +95,19 @@ def periodic(app: Flask, name: str, func: Callable[[], object], interval: float)
     _state(app).periodic[name] = Periodic(name, func, float(interval))
 
 
-def enqueue(func: Callable, *args, retries: int = 0, **kwargs) -> None:
+def enqueue(func: Callable, *args, retries: int = 0, key: str | None = None, **kwargs) -> None:
     """Run ``func(*args, **kwargs)`` in the background, retrying up to ``retries`` times if
-    it raises (after ``RETRY_INTERVALS`` seconds, the last one repeating)."""
+    it raises (after ``RETRY_INTERVALS`` seconds, the last one repeating). ``key`` (letters,
+    digits, ``-``, ``_``; unique) names the queue entry for ``pending``."""
     intervals = tuple(current_app.config.get("JOBS_RETRY_INTERVALS", RETRY_INTERVALS))
-    _state().runner().enqueue(func_path(func), args, kwargs, retries, intervals)
+    _state().runner().enqueue(func_path(func), args, kwargs, retries, intervals, key=key)
+
+
+def pending(keys: set[str]) -> set[str]:
+    """Which of these queue entries the runner still holds (queued, waiting for a retry, or
+    running). With RQ an entry Redis lost (a restart) is not among them. The embedded runner
+    holds its entries in one process and cannot see the others': it answers all of them."""
+    return _state().runner().pending(set(keys))
 
 
 def wake(name: str) -> None:

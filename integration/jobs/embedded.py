@@ -77,7 +77,7 @@ class EmbeddedEngine:
 
     # --- the interface --------------------------------------------------------------
 
-    def enqueue(self, path: str, args, kwargs, retries: int, intervals=RETRY_INTERVALS) -> None:
+    def enqueue(self, path: str, args, kwargs, retries: int, intervals=RETRY_INTERVALS, key=None) -> None:
         item = (path, tuple(args), dict(kwargs), retries, tuple(intervals) or RETRY_INTERVALS)
         if not self.started:
             if self.jobs.app.config.get("JOBS_AUTOSTART"):
@@ -87,6 +87,11 @@ class EmbeddedEngine:
                     self._backlog.append(item)
                 return
         self._submit(*item)
+
+    def pending(self, keys: set[str]) -> set[str]:
+        """Queues live in each process's memory: another process's entries cannot be seen from
+        here, and a process that restarted has no queue left to find them in."""
+        return keys
 
     def wake(self, name: str) -> None:
         if self.started and name in self.jobs.periodic:

@@ -14,6 +14,7 @@ import logging
 from flask import current_app
 from redis import Redis
 from rq import Queue, Retry
+from rq.job import Job, JobStatus
 
 from . import RETRY_INTERVALS, call_in_app, process_id, resolve
 
@@ -21,8 +22,11 @@ log = logging.getLogger("integration.jobs")
 
 QUEUE = "integration"
 KEY_PREFIX = "integration:jobs:"
-#: A job running longer than this is stopped by RQ and counts as failed.
+#: A job running longer than this is stopped by RQ and counts as failed (``INTEGRATION_JOBS_TIMEOUT``).
+#: Long work (a first pass over a large catalogue) goes on in a new job well before it.
 JOB_TIMEOUT = 600
+#: The states of an RQ job that will still run (or is running).
+HELD = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 #: How long a "task is queued" marker may outlive a worker that died holding it.
 QUEUED_MARKER_TTL = 300
 
@@ -40,16 +44,25 @@ class RedisEngine:
     def stop(self, wait: bool = True) -> None:
         self.redis.close()
 
-    def enqueue(self, path: str, args, kwargs, retries: int, intervals=RETRY_INTERVALS) -> None:
+    def enqueue(self, path: str, args, kwargs, retries: int, intervals=RETRY_INTERVALS, key=None) -> None:
         retry = Retry(max=retries, interval=[int(i) for i in intervals]) if retries else None
-        self.queue.enqueue(run_function, path, tuple(args), dict(kwargs), retry=retry, job_timeout=JOB_TIMEOUT,
-                           description=path)
+        self.queue.enqueue(run_function, path, tuple(args), dict(kwargs), retry=retry, job_timeout=self.timeout,
+                           description=path, job_id=key)
+
+    @property
+    def timeout(self) -> int:
+        return int(self.jobs.app.config.get("JOBS_TIMEOUT") or JOB_TIMEOUT)
+
+    def pending(self, keys: set[str]) -> set[str]:
+        ordered = sorted(keys)
+        found = Job.fetch_many(ordered, connection=self.redis) if ordered else []
+        return {key for key, job in zip(ordered, found) if job is not None and job.get_status(refresh=False) in HELD}
 
     def wake(self, name: str) -> None:
         if name not in self.jobs.periodic:
             return
         if self.redis.set(f"{KEY_PREFIX}queued:{name}", process_id(), nx=True, ex=QUEUED_MARKER_TTL):
-            self.queue.enqueue(run_periodic, name, job_timeout=JOB_TIMEOUT, description=f"periodic {name}",
+            self.queue.enqueue(run_periodic, name, job_timeout=self.timeout, description=f"periodic {name}",
                                result_ttl=0)
 
     def tick(self) -> None:

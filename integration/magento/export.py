@@ -2,7 +2,7 @@
 
 Records are fetched in ascending ``entity_id`` order, page by page (memory stays bounded).
 Writing to a file, every page is flushed and then recorded in a sidecar state file
-(``<output>.state.json``: how many bytes of the data are complete, the last id, the CSV columns
+(``<output>.state.json``: how many bytes and records of the data are complete, the last id, the CSV columns
 seen so far). A rerun after an interruption cuts the data back to that length and asks only for
 ids above the last one (keyset paging, not page numbers, which would shift when records are
 added meanwhile). Nothing is ever read back out of a CSV line.
@@ -73,8 +73,11 @@ def format_for(fmt: str | None, output: str | None) -> str:
 
 def export(client: StoreClient, entity: str, output: str | None, *, fmt: str | None = None,
            since: str | None = None, concurrency: int = 1, page_size: int = 100, stdout: IO[str] | None = None,
-           on_total: Callable[[int], None] | None = None, on_record: Callable[[], None] | None = None) -> int:
-    """Write every record to ``output`` (or ``stdout``); returns how many were fetched this run."""
+           on_total: Callable[[int], None] | None = None, on_record: Callable[[], None] | None = None,
+           on_resume: Callable[[int], None] | None = None) -> int:
+    """Write every record to ``output`` (or ``stdout``); returns how many were fetched this run.
+    ``on_resume`` hears, before any request, how many records an interrupted ``output`` already
+    holds (``on_total`` then counts only the rest)."""
     if entity not in ENTITIES:
         raise ExportError(f"unknown entity {entity!r}; choose one of {', '.join(ENTITIES)}")
     fmt = format_for(fmt, output)
@@ -97,6 +100,8 @@ def export(client: StoreClient, entity: str, output: str | None, *, fmt: str | N
     if output is None:
         return _to_stream(fetch(None), fmt, stdout, page_size)
     job = _Job.open(output, entity, fmt, since)
+    if on_resume and job.state["last_id"] is not None:
+        on_resume(job.state["records"])
     written = job.run(fetch(job.state["last_id"]), spec.id_field, page_size)
     job.finish()
     return written
@@ -139,7 +144,8 @@ class _Job:
 
     @classmethod
     def open(cls, output: str, entity: str, fmt: str, since: str | None) -> _Job:
-        fresh = {"entity": entity, "format": fmt, "since": since, "last_id": None, "bytes": 0, "columns": []}
+        fresh = {"entity": entity, "format": fmt, "since": since, "last_id": None, "bytes": 0, "columns": [],
+                 "records": 0}
         state_path = output + STATE_SUFFIX
         if not os.path.exists(state_path):
             if os.path.exists(output) and os.path.getsize(output) > 0:
@@ -161,7 +167,7 @@ class _Job:
             raise ExportError(f"{output} is an interrupted export of {started['entity']} as {started['format']}"
                               f"{' since ' + started['since'] if started['since'] else ''}; run that again to "
                               "finish it, or choose another --output")
-        job = cls(output, {**fresh, **state})
+        job = cls(output, {**fresh, **state})  # a state file from before "records" counts from 0
         size = os.path.getsize(job.data_path) if os.path.exists(job.data_path) else -1
         if size < state["bytes"]:
             raise ExportError(f"{job.data_path} is shorter than {state_path} says; delete both to start over")
@@ -169,7 +175,7 @@ class _Job:
 
     def run(self, records: Iterable[dict], id_field: str, page_size: int) -> int:
         """Append ``records``, checkpointing after every ``page_size`` of them."""
-        written = 0
+        written, before = 0, self.state["records"]
         columns = dict.fromkeys(self.state["columns"])
         with open(self.data_path, "r+b") as data:
             data.truncate(self.state["bytes"])  # whatever an interrupted run wrote after its last checkpoint
@@ -184,15 +190,15 @@ class _Job:
                 data.write(_json_line(record).encode("utf-8"))
                 written += 1
                 if written % page_size == 0:
-                    self._checkpoint(data, last_id, columns)
+                    self._checkpoint(data, last_id, columns, before + written)
             if written % page_size:
-                self._checkpoint(data, last_id, columns)
+                self._checkpoint(data, last_id, columns, before + written)
         return written
 
-    def _checkpoint(self, data: IO[bytes], last_id, columns: dict) -> None:
+    def _checkpoint(self, data: IO[bytes], last_id, columns: dict, records: int) -> None:
         data.flush()
         os.fsync(data.fileno())  # the data is on disk before the state says it is
-        self.state.update(last_id=last_id, bytes=data.tell(), columns=list(columns))
+        self.state.update(last_id=last_id, bytes=data.tell(), columns=list(columns), records=records)
         self._save()
 
     def finish(self) -> None:

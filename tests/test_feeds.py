@@ -361,6 +361,24 @@ def test_a_store_answering_500_gets_few_attempts_and_one_check_failed_then_recov
         assert link.status == StoreLink.LINKED and link.last_error is None
 
 
+def test_a_resource_the_integration_lacks_stops_that_feed_only(app, linked, sandbox):
+    """Products granted, Sales not: the orders feed says what to tick; products and the store carry on."""
+    link_id, integration = linked
+    requests.put(f"{sandbox.url}/sandbox/integrations/{integration.id}/resources",
+                 json=["Magento_Backend::store", "Magento_Catalog::products"], timeout=5).raise_for_status()
+    with app.app_context():
+        orders = sync.sync(link_id, "orders")
+        assert orders.state == Job.FAILED and "isn't authorized" in orders.error and "Reauthorize" in orders.error
+        products = sync.sync(link_id, "products")
+        assert products.state == Job.FINISHED, products.error  # not backed off with the store
+        feeds = {f.entity: f for f in db.session.scalars(select(FeedState).where(FeedState.store_link_id == link_id))}
+        assert "isn't authorized" in feeds["orders"].last_error and feeds["orders"].next_run_at > utcnow()
+        assert feeds["products"].last_error is None and feeds["products"].backoff_until is None
+        link = db.session.get(StoreLink, link_id)
+        assert link.status == StoreLink.LINKED and link.last_error is None
+    assert types(app)["product.created"] == 60 and types(app)["store.check_failed"] == 0
+
+
 def test_a_revoked_store_stops_its_feeds(app, linked, sandbox):
     link_id, integration = linked
     run_sync(app, link_id, "products")

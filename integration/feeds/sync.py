@@ -357,6 +357,9 @@ def _run(feed: FeedState, job: Job, owner: str, full: bool, *, limit_learnt: boo
             _failed(feed, exc)
             return _end(job, Job.FAILED, exc.message)
         return _run(feed, job, owner, full, limit_learnt=True, until=until)
+    except errors.NotAuthorized as exc:
+        _not_granted(feed, exc)
+        return _end(job, Job.FAILED, f"{exc.message} {exc.hint}")
     except errors.MagentoError as exc:
         if not isinstance(exc, errors.TokenRevoked):
             _failed(feed, exc)
@@ -393,6 +396,16 @@ def _succeeded(feed: FeedState) -> None:
                        .values(failures=0, backoff_until=None).execution_options(synchronize_session=False))
     feed.last_success_at, feed.last_error = now, None
     feed.next_run_at = now + dt.timedelta(seconds=setting("SYNC_INTERVAL"))
+    db.session.commit()
+
+
+def _not_granted(feed: FeedState, exc: errors.NotAuthorized) -> None:
+    """A resource the integration was not given: the store answered, so nothing is failing. This
+    feed says what to tick and tries again at its interval; the store's other feeds go on, and
+    no ``store.check_failed`` is sent (the probe's warning on the store page says it already)."""
+    db.session.rollback()
+    feed.last_error = f"{exc.message} {exc.hint}"[:2000]
+    feed.next_run_at = utcnow() + dt.timedelta(seconds=setting("SYNC_INTERVAL"))
     db.session.commit()
 
 

@@ -3,15 +3,15 @@ figure that decides bench/sync.py's initial sync on a machine of few cores, and 
 machine does not blur as it does wall-clock throughput).
 
 One sandbox store in a process of its own (no latency: nothing is waited for), one linked
-store in this process, its product feed synced from nothing, ``--runs`` times (a fresh
-database each); prints this process's CPU time (every thread: the page fetches, signing and
-JSON parsing run on the client's page threads) per page, and on PostgreSQL the server
-backend's CPU too.
+store in this process, its product feed synced from nothing, ``--runs`` times after a run that
+warms up (compiled statements, connections: a worker has run jobs before). Prints this
+process's CPU time a page (every thread: the page fetches, signing and JSON parsing run on the
+client's page threads), on PostgreSQL the server backend's too, then the least and the median.
 
     .venv/bin/python bench/sync_cpu.py                          # SQLite (a temporary file)
     .venv/bin/python bench/sync_cpu.py --database postgresql+psycopg://postgres@127.0.0.1:5432/bench_feeds
-    .venv/bin/python bench/sync_cpu.py --profile write         # cProfile of the writing thread
-    .venv/bin/python bench/sync_cpu.py --profile fetch         # cProfile of fetching the pages alone
+    .venv/bin/python bench/sync_cpu.py --profile               # cProfile of the writing thread
+    .venv/bin/python bench/sync_cpu.py --fetch-only [--profile]   # fetching the pages alone
 
 The database's schema is dropped and migrated afresh (as bench/sync.py does).
 """
@@ -36,7 +36,8 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--database", help="SQLAlchemy URL (default: a temporary SQLite file)")
-    parser.add_argument("--profile", choices=("write", "fetch"))
+    parser.add_argument("--fetch-only", action="store_true", help="fetch the pages, one after another, and nothing else")
+    parser.add_argument("--profile", action="store_true", help="cProfile (CPU time) of the writing thread, or of fetching")
     parser.add_argument("--top", type=int, default=35)
     args = parser.parse_args()
 
@@ -59,24 +60,46 @@ def main() -> None:
         url = f"http://127.0.0.1:{credentials['port']}/"
         pages = -(-args.products // 100)
         print(f"{args.products} products, {pages} pages of 100; database {database.split(':', 1)[0]}", flush=True)
-        for run in range(args.runs):
-            app = create_app({"SQLALCHEMY_DATABASE_URI": args.database or f"sqlite:///{tmp}/feeds{run}.sqlite",
-                              "SECRET_KEY": "b" * 64, "ENCRYPTION_KEYS": (key,),
-                              "ALLOWED_STORE_HOSTS": ("127.0.0.1",), "STORE_CONCURRENCY": 8,
-                              "SYNC_PAGE_SIZE": 100, "JOBS_AUTOSTART": False, "SYNC_ENTITIES": ("products",)})
-            fresh_schema(app)
+        app = create_app({"SQLALCHEMY_DATABASE_URI": args.database or f"sqlite:///{tmp}/feeds.sqlite",
+                          "SECRET_KEY": "b" * 64, "ENCRYPTION_KEYS": (key,), "ALLOWED_STORE_HOSTS": ("127.0.0.1",),
+                          "STORE_CONCURRENCY": 8, "SYNC_PAGE_SIZE": 100, "JOBS_AUTOSTART": False,
+                          "SYNC_ENTITIES": ("products",)})
+        fresh_schema(app)
+        figures = []
+        for run in range(args.runs + 1):  # the first warms up, as a worker that has run jobs before is
             with app.app_context():
+                _forget_everything()
                 link_id = _link(credentials, url)
-                if args.profile == "fetch":
+                if args.fetch_only:
                     cpu, wall, server = _fetch_only(link_id, args)
                 else:
                     cpu, wall, server = _sync(link_id, args)
+            if run == 0:
+                continue
+            figures.append(cpu / pages * 1000)
             server_text = f", database server {server / pages * 1000:.1f} ms" if server is not None else ""
-            print(f"run {run + 1}: {cpu / pages * 1000:.1f} ms of CPU a page in this process{server_text} "
+            print(f"run {run}: {cpu / pages * 1000:.1f} ms of CPU a page in this process{server_text} "
                   f"({cpu:.2f} s CPU, {wall:.2f} s wall for {pages} pages)", flush=True)
+        figures.sort()
+        print(f"least {figures[0]:.1f} ms, median {figures[len(figures) // 2]:.1f} ms of CPU a page "
+              f"(1-minute load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     finally:
         store.kill()
         store.wait()
+
+
+def _forget_everything() -> None:
+    """The previous run's store, feed, records and events."""
+    from sqlalchemy import delete
+
+    from integration.events import Event
+    from integration.extensions import db
+    from integration.feeds.models import FeedRecord, FeedState, Job
+    from integration.models import StoreLink
+
+    for model in (Event, FeedRecord, Job, FeedState, StoreLink):
+        db.session.execute(delete(model))
+    db.session.commit()
 
 
 def _link(credentials: dict, url: str) -> int:
@@ -113,7 +136,7 @@ def _sync(link_id: int, args) -> tuple[float, float, float | None]:
     from integration.feeds import sync
     from integration.feeds.models import Job
 
-    profiler = cProfile.Profile(time.thread_time) if args.profile == "write" else None
+    profiler = cProfile.Profile(time.thread_time) if args.profile else None
     server = _server_cpu()
     cpu, wall = time.process_time(), time.perf_counter()
     if profiler:

@@ -34,10 +34,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .. import events, probe, store_cap, stores
+from .. import bulk, events, probe, store_cap, stores
 from ..extensions import db
 from ..magento import errors
 from ..magento.client import StoreClient, segment
@@ -174,14 +174,19 @@ class Counts:
     asked_at: float = 0.0
     endpoints: list | None = None
     endpoints_at: float = 0.0
+    store: dict | None = None
+    store_at: float = 0.0
 
 
 # --- fingerprints ----------------------------------------------------------------------------
 
+#: Built once: ``json.dumps`` with options builds an encoder for every call (a record each).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def fingerprint(record: dict) -> str:
     content = {k: v for k, v in record.items() if k not in VOLATILE}
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(content).encode()).hexdigest()
 
 
 def store_time(value) -> dt.datetime | None:
@@ -221,11 +226,16 @@ def claim(feed_id: int, owner: str, *, ignore_backoff: bool = False) -> bool:
     return result.rowcount == 1
 
 
-def renew(feed_id: int, owner: str) -> None:
-    """Part of each page's transaction: raises ``LeaseLost`` if the lease is no longer ours."""
+def renew(feed_id: int, owner: str, *, seen: int = 0, cursor: dt.datetime | None = None) -> None:
+    """Part of each page's transaction: raises ``LeaseLost`` if the lease is no longer ours.
+    The same UPDATE counts the page's ``seen`` records and moves the ``cursor`` (when given)."""
+    values: dict = {"lease_expires_at": utcnow() + dt.timedelta(seconds=setting("SYNC_LEASE"))}
+    if seen:
+        values["records_seen"] = FeedState.records_seen + seen
+    if cursor is not None:
+        values["cursor"] = cursor
     result = db.session.execute(
-        update(FeedState).where(FeedState.id == feed_id, FeedState.lease_owner == owner)
-        .values(lease_expires_at=utcnow() + dt.timedelta(seconds=setting("SYNC_LEASE")))
+        update(FeedState).where(FeedState.id == feed_id, FeedState.lease_owner == owner).values(**values)
         .execution_options(synchronize_session=False))
     if result.rowcount != 1:
         db.session.rollback()
@@ -512,6 +522,8 @@ def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool
         job.total = count
         db.session.commit()
 
+    # Read once: every commit expires the ORM objects, and reading one after it is a query.
+    feed_id, cursor = feed.id, feed.cursor
     started, newest, totals, read = time.monotonic(), None, [], 0
     if since is None:
         # From nothing: pages in parallel, the cursor set only once every page is in (a pass
@@ -521,15 +533,16 @@ def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool
         pages = changed_pages(client, spec, since, page_size, on_total=total)
     for page in pages:
         _check_cancel(job, counts)
-        renew(feed.id, owner)
-        _emit(feed, spec, page, counts)
+        stamps = [store_time(r.get("updated_at")) for r in page]
+        moved = None
+        latest = max(filter(None, stamps), default=None)
+        if latest is not None and (newest is None or latest > newest):
+            newest = latest
+            if since is not None and (cursor is None or newest > cursor):
+                cursor = moved = newest
+        renew(feed_id, owner, seen=len(page), cursor=moved)
+        _emit(feed, spec, page, counts, stamps=stamps)
         read += len(page)
-        stamps = [t for t in (store_time(r.get("updated_at")) for r in page) if t is not None]
-        if stamps and (newest is None or max(stamps) > newest):
-            newest = max(stamps)
-            if since is not None and (feed.cursor is None or newest > feed.cursor):
-                feed.cursor = newest
-        feed.records_seen += len(page)
         _progress(job, counts, len(page))
         db.session.commit()
     if since is None and newest is not None:
@@ -548,36 +561,43 @@ class _Known:
     updated_at: dt.datetime | None
 
 
-def _emit(feed: FeedState, spec: FeedEntity, page: list[dict], counts: Counts) -> None:
+def _emit(feed: FeedState, spec: FeedEntity, page: list[dict], counts: Counts, *,
+          stamps: list[dt.datetime | None] | None = None) -> None:
     """One page: fingerprints read with one query, written with one INSERT and one UPDATE, the
-    events with ``events.record_many`` (last: it holds the events' ordering lock to the commit)."""
+    events with ``events.record_many`` (last: it holds the events' ordering lock to the commit).
+    ``stamps``: each record's ``updated_at`` already parsed, if the caller did."""
     if any(r.get(spec.id_field) is None for r in page):  # refused before anything of the page is written
         raise errors.BadStoreResponse(f"the store sent a {spec.event} without {spec.id_field!r}")
     keyed = [(str(r.get(spec.id_field)), r) for r in page]
-    max_bytes = int(setting("SYNC_RECORD_MAX_KB")) * 1024
+    if stamps is None:
+        stamps = [store_time(r.get("updated_at")) for r in page]
 
-    def event(record_id: str, record: dict, kind: str) -> tuple[str, dict]:
-        return f"{spec.event}.{kind}", events.record_data(spec.name, record_id, record,
-                                                          rest_path=spec.rest_path(record), max_bytes=max_bytes)
+    def event(record_id: str, record: dict, kind: str) -> events.RecordChange:
+        return events.RecordChange(f"{spec.event}.{kind}", spec.name, record_id, record,
+                                   lambda: spec.rest_path(record))
 
-    _write(feed, spec.name, keyed, event, counts, ordered=True)
+    _write(feed, spec.name, keyed, event, counts, stamps=stamps)
 
 
 def _write(feed: FeedState, entity: str, keyed: list[tuple[str, dict]], event, counts: Counts, *,
-           ordered: bool) -> None:
+           stamps: list[dt.datetime | None] | None) -> None:
     """Compare ``keyed`` (record id, record) with the fingerprints kept and write what changed.
-    ``ordered``: records carry ``updated_at``, and an older one than kept is never sent."""
+    ``stamps``: each record's ``updated_at``, for records that carry one: an older one than
+    kept is never sent (``None``: stock, compared by fingerprint only)."""
+    store = _store(feed, counts)
+    link_id, table = store["id"], FeedRecord.__table__
     known = {row.record_id: _Known(row.id, row.fingerprint, row.updated_at) for row in db.session.execute(
-        select(FeedRecord.id, FeedRecord.record_id, FeedRecord.fingerprint, FeedRecord.updated_at)
-        .where(FeedRecord.store_link_id == feed.store_link_id, FeedRecord.entity == entity,
-               FeedRecord.record_id.in_({record_id for record_id, _ in keyed})))}
+        select(table.c.id, table.c.record_id, table.c.fingerprint, table.c.updated_at)
+        .where(table.c.store_link_id == link_id, table.c.entity == entity,
+               bulk.among(table.c.record_id, list({record_id for record_id, _ in keyed}), db.session)))}
     now = utcnow()
+    ordered = stamps is not None
     fresh: dict[str, dict] = {}      # new rows, by record id (a record twice in a page: its last version)
     changed: dict[int, dict] = {}    # rows to update, by primary key
-    found: list[tuple[str, dict]] = []
-    for record_id, record in keyed:
+    found: list[events.RecordChange] = []
+    for n, (record_id, record) in enumerate(keyed):
         print_ = fingerprint(record)
-        updated_at = store_time(record.get("updated_at")) if ordered else None
+        updated_at = stamps[n] if ordered else None
         row = known.get(record_id)
         if row is not None:
             if ordered and row.updated_at and updated_at and updated_at < row.updated_at:
@@ -588,7 +608,7 @@ def _write(feed: FeedState, entity: str, keyed: list[tuple[str, dict]], event, c
                     if row.id is None:
                         fresh[record_id]["updated_at"] = updated_at
                     else:
-                        changed.setdefault(row.id, {"id": row.id})["updated_at"] = updated_at
+                        changed.setdefault(row.id, {"row_id": row.id})["updated_at"] = updated_at
                 continue
             kind = "updated"
             counts.updated += 1
@@ -597,21 +617,22 @@ def _write(feed: FeedState, entity: str, keyed: list[tuple[str, dict]], event, c
             counts.created += 1
         values = {"fingerprint": print_, "updated_at": updated_at, "seen_at": now}
         if row is not None and row.id is not None:
-            changed[row.id] = {"id": row.id, **values}
+            changed[row.id] = {"row_id": row.id, **values}
         else:
-            fresh[record_id] = {"store_link_id": feed.store_link_id, "entity": entity, "record_id": record_id,
-                                **values}
+            fresh[record_id] = {"store_link_id": link_id, "entity": entity, "record_id": record_id, **values}
         known[record_id] = _Known(row.id if row else None, print_, updated_at)
         found.append(event(record_id, record, kind))
-    if fresh:  # RETURNING makes it SQLAlchemy's "insertmanyvalues": one statement, not one per row
-        db.session.execute(insert(FeedRecord).returning(FeedRecord.id), list(fresh.values())).all()
+    # Core statements: the ORM's bulk paths cost more per row than the database does.
+    bulk.insert_rows(db.session, table, list(fresh.values()))
     if changed:
         by_columns: dict[tuple, list[dict]] = {}
         for values in changed.values():
             by_columns.setdefault(tuple(sorted(values)), []).append(values)
-        for rows in by_columns.values():
-            db.session.execute(update(FeedRecord), rows)
-    events.record_many(db.session, feed.store_link, found, endpoints=_endpoints(counts))
+        for columns, rows in by_columns.items():
+            db.session.execute(table.update().where(table.c.id == bindparam("row_id"))
+                               .values({c: bindparam(c) for c in columns if c != "row_id"}), rows)
+    events.record_many(db.session, store, found, endpoints=_endpoints(counts),
+                       max_bytes=int(setting("SYNC_RECORD_MAX_KB")) * 1024)
 
 
 def webhook_endpoints() -> list:
@@ -641,6 +662,14 @@ def _endpoints(counts: Counts) -> list:
     if counts.endpoints is None or time.monotonic() - counts.endpoints_at >= ROUND_TRIP_EVERY:
         counts.endpoints, counts.endpoints_at = webhook_endpoints(), time.monotonic()
     return counts.endpoints
+
+
+def _store(feed: FeedState, counts: Counts) -> dict:
+    """What the pass's events say about the store (read again once a second, not once a page:
+    after each page's commit, reading the feed or the store is a query)."""
+    if counts.store is None or time.monotonic() - counts.store_at >= ROUND_TRIP_EVERY:
+        counts.store, counts.store_at = events.store_summary(feed.store_link), time.monotonic()
+    return counts.store
 
 
 # --- deletions -------------------------------------------------------------------------------
@@ -681,16 +710,15 @@ def _reconcile(client: StoreClient, feed: FeedState, job: Job, owner: str, count
         FeedRecord.store_link_id == feed.store_link_id, FeedRecord.entity == spec.name)))
     gone = sorted(emitted - present)
     _fetch_missing(client, feed, spec, job, owner, sorted(present - emitted), counts)
-    link = feed.store_link
     max_batch = 500
     for start in range(0, len(gone), max_batch):
         batch = gone[start:start + max_batch]
         db.session.execute(FeedRecord.__table__.delete().where(
             FeedRecord.store_link_id == feed.store_link_id, FeedRecord.entity == spec.name,
             FeedRecord.record_id.in_(batch)))
-        events.record_many(db.session, link, [
-            (f"{spec.event}.deleted", events.record_data(spec.name, record_id, None, rest_path="", max_bytes=0))
-            for record_id in batch], endpoints=_endpoints(counts))
+        events.record_many(db.session, _store(feed, counts), [
+            events.RecordChange(f"{spec.event}.deleted", spec.name, record_id, None) for record_id in batch],
+            endpoints=_endpoints(counts))
         counts.deleted += len(batch)
         db.session.commit()
         renew(feed.id, owner)
@@ -711,10 +739,9 @@ def _fetch_missing(client: StoreClient, feed: FeedState, spec: FeedEntity, job: 
         if not isinstance(items, list):
             raise errors.BadStoreResponse(f"{spec.path} did not answer with a search result")
         page = [r for r in items if isinstance(r, dict)]
-        renew(feed.id, owner)
+        renew(feed.id, owner, seen=len(page))
         if page:
             _emit(feed, spec, page, counts)
-            feed.records_seen += len(page)
             _progress(job, counts, len(page))
         db.session.commit()
 
@@ -743,11 +770,11 @@ def _stock_pass(client: StoreClient, feed: FeedState, job: Job, owner: str, coun
         pages = _legacy_stock_pages(client, page_size)
         first = next(pages)
         feed.note = "no MSI on this store: stock is read from CatalogInventory's stock items"
+    feed_id = feed.id
     for keyed in _chain(first, pages):
         _check_cancel(job, counts)
-        renew(feed.id, owner)
-        _write(feed, STOCK, keyed, _stock_event, counts, ordered=False)
-        feed.records_seen += len(keyed)
+        renew(feed_id, owner, seen=len(keyed))
+        _write(feed, STOCK, keyed, _stock_event, counts, stamps=None)
         _progress(job, counts, len(keyed))
         db.session.commit()
     db.session.commit()
@@ -758,10 +785,9 @@ def _chain(first, rest):
     yield from rest
 
 
-def _stock_event(record_id: str, item: dict, kind: str) -> tuple[str, dict]:
-    path = STOCK_PATH if "source_code" in item else LEGACY_STOCK_PATH
-    return "stock.updated", events.record_data(STOCK, record_id, item, rest_path=path,
-                                               max_bytes=int(setting("SYNC_RECORD_MAX_KB")) * 1024)
+def _stock_event(record_id: str, item: dict, kind: str) -> events.RecordChange:
+    return events.RecordChange("stock.updated", STOCK, record_id, item,
+                               STOCK_PATH if "source_code" in item else LEGACY_STOCK_PATH)
 
 
 def _source_item_pages(client: StoreClient, page_size: int) -> Iterator[list[tuple[str, dict]]]:

@@ -156,7 +156,7 @@ def record_many(session: Session, store: dict, changes: list[RecordChange], *, e
             payload = head + "}"
         else:
             record_json = _COMPACT.encode(change.record)
-            size = len(record_json.encode())
+            size = len(record_json) if record_json.isascii() else len(record_json.encode())  # UTF-8 bytes
             if size <= max_bytes:
                 payload = f'{head},"record":{record_json}}}'
             else:

@@ -226,17 +226,23 @@ def claim(feed_id: int, owner: str, *, ignore_backoff: bool = False) -> bool:
     return result.rowcount == 1
 
 
+_FEEDS = FeedState.__table__
+#: Built once (each page renews): building an UPDATE costs more than the database's work on it.
+_RENEW = (_FEEDS.update()
+          .where(_FEEDS.c.id == bindparam("renew_feed"), _FEEDS.c.lease_owner == bindparam("renew_owner"))
+          .values(lease_expires_at=bindparam("renew_until"),
+                  records_seen=_FEEDS.c.records_seen + bindparam("renew_seen")))
+_RENEW_AND_MOVE = _RENEW.values(cursor=bindparam("renew_cursor"))
+
+
 def renew(feed_id: int, owner: str, *, seen: int = 0, cursor: dt.datetime | None = None) -> None:
     """Part of each page's transaction: raises ``LeaseLost`` if the lease is no longer ours.
     The same UPDATE counts the page's ``seen`` records and moves the ``cursor`` (when given)."""
-    values: dict = {"lease_expires_at": utcnow() + dt.timedelta(seconds=setting("SYNC_LEASE"))}
-    if seen:
-        values["records_seen"] = FeedState.records_seen + seen
+    params = {"renew_feed": feed_id, "renew_owner": owner, "renew_seen": seen,
+              "renew_until": utcnow() + dt.timedelta(seconds=setting("SYNC_LEASE"))}
     if cursor is not None:
-        values["cursor"] = cursor
-    result = db.session.execute(
-        update(FeedState).where(FeedState.id == feed_id, FeedState.lease_owner == owner).values(**values)
-        .execution_options(synchronize_session=False))
+        params["renew_cursor"] = cursor
+    result = db.session.execute(_RENEW if cursor is None else _RENEW_AND_MOVE, params)
     if result.rowcount != 1:
         db.session.rollback()
         raise LeaseLost("this sync's lease expired and another worker took the feed over")

@@ -70,15 +70,18 @@ def main() -> None:
             with app.app_context():
                 _forget_everything()
                 link_id = _link(credentials, url)
+                serving = _cpu_of(store.pid)
                 if args.fetch_only:
                     cpu, wall, server = _fetch_only(link_id, args)
                 else:
                     cpu, wall, server = _sync(link_id, args)
+            serving = _cpu_of(store.pid) - serving
             if run == 0:
                 continue
             figures.append(cpu / pages * 1000)
             server_text = f", database server {server / pages * 1000:.1f} ms" if server is not None else ""
-            print(f"run {run}: {cpu / pages * 1000:.1f} ms of CPU a page in this process{server_text} "
+            print(f"run {run}: {cpu / pages * 1000:.1f} ms of CPU a page in this process{server_text}, "
+                  f"the sandbox store {serving / pages * 1000:.1f} ms "
                   f"({cpu:.2f} s CPU, {wall:.2f} s wall for {pages} pages)", flush=True)
         figures.sort()
         print(f"least {figures[0]:.1f} ms, median {figures[len(figures) // 2]:.1f} ms of CPU a page "
@@ -114,6 +117,13 @@ def _link(credentials: dict, url: str) -> int:
     return link.id
 
 
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _server_cpu() -> float | None:
     """CPU seconds of this session's PostgreSQL backend (None on SQLite or when unreadable)."""
     from sqlalchemy import text
@@ -125,11 +135,9 @@ def _server_cpu() -> float | None:
     pid = db.session.scalar(text("SELECT pg_backend_pid()"))
     db.session.commit()
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+        return _cpu_of(pid)
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _sync(link_id: int, args) -> tuple[float, float, float | None]:

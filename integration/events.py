@@ -78,9 +78,10 @@ def record(session: Session, type_: str, link: StoreLink, *, reason: str | None 
            data: dict | None = None, endpoints: list | None = None) -> Event:
     """Add the event and one pending delivery per subscribed webhook endpoint to ``session``'s
     transaction; the caller commits. ``reason``: why (for revoked/check_failed); ``data``:
-    what a record event says about the record (see ``record_data``); ``endpoints``: the
-    webhook endpoints, when the caller records many events in one transaction (loaded once,
-    and the events are then inserted together rather than one flush per event)."""
+    more members of the body (a change feed's record events go through ``record_many``);
+    ``endpoints``: the webhook endpoints, when the caller records many events in one
+    transaction (loaded once, and the events are then inserted together rather than one flush
+    per event)."""
     from .webhooks.models import WebhookDelivery, WebhookEndpoint, retry_window
 
     if type_ not in TYPES:

@@ -13,11 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from flask import current_app
 from sqlalchemy import ForeignKey, String, Text, delete, event as sa_event, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
+from . import bulk
 from .extensions import db
 from .models import StoreLink, User, utcnow
 
@@ -76,9 +79,10 @@ def record(session: Session, type_: str, link: StoreLink, *, reason: str | None 
            data: dict | None = None, endpoints: list | None = None) -> Event:
     """Add the event and one pending delivery per subscribed webhook endpoint to ``session``'s
     transaction; the caller commits. ``reason``: why (for revoked/check_failed); ``data``:
-    what a record event says about the record (see ``record_data``); ``endpoints``: the
-    webhook endpoints, when the caller records many events in one transaction (loaded once,
-    and the events are then inserted together rather than one flush per event)."""
+    more members of the body (a change feed's record events go through ``record_many``);
+    ``endpoints``: the webhook endpoints, when the caller records many events in one
+    transaction (loaded once, and the events are then inserted together rather than one flush
+    per event)."""
     from .webhooks.models import WebhookDelivery, WebhookEndpoint, retry_window
 
     if type_ not in TYPES:
@@ -105,53 +109,77 @@ def record(session: Session, type_: str, link: StoreLink, *, reason: str | None 
     return event
 
 
-def record_many(session: Session, link: StoreLink, found: list[tuple[str, dict]], *, endpoints: list) -> int:
+@dataclass(slots=True)
+class RecordChange:
+    """One record event of a change feed: ``record`` None for a deletion; ``rest_path`` (or a
+    function giving it, worked out only for a record too large to send) is where the record
+    is fetched when the event carries a reference instead."""
+
+    type: str
+    entity: str
+    record_id: str
+    record: dict | None
+    rest_path: str | Callable[[], str] = ""
+
+
+#: Compact JSON as delivered; one encoder built once (``json.dumps`` with options builds one a call).
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def record_many(session: Session, store: dict, changes: list[RecordChange], *, endpoints: list,
+                max_bytes: int = RECORD_MAX_BYTES) -> int:
     """``record`` for a batch of record events of one store (a page of a change feed): one
     ordering lock, one INSERT of the events, one of their deliveries; the caller commits.
-    ``found``: (type, data) pairs; returns how many were recorded."""
-    from sqlalchemy import insert
-
+    ``store``: ``store_summary`` of the store. A record whose JSON is over ``max_bytes`` is sent
+    as ``record_ref`` (``rest_path`` and its size) instead. Returns how many were recorded."""
     from .webhooks.models import WebhookDelivery, retry_window
 
-    if not found:
+    if not changes:
         return 0
-    unknown = {type_ for type_, _ in found} - set(TYPES)
+    unknown = {change.type for change in changes} - set(TYPES)
     if unknown:
         raise UnknownEventType(f"{sorted(unknown)!r} are not in {', '.join(TYPES)}")
     # Taken before anything of the batch is written and held to the commit, as ``record`` does.
-    if session.get_bind().dialect.name == "postgresql":
+    if bulk.postgresql(session):
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ORDER_LOCK})
     now = utcnow()
-    stamp, store = now.isoformat(timespec="seconds") + "Z", store_summary(link)
+    stamp = now.isoformat(timespec="seconds") + "Z"
+    # The body is {"id", "type", "created_at", "store", "entity", "record_id", then "record" or
+    # "record_ref"}, as ``record`` writes it: the record is serialised once, both to weigh it and
+    # as the body's last member.
+    store_json = _COMPACT.encode(store)
+    ids = secrets.token_hex(12 * len(changes))  # one read of the system's randomness a batch
     rows = []
-    for type_, data in found:
-        body = {"id": new_event_id(), "type": type_, "created_at": stamp, "store": store, **data}
-        rows.append({"public_id": body["id"], "type": type_, "store_link_id": link.id, "created_at": now,
-                     "payload": json.dumps(body, separators=(",", ":"), ensure_ascii=False)})
-    wanted = [[e.id for e in endpoints if e.wants(type_)] for type_, _ in found]
-    # RETURNING makes these SQLAlchemy's "insertmanyvalues": one statement a batch, not one a row.
-    ids = session.scalars(insert(Event).returning(Event.id, sort_by_parameter_order=True), rows).all()
-    expires = now + retry_window()
-    deliveries = [{"event_id": event_id, "endpoint_id": endpoint_id, "state": WebhookDelivery.PENDING,
-                   "attempts": 0, "next_attempt_at": now, "created_at": now, "expires_at": expires}
-                  for event_id, endpoint_ids in zip(ids, wanted) for endpoint_id in endpoint_ids]
-    if deliveries:
-        session.execute(insert(WebhookDelivery).returning(WebhookDelivery.id), deliveries).all()
+    for n, change in enumerate(changes):
+        public_id = "evt_" + ids[24 * n:24 * n + 24]
+        head = (f'{{"id":"{public_id}","type":"{change.type}","created_at":"{stamp}","store":{store_json},'
+                f'"entity":{_COMPACT.encode(change.entity)},"record_id":{_COMPACT.encode(change.record_id)}')
+        if change.record is None:
+            payload = head + "}"
+        else:
+            record_json = _COMPACT.encode(change.record)
+            size = len(record_json) if record_json.isascii() else len(record_json.encode())  # UTF-8 bytes
+            if size <= max_bytes:
+                payload = f'{head},"record":{record_json}}}'
+            else:
+                path = change.rest_path() if callable(change.rest_path) else change.rest_path
+                payload = f'{head},"record_ref":{_COMPACT.encode({"rest_path": path, "bytes": size})}}}'
+        rows.append({"public_id": public_id, "type": change.type, "store_link_id": store["id"], "created_at": now,
+                     "payload": payload})
+    table = Event.__table__
+    bulk.insert_rows(session, table, rows)
+    wanted = [(row["public_id"], [e.id for e in endpoints if e.wants(row["type"])]) for row in rows]
+    if any(endpoint_ids for _, endpoint_ids in wanted):
+        event_ids = dict(session.execute(select(table.c.public_id, table.c.id).where(
+            bulk.among(table.c.public_id, [public_id for public_id, endpoint_ids in wanted if endpoint_ids],
+                       session))).all())
+        expires = now + retry_window()
+        bulk.insert_rows(session, WebhookDelivery.__table__, [
+            {"event_id": event_ids[public_id], "endpoint_id": endpoint_id, "state": WebhookDelivery.PENDING,
+             "attempts": 0, "next_attempt_at": now, "created_at": now, "expires_at": expires}
+            for public_id, endpoint_ids in wanted for endpoint_id in endpoint_ids])
     session.info[_WAKE] = True
     return len(rows)
-
-
-def record_data(entity: str, record_id: str, record: dict | None, *, rest_path: str, max_bytes: int) -> dict:
-    """The record part of a record event: the record itself, or, when its JSON is over
-    ``max_bytes``, only where to fetch it (``rest_path``, under the store's REST API)."""
-    data: dict = {"entity": entity, "record_id": record_id}
-    if record is not None:
-        size = len(json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode())
-        if size <= max_bytes:
-            data["record"] = record
-        else:
-            data["record_ref"] = {"rest_path": rest_path, "bytes": size}
-    return data
 
 
 def events_after(after_id: str | None, *, user: User | None, limit: int = 100) -> list[Event]:

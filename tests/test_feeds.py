@@ -96,6 +96,39 @@ def test_first_sync_emits_the_catalogue_then_only_what_changed(app, linked, sand
         == ["complete"]
 
 
+def test_the_store_page_shows_what_each_feed_read_and_its_cursor_moving_to_the_newest_change(app, linked, sandbox):
+    link_id, _ = linked
+    assert run_sync(app, link_id, "products").exit_code == 0
+    client = app.test_client()
+    login(client, "owner@example.com")
+
+    def products_feed() -> dict:  # the products row of the page's feeds table, by column
+        page = client.get(f"/stores/{link_id}").get_data(as_text=True)
+        row = next(row for row in page.split("<tr>") if row.startswith("<td>products</td>"))
+        cells = [cell.split("<td>", 1)[-1].strip() for cell in row.split("</td>")]
+        return {"cursor": cells[2], "records seen": cells[3]}
+
+    assert products_feed()["records seen"] == "60"  # the whole catalogue, once
+    requests.put(f"{sandbox.url}/sandbox/products/SB-00007", json={"price": 99.5}, timeout=5).raise_for_status()
+    assert run_sync(app, link_id, "products").exit_code == 0
+    assert f"{sandbox.state.products['SB-00007']['updated_at']} UTC" in products_feed()["cursor"]
+
+
+def test_a_record_stamped_again_without_changing_emits_nothing(app, linked, sandbox):
+    link_id, _ = linked
+    assert run_sync(app, link_id, "products").exit_code == 0
+    before = types(app)
+    same = {"price": sandbox.state.products["SB-00005"]["price"]}  # a save that changes nothing (a re-index)
+    requests.put(f"{sandbox.url}/sandbox/products/SB-00005", json=same, timeout=5).raise_for_status()
+    seen = sandbox.state.products["SB-00005"]["updated_at"]
+    assert run_sync(app, link_id, "products").exit_code == 0
+    assert types(app) == before
+    with app.app_context():  # it was read: its row keeps the newer stamp
+        row = db.session.scalar(select(FeedRecord).where(FeedRecord.store_link_id == link_id,
+                                                         FeedRecord.record_id == "5"))
+        assert row.updated_at.strftime("%Y-%m-%d %H:%M:%S") == seen
+
+
 def test_a_change_stamped_earlier_than_the_one_sent_never_moves_the_record_back(app, linked, sandbox):
     link_id, _ = linked
     run_sync(app, link_id, "products")

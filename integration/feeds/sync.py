@@ -34,10 +34,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from .. import events, jobs, probe, store_cap, stores
+from .. import bulk, events, jobs, probe, store_cap, stores
 from ..extensions import db
 from ..magento import errors
 from ..magento.client import StoreClient, segment
@@ -173,14 +173,21 @@ class Counts:
     asked_at: float = 0.0
     endpoints: list | None = None
     endpoints_at: float = 0.0
+    store: dict | None = None
+    store_at: float = 0.0
 
 
 # --- fingerprints ----------------------------------------------------------------------------
 
+#: Built once: ``json.dumps`` with options builds an encoder for every call (a record each).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def fingerprint(record: dict) -> str:
-    content = {k: v for k, v in record.items() if k not in VOLATILE}
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    content = dict(record)  # a copy less the volatile fields: a quarter of a comprehension's cost
+    for field in VOLATILE:
+        content.pop(field, None)
+    return hashlib.sha256(_CANONICAL.encode(content).encode()).hexdigest()
 
 
 def store_time(value) -> dt.datetime | None:
@@ -214,10 +221,37 @@ def claim(feed_id: int, owner: str, *, ignore_backoff: bool = False, job: Job | 
                       heir_=lease.heir(job.id) if job is not None and job.id else None)
 
 
-def renew(feed_id: int, owner: str, **values) -> None:
+_FEEDS = FeedState.__table__
+#: Built once (each page renews): building an UPDATE costs more than the database's work on it.
+_RENEW = (_FEEDS.update()
+          .where(_FEEDS.c.id == bindparam("renew_feed"), _FEEDS.c.lease_owner == bindparam("renew_owner"))
+          .values(lease_expires_at=bindparam("renew_until"),
+                  records_seen=_FEEDS.c.records_seen + bindparam("renew_seen")))
+_RENEW_AND_MOVE = _RENEW.values(cursor=bindparam("renew_cursor"))
+#: A pass from nothing also writes where it stands, so a stopped or sliced one goes on from its next page.
+_RENEW_AND_MARK = _RENEW.values(pass_offset=bindparam("pass_offset"), pass_started_at=bindparam("pass_started_at"),
+                                pass_newest=bindparam("pass_newest"), pass_read=bindparam("pass_read"),
+                                pass_total=bindparam("pass_total"))
+
+
+def renew(feed_id: int, owner: str, *, seen: int = 0, cursor: dt.datetime | None = None,
+          position: dict | None = None) -> None:
     """Part of each page's transaction: raises ``LeaseLost`` if the lease is no longer ours.
-    ``values``: the feed's columns the same UPDATE writes."""
-    lease.renew(FeedState, feed_id, owner, setting("SYNC_LEASE"), **values)
+    The same UPDATE counts the page's ``seen`` records and moves the ``cursor`` (when given), or
+    writes a first pass's ``position`` (``pass_offset``, ``pass_started_at``, ``pass_newest``,
+    ``pass_read``, ``pass_total``)."""
+    params = {"renew_feed": feed_id, "renew_owner": owner, "renew_seen": seen,
+              "renew_until": utcnow() + dt.timedelta(seconds=setting("SYNC_LEASE"))}
+    statement = _RENEW
+    if cursor is not None:
+        statement, params["renew_cursor"] = _RENEW_AND_MOVE, cursor
+    elif position is not None:
+        statement = _RENEW_AND_MARK
+        params.update(position)
+    result = db.session.execute(statement, params)
+    if result.rowcount != 1:
+        db.session.rollback()
+        raise LeaseLost("this sync's lease expired and another worker took the feed over")
 
 
 def release(feed_id: int, owner: str) -> None:
@@ -561,15 +595,17 @@ def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool
         job.total = count
         db.session.commit()
 
+    # Read once: every commit expires the ORM objects, and reading one after it is a query.
+    feed_id, cursor = feed.id, feed.cursor
     if since is not None:
         for page in changed_pages(client, spec, since, page_size, on_total=total):
             _check_cancel(job, counts)
-            renew(feed.id, owner)
-            _emit(feed, spec, page, counts)
-            newest = max((t for t in (store_time(r.get("updated_at")) for r in page) if t is not None), default=None)
-            if newest is not None and (feed.cursor is None or newest > feed.cursor):
-                feed.cursor = newest
-            feed.records_seen += len(page)
+            stamps = [store_time(r.get("updated_at")) for r in page]
+            latest, moved = max(filter(None, stamps), default=None), None
+            if latest is not None and (cursor is None or latest > cursor):
+                cursor = moved = latest
+            renew(feed_id, owner, seen=len(page), cursor=moved)
+            _emit(feed, spec, page, counts, stamps=stamps)
             _progress(job, counts, len(page))
             db.session.commit()
         return False
@@ -590,17 +626,18 @@ def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool
     for number, last, page in all_pages(client, spec, page_size, concurrency, on_total=total, totals=totals,
                                         first=offset // page_size + 1, more=more):
         _check_cancel(job, counts)
-        stamps = [t for t in (store_time(r.get("updated_at")) for r in page) if t is not None]
-        if stamps and (newest is None or max(stamps) > newest):
-            newest = max(stamps)
+        stamps = [store_time(r.get("updated_at")) for r in page]
+        latest = max(filter(None, stamps), default=None)
+        if latest is not None and (newest is None or latest > newest):
+            newest = latest
         found = set(totals) | ({reported} if reported is not None else set())  # pages in flight add theirs too
         reported = found.pop() if len(found) == 1 else -1
         offset, read, done = number * page_size, read + len(page), number >= last
-        renew(feed.id, owner, pass_offset=offset, pass_started_at=started, pass_newest=newest, pass_read=read,
-              pass_total=reported)
+        renew(feed_id, owner, seen=len(page), position={
+            "pass_offset": offset, "pass_started_at": started, "pass_newest": newest, "pass_read": read,
+            "pass_total": reported})
         if page:
-            _emit(feed, spec, page, counts)
-        feed.records_seen += len(page)
+            _emit(feed, spec, page, counts, stamps=stamps)
         _progress(job, counts, len(page))
         db.session.commit()
     if not done:
@@ -616,6 +653,29 @@ def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool
     return reported == read
 
 
+#: One lookup of the unique key per record id, whatever the statistics say. As ``record_id
+#: IN (...)``, PostgreSQL plans from statistics taken before the pass (or before the store was
+#: linked) that the store has hardly any rows, and scans all of the store's rows for every page
+#: (a first pass then costs the server the square of the catalogue); ``OFFSET 0`` keeps the
+#: subquery from being merged into a join that could be planned so again.
+_KEPT_POSTGRESQL = text(
+    "SELECT kept.id, kept.record_id, kept.fingerprint, kept.updated_at"
+    " FROM unnest(CAST(:record_ids AS VARCHAR[])) AS wanted(record_id)"
+    " CROSS JOIN LATERAL (SELECT id, record_id, fingerprint, updated_at FROM feed_records"
+    " WHERE store_link_id = :link_id AND entity = :entity AND record_id = wanted.record_id OFFSET 0) AS kept")
+
+
+def _kept(link_id: int, entity: str, record_ids: list[str]):
+    """The fingerprint rows kept for these records (id, record_id, fingerprint, updated_at)."""
+    if bulk.postgresql(db.session):
+        return db.session.execute(_KEPT_POSTGRESQL, {"record_ids": record_ids, "link_id": link_id,
+                                                     "entity": entity})
+    table = FeedRecord.__table__
+    return db.session.execute(select(table.c.id, table.c.record_id, table.c.fingerprint, table.c.updated_at)
+                              .where(table.c.store_link_id == link_id, table.c.entity == entity,
+                                     table.c.record_id.in_(record_ids)))
+
+
 @dataclass
 class _Known:
     id: int | None
@@ -623,36 +683,41 @@ class _Known:
     updated_at: dt.datetime | None
 
 
-def _emit(feed: FeedState, spec: FeedEntity, page: list[dict], counts: Counts) -> None:
+def _emit(feed: FeedState, spec: FeedEntity, page: list[dict], counts: Counts, *,
+          stamps: list[dt.datetime | None] | None = None) -> None:
     """One page: fingerprints read with one query, written with one INSERT and one UPDATE, the
-    events with ``events.record_many`` (last: it holds the events' ordering lock to the commit)."""
+    events with ``events.record_many`` (last: it holds the events' ordering lock to the commit).
+    ``stamps``: each record's ``updated_at`` already parsed, if the caller did."""
     if any(r.get(spec.id_field) is None for r in page):  # refused before anything of the page is written
         raise errors.BadStoreResponse(f"the store sent a {spec.event} without {spec.id_field!r}")
     keyed = [(str(r.get(spec.id_field)), r) for r in page]
-    max_bytes = int(setting("SYNC_RECORD_MAX_KB")) * 1024
+    if stamps is None:
+        stamps = [store_time(r.get("updated_at")) for r in page]
 
-    def event(record_id: str, record: dict, kind: str) -> tuple[str, dict]:
-        return f"{spec.event}.{kind}", events.record_data(spec.name, record_id, record,
-                                                          rest_path=spec.rest_path(record), max_bytes=max_bytes)
+    def event(record_id: str, record: dict, kind: str) -> events.RecordChange:
+        return events.RecordChange(f"{spec.event}.{kind}", spec.name, record_id, record,
+                                   lambda: spec.rest_path(record))
 
-    _write(feed, spec.name, keyed, event, counts, ordered=True)
+    _write(feed, spec.name, keyed, event, counts, stamps=stamps)
 
 
 def _write(feed: FeedState, entity: str, keyed: list[tuple[str, dict]], event, counts: Counts, *,
-           ordered: bool) -> None:
+           stamps: list[dt.datetime | None] | None) -> None:
     """Compare ``keyed`` (record id, record) with the fingerprints kept and write what changed.
-    ``ordered``: records carry ``updated_at``, and an older one than kept is never sent."""
-    known = {row.record_id: _Known(row.id, row.fingerprint, row.updated_at) for row in db.session.execute(
-        select(FeedRecord.id, FeedRecord.record_id, FeedRecord.fingerprint, FeedRecord.updated_at)
-        .where(FeedRecord.store_link_id == feed.store_link_id, FeedRecord.entity == entity,
-               FeedRecord.record_id.in_({record_id for record_id, _ in keyed})))}
+    ``stamps``: each record's ``updated_at``, for records that carry one: an older one than
+    kept is never sent (``None``: stock, compared by fingerprint only)."""
+    store = _store(feed, counts)
+    link_id, table = store["id"], FeedRecord.__table__
+    known = {row.record_id: _Known(row.id, row.fingerprint, row.updated_at)
+             for row in _kept(link_id, entity, list({record_id for record_id, _ in keyed}))}
     now = utcnow()
+    ordered = stamps is not None
     fresh: dict[str, dict] = {}      # new rows, by record id (a record twice in a page: its last version)
     changed: dict[int, dict] = {}    # rows to update, by primary key
-    found: list[tuple[str, dict]] = []
-    for record_id, record in keyed:
+    found: list[events.RecordChange] = []
+    for n, (record_id, record) in enumerate(keyed):
         print_ = fingerprint(record)
-        updated_at = store_time(record.get("updated_at")) if ordered else None
+        updated_at = stamps[n] if ordered else None
         row = known.get(record_id)
         if row is not None:
             if ordered and row.updated_at and updated_at and updated_at < row.updated_at:
@@ -663,7 +728,7 @@ def _write(feed: FeedState, entity: str, keyed: list[tuple[str, dict]], event, c
                     if row.id is None:
                         fresh[record_id]["updated_at"] = updated_at
                     else:
-                        changed.setdefault(row.id, {"id": row.id})["updated_at"] = updated_at
+                        changed.setdefault(row.id, {"row_id": row.id})["updated_at"] = updated_at
                 continue
             kind = "updated"
             counts.updated += 1
@@ -672,21 +737,22 @@ def _write(feed: FeedState, entity: str, keyed: list[tuple[str, dict]], event, c
             counts.created += 1
         values = {"fingerprint": print_, "updated_at": updated_at, "seen_at": now}
         if row is not None and row.id is not None:
-            changed[row.id] = {"id": row.id, **values}
+            changed[row.id] = {"row_id": row.id, **values}
         else:
-            fresh[record_id] = {"store_link_id": feed.store_link_id, "entity": entity, "record_id": record_id,
-                                **values}
+            fresh[record_id] = {"store_link_id": link_id, "entity": entity, "record_id": record_id, **values}
         known[record_id] = _Known(row.id if row else None, print_, updated_at)
         found.append(event(record_id, record, kind))
-    if fresh:  # RETURNING makes it SQLAlchemy's "insertmanyvalues": one statement, not one per row
-        db.session.execute(insert(FeedRecord).returning(FeedRecord.id), list(fresh.values())).all()
+    # Core statements: the ORM's bulk paths cost more per row than the database does.
+    bulk.insert_rows(db.session, table, list(fresh.values()))
     if changed:
         by_columns: dict[tuple, list[dict]] = {}
         for values in changed.values():
             by_columns.setdefault(tuple(sorted(values)), []).append(values)
-        for rows in by_columns.values():
-            db.session.execute(update(FeedRecord), rows)
-    events.record_many(db.session, feed.store_link, found, endpoints=_endpoints(counts))
+        for columns, rows in by_columns.items():
+            db.session.execute(table.update().where(table.c.id == bindparam("row_id"))
+                               .values({c: bindparam(c) for c in columns if c != "row_id"}), rows)
+    events.record_many(db.session, store, found, endpoints=_endpoints(counts),
+                       max_bytes=int(setting("SYNC_RECORD_MAX_KB")) * 1024)
 
 
 def webhook_endpoints() -> list:
@@ -716,6 +782,14 @@ def _endpoints(counts: Counts) -> list:
     if counts.endpoints is None or time.monotonic() - counts.endpoints_at >= ROUND_TRIP_EVERY:
         counts.endpoints, counts.endpoints_at = webhook_endpoints(), time.monotonic()
     return counts.endpoints
+
+
+def _store(feed: FeedState, counts: Counts) -> dict:
+    """What the pass's events say about the store (read again once a second, not once a page:
+    after each page's commit, reading the feed or the store is a query)."""
+    if counts.store is None or time.monotonic() - counts.store_at >= ROUND_TRIP_EVERY:
+        counts.store, counts.store_at = events.store_summary(feed.store_link), time.monotonic()
+    return counts.store
 
 
 # --- deletions -------------------------------------------------------------------------------
@@ -756,16 +830,15 @@ def _reconcile(client: StoreClient, feed: FeedState, job: Job, owner: str, count
         FeedRecord.store_link_id == feed.store_link_id, FeedRecord.entity == spec.name)))
     gone = sorted(emitted - present)
     _fetch_missing(client, feed, spec, job, owner, sorted(present - emitted), counts)
-    link = feed.store_link
     max_batch = 500
     for start in range(0, len(gone), max_batch):
         batch = gone[start:start + max_batch]
         db.session.execute(FeedRecord.__table__.delete().where(
             FeedRecord.store_link_id == feed.store_link_id, FeedRecord.entity == spec.name,
             FeedRecord.record_id.in_(batch)))
-        events.record_many(db.session, link, [
-            (f"{spec.event}.deleted", events.record_data(spec.name, record_id, None, rest_path="", max_bytes=0))
-            for record_id in batch], endpoints=_endpoints(counts))
+        events.record_many(db.session, _store(feed, counts), [
+            events.RecordChange(f"{spec.event}.deleted", spec.name, record_id, None) for record_id in batch],
+            endpoints=_endpoints(counts))
         counts.deleted += len(batch)
         db.session.commit()
         renew(feed.id, owner)
@@ -786,10 +859,9 @@ def _fetch_missing(client: StoreClient, feed: FeedState, spec: FeedEntity, job: 
         if not isinstance(items, list):
             raise errors.BadStoreResponse(f"{spec.path} did not answer with a search result")
         page = [r for r in items if isinstance(r, dict)]
-        renew(feed.id, owner)
+        renew(feed.id, owner, seen=len(page))
         if page:
             _emit(feed, spec, page, counts)
-            feed.records_seen += len(page)
             _progress(job, counts, len(page))
         db.session.commit()
 
@@ -818,11 +890,11 @@ def _stock_pass(client: StoreClient, feed: FeedState, job: Job, owner: str, coun
         pages = _legacy_stock_pages(client, page_size)
         first = next(pages)
         feed.note = "no MSI on this store: stock is read from CatalogInventory's stock items"
+    feed_id = feed.id
     for keyed in _chain(first, pages):
         _check_cancel(job, counts)
-        renew(feed.id, owner)
-        _write(feed, STOCK, keyed, _stock_event, counts, ordered=False)
-        feed.records_seen += len(keyed)
+        renew(feed_id, owner, seen=len(keyed))
+        _write(feed, STOCK, keyed, _stock_event, counts, stamps=None)
         _progress(job, counts, len(keyed))
         db.session.commit()
     db.session.commit()
@@ -833,10 +905,9 @@ def _chain(first, rest):
     yield from rest
 
 
-def _stock_event(record_id: str, item: dict, kind: str) -> tuple[str, dict]:
-    path = STOCK_PATH if "source_code" in item else LEGACY_STOCK_PATH
-    return "stock.updated", events.record_data(STOCK, record_id, item, rest_path=path,
-                                               max_bytes=int(setting("SYNC_RECORD_MAX_KB")) * 1024)
+def _stock_event(record_id: str, item: dict, kind: str) -> events.RecordChange:
+    return events.RecordChange("stock.updated", STOCK, record_id, item,
+                               STOCK_PATH if "source_code" in item else LEGACY_STOCK_PATH)
 
 
 def _source_item_pages(client: StoreClient, page_size: int) -> Iterator[list[tuple[str, dict]]]:

@@ -280,22 +280,25 @@ class StoreClient:
 
     def _send_signed(self, method: str, url: str, headers: dict, body: str | None,
                      deadline: Deadline, *, max_bytes: int | None = None) -> requests.Response:
-        content_type, sent = headers.get("Content-Type"), signed_url(url)
+        content_type, sent = headers.get("Content-Type"), functools.cache(lambda: signed_url(url))
 
         @functools.cache
         def base(profile: str) -> str | None:  # only worked out where a decision needs it
-            return _probe_base(profile, method, sent, body, content_type)
+            return _probe_base(profile, method, sent(), body, content_type)
 
         # The presumed profile, then the others not ruled out, then the rest (a store can be upgraded).
         order = sorted(signing.PROFILES, key=lambda p: (p != self.profile, p not in self.candidates))
-        if base(self.profile) is None and (self.profile_known or all(base(p) is None for p in order)):
-            # Known and unable to sign it, or none can: the store would answer 500.
-            _probe_base(self.profile, method, sent, body, content_type, refuse=True)  # raises, saying why
+        # A known profile needs no probe: signing the request raises UnsignableRequest before
+        # anything is sent if that generation cannot verify it (the common call signs once).
+        if not self.profile_known and base(self.profile) is None and all(base(p) is None for p in order):
+            # None can sign it: the store would answer 500.
+            _probe_base(self.profile, method, sent(), body, content_type, refuse=True)  # raises, saying why
         refused: set[str] = set()
         for profile in order:
-            signed_as = base(profile)
-            if signed_as is None or signed_as in refused:
-                continue  # this generation cannot verify it, or the store just refused this very signature
+            if not (self.profile_known and profile == self.profile):
+                signed_as = base(profile)
+                if signed_as is None or signed_as in refused:
+                    continue  # this generation cannot verify it, or the store just refused this very signature
             response = self._send_with_retries(method, url, headers, body, profile, deadline, max_bytes)
             # Only "signature invalid" proves the store did not act on the request: anything
             # else is final, a POST that may have been accepted is never sent again.
@@ -303,7 +306,7 @@ class StoreClient:
                 if response.status_code < 400 and not (self.profile_known and profile == self.profile):
                     self._accepted(profile, base)
                 return response
-            refused.add(signed_as)
+            refused.add(base(profile))
         return response
 
     def _accepted(self, profile: str, base: Callable[[str], str | None]) -> None:

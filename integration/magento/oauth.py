@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 
 import requests
 from oauthlib.oauth1 import Client
@@ -71,6 +72,41 @@ class MagentoOAuthClient(Client):
         )
 
 
+class MagentoOAuth1(OAuth1):
+    """requests-oauthlib's ``OAuth1`` with the signed call's common case done directly.
+
+    A request without a form body (every REST call but a form POST, both token steps) is signed
+    here with what oauthlib would render: the same parameters in the same order, the same
+    ``Authorization`` header, the URL with its dot segments escaped. oauthlib's general
+    machinery (its request object, body sniffing, three header copies) cost more CPU than
+    the signature itself on every proxied call. Anything else goes through oauthlib."""
+
+    def __call__(self, r):
+        content_type = r.headers.get("Content-Type")
+        if not (isinstance(content_type, str) or content_type is None) or (
+                signing.FORM_CONTENT_TYPE in (content_type or "")) or (not content_type and r.body) or (
+                self.force_include_body):
+            return super().__call__(r)
+        client = self.client
+        r.url = _escape_dot_segments(str(r.url))
+        params = [("oauth_nonce", client.nonce or new_nonce()),
+                  ("oauth_timestamp", client.timestamp or str(int(time.time()))),
+                  ("oauth_version", "1.0"), ("oauth_signature_method", client.signature_method),
+                  ("oauth_consumer_key", client.client_key)]
+        if client.resource_owner_key:
+            params.append(("oauth_token", client.resource_owner_key))
+        if client.callback_uri:
+            params.append(("oauth_callback", client.callback_uri))
+        if client.verifier:
+            params.append(("oauth_verifier", client.verifier))
+        params.append(("oauth_signature", signing.sign(client.profile, str(r.method), r.url, params,
+                                                       client.client_secret, client.resource_owner_secret,
+                                                       content_type=content_type)))
+        r.headers["Authorization"] = "OAuth " + ", ".join(f'{signing.enc(k)}="{signing.enc(v)}"'
+                                                          for k, v in params)
+        return r
+
+
 def signed_url(url: str) -> str:
     """``url`` as it is sent and signed: requests re-quotes it (``%41`` becomes ``A``, ``%2E`` a
     dot) before the signing hook puts dot segments back as escapes."""
@@ -100,7 +136,7 @@ def magento_auth(
     profile: str = signing.PROFILE_248,
 ) -> OAuth1:
     """A ``requests`` auth object that signs every request for a Magento store."""
-    return OAuth1(
+    return MagentoOAuth1(
         consumer_key,
         client_secret=consumer_secret,
         resource_owner_key=token,

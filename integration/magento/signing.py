@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import quote, unquote_to_bytes, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 PROFILE_248 = "2.4.8+"
 PROFILE_244 = "2.4.4-2.4.7"
@@ -39,6 +39,9 @@ _CREDENTIALS = frozenset(
     {"oauth_consumer_key", "oauth_consumer_secret", "oauth_token", "oauth_token_secret", "oauth_signature"}
 )
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_NOTHING_TO_ENCODE = re.compile(r"[A-Za-z0-9._~-]*")
+#: Each byte as rawurlencode writes it.
+_ENCODED_BYTE = tuple(chr(b) if chr(b) in _UNRESERVED else f"%{b:02X}" for b in range(256))
 _SUBDELIMS = frozenset(":@&=+$,/;%")
 # laminas-uri decodes %XX escapes of these characters in a path (2.4.4-2.4.7: %2F -> /).
 _DECODABLE = {PROFILE_244: _UNRESERVED | _SUBDELIMS, PROFILE_PATCH: _UNRESERVED}
@@ -61,7 +64,11 @@ class UnsignableRequest(ValueError):
 
 def enc(value: str | bytes) -> str:
     """PHP ``rawurlencode``: everything but ``A-Z a-z 0-9 - . _ ~``, upper-case hex."""
-    return quote(value, safe="-._~")
+    if isinstance(value, str):
+        if _NOTHING_TO_ENCODE.fullmatch(value):  # most names and values: a signed call encodes dozens
+            return value
+        value = value.encode("utf-8")  # strict, as quote() does: a lone surrogate raises
+    return "".join(map(_ENCODED_BYTE.__getitem__, value))
 
 
 def _pdec(value: str) -> str:
@@ -75,6 +82,8 @@ def _fdec(value: str) -> str:
 
 
 def _enc_surrogate(value: str) -> str:
+    if _NOTHING_TO_ENCODE.fullmatch(value):
+        return value
     return enc(value.encode("utf-8", "surrogateescape"))
 
 

@@ -77,6 +77,7 @@ def from_environment(instance_path: str) -> dict:
         "TRUSTED_PROXIES": _number("TRUSTED_PROXIES", "0", int),
         "JOBS_REDIS_URL": _env("REDIS_URL"),
         "JOBS_EMBEDDED_THREADS": _number("JOBS_THREADS", "2", int),
+        "JOBS_NICE": _number("JOBS_NICE", "10", int),
         # RQ stops a job running longer than this; long work goes on in a new job well before.
         "JOBS_TIMEOUT": _number("JOBS_TIMEOUT", "600", int),
         # A job queued this long that the runner no longer holds (Redis restarted) is queued again.
@@ -84,7 +85,7 @@ def from_environment(instance_path: str) -> dict:
         # Read again by password_hashing when its pool starts (from the environment, which
         # settings.env has filled by then); read here so that a bad value stops the start.
         "HASH_PROCESSES": _number("HASH_PROCESSES", "1", int),
-        "HASH_NICE": _number("HASH_NICE", "3", int),
+        "HASH_NICE": _number("HASH_NICE", "8", int),
         "ALLOWED_WEBHOOK_HOSTS": _list(_env("ALLOWED_WEBHOOK_HOSTS")),
         "WEBHOOK_RETRY_CAP": _number("WEBHOOK_RETRY_CAP", "3600"),
         "REDIS_URL": _env("REDIS_URL"),

@@ -17,7 +17,7 @@ children are started with ``spawn`` and import only this file (argon2-cffi and w
 
 Settings (environment, read when the pool starts):
   INTEGRATION_HASH_PROCESSES  hashing processes per app process (default 1)
-  INTEGRATION_HASH_NICE       how much lower their priority is (default 3; 0 turns the pool
+  INTEGRATION_HASH_NICE       how much lower their priority is (default 8, below the web threads' 5; 0 turns the pool
                               off: hashes then run in the calling thread)
 """
 
@@ -70,7 +70,7 @@ def _pool_for_this_process() -> ProcessPoolExecutor | None:
     with _lock:
         if _pool is not None and _pool_pid == os.getpid():
             return _pool
-        nice = _setting("HASH_NICE", 3)
+        nice = _setting("HASH_NICE", 8)
         if nice <= 0:
             return None
         # spawn, not fork: the parent is a threaded web worker, and a forked child would

@@ -36,6 +36,8 @@ from functools import partial
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from .priority import lower_this_threads_priority
+
 #: The first bytes of a callback request (any mount prefix before /magento/callback).
 _METHOD = b"POST "
 _PATH = b"/magento/callback"
@@ -74,6 +76,13 @@ class CallbackLaneWorker(ThreadWorker):
 
         self._dispatched = DISPATCHED
         super().init_process()
+
+    def get_thread_pool(self):
+        """The general threads run at a lower priority than the lane's (``GUNICORN_GENERAL_NICE``,
+        default 5): when the cores are short, the kernel runs a callback's thread first."""
+        nice = int(os.environ.get("GUNICORN_GENERAL_NICE", "5"))
+        return ThreadPoolExecutor(self.cfg.threads, thread_name_prefix="general",
+                                  initializer=lower_this_threads_priority, initargs=(nice,))
 
     def accept(self, listener):
         """As gthread's, except that a new connection waits in the poller (not in a thread) for

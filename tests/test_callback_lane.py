@@ -102,3 +102,35 @@ def test_clients_that_send_a_callbacks_first_line_and_stop_do_not_hold_the_lane(
         server.stop()
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Activation)) == 1
+
+
+def _thread_nices(pid: int) -> list[int]:
+    import os
+
+    nices = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+            nices.append(int(stat.read().rsplit(")", 1)[1].split()[16]))
+    return nices
+
+
+def test_the_general_threads_and_the_jobs_run_below_the_callback_lane(app_config):
+    """When the cores are short the kernel runs a callback's thread first: the lane's threads keep
+    the worker's priority, the general threads are 5 below it, the embedded job threads 10."""
+    import os
+    import subprocess
+
+    server = Gunicorn(env_for(app_config, GUNICORN_CALLBACK_THREADS="2"), workers=1, threads=3)
+    try:
+        with ThreadPoolExecutor(8) as pool:  # enough at once to start every general thread
+            list(pool.map(lambda _: requests.get(f"{server.url}/auth/login", timeout=10), range(24)))
+        requests.post(f"{server.url}/magento/callback", data={}, timeout=10)  # starts a lane thread
+        [worker] = [int(p) for p in subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True,
+                                                    text=True).stdout.split()]
+        base = _thread_nices(worker)[0]  # the worker's main thread
+        raised = sorted(n - base for n in _thread_nices(worker))
+    finally:
+        server.stop()
+    assert raised.count(5) == 3  # the three general threads
+    assert raised.count(10) == 2  # the embedded job threads (INTEGRATION_JOBS_THREADS, default 2)
+    assert 0 in raised[1:]  # and threads at the worker's own priority: the lane, the main thread

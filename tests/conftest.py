@@ -4,8 +4,11 @@ served over real HTTP, and our app served over real HTTP for end-to-end flows.""
 from __future__ import annotations
 
 import logging
+import os
+from contextlib import contextmanager
 
 import pytest
+import redis
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
 
@@ -206,3 +209,22 @@ def runner(app):
     jobs.start(app)
     yield
     jobs.stop(app)
+
+
+@contextmanager
+def redis_database(url: str):
+    """A client of the Redis database at ``url``, emptied before and after. Where Redis is not
+    running, CI fails (``.ci/run`` starts it) and a developer's run skips."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis is not running at {url} (.ci/run starts it)")
+        pytest.skip(f"Redis is not running at {url}")
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.flushdb()
+        client.close()

@@ -15,7 +15,6 @@ from collections import Counter
 
 import pytest
 import requests
-from redis import Redis
 from sqlalchemy import func, select
 
 from integration import create_app, events, jobs
@@ -25,7 +24,7 @@ from integration.feeds.models import FeedRecord, FeedState, Job
 from integration.models import StoreLink, utcnow
 from integration.webhooks import dispatch, service
 
-from .conftest import KEYS
+from .conftest import KEYS, redis_database
 from .receiver import Receiver
 from .servers import ROOT
 
@@ -479,15 +478,8 @@ def test_a_running_job_stops_after_its_current_page_when_cancelled(app, linked, 
 
 @pytest.fixture
 def redis_db():
-    conn = Redis.from_url(REDIS_URL)
-    try:
-        conn.ping()
-    except Exception:  # noqa: BLE001
-        pytest.fail("Redis is not running on 127.0.0.1:6379 (.ci/run starts it)")
-    conn.flushdb()
-    yield conn
-    conn.flushdb()
-    conn.close()
+    with redis_database(REDIS_URL) as conn:
+        yield conn
 
 
 def test_rq_worker_runs_the_feed(app, app_config, migrated, linked, sandbox, redis_db):

@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from redis import Redis
 
 from integration import create_app, events, jobs
 from integration.extensions import db
@@ -22,7 +21,7 @@ from integration.models import StoreLink
 from integration.webhook_signature import HEADER, verify_signature
 from integration.webhooks import service
 
-from .conftest import KEYS
+from .conftest import KEYS, redis_database
 from .receiver import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,11 +101,8 @@ def test_a_worker_needs_redis(app):
 
 @pytest.fixture
 def redis_db():
-    conn = Redis.from_url(REDIS_URL)
-    conn.flushdb()
-    yield conn
-    conn.flushdb()
-    conn.close()
+    with redis_database(REDIS_URL) as conn:
+        yield conn
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import PASSWORD, csrf_from
+from .conftest import PASSWORD, csrf_from, redis_database
 
 
 def _login(client, email, password, addr="10.1.1.1", next_=None):
@@ -156,20 +156,8 @@ REDIS_URL = "redis://127.0.0.1:6379/4"
 
 @pytest.fixture
 def redis_url():
-    import os
-
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError:
-        if os.environ.get("CI"):
-            pytest.fail("Redis is not running on 127.0.0.1:6379 (.ci/run starts it)")
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
-    client.flushdb()
-    yield REDIS_URL
-    client.flushdb()
+    with redis_database(REDIS_URL):
+        yield REDIS_URL
 
 
 def test_failure_budgets_are_shared_by_all_workers_through_redis(app_config, user, redis_url):

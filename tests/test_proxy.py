@@ -4,7 +4,6 @@ retries, path rules and the per-store concurrency cap (in process and in Redis).
 from __future__ import annotations
 
 import http.client
-import os
 import threading
 import time
 from urllib.parse import urlsplit
@@ -23,6 +22,7 @@ from integration.models import AuditEvent, StoreLink
 from integration.store_cap import RedisCap, StoreBusy
 
 from .apikit import bearer, make_key
+from .conftest import redis_database
 from .servers import Served
 
 REDIS_URL = "redis://127.0.0.1:6379/8"
@@ -205,16 +205,8 @@ def test_the_per_store_cap_answers_429_with_retry_after(app_config, linked, sand
 
 @pytest.fixture
 def redis_db():
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError:
-        if os.environ.get("CI"):
-            pytest.fail("Redis is not running on 127.0.0.1:6379")
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
-    client.flushdb()
-    yield client
-    client.flushdb()
+    with redis_database(REDIS_URL) as client:
+        yield client
 
 
 def test_the_cap_in_redis_holds_across_app_processes(app_config, linked, sandbox, redis_db):

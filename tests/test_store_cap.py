@@ -20,22 +20,15 @@ from integration.models import StoreLink
 from integration.store_cap import RedisCap, StoreBusy
 
 from .apikit import bearer, make_key
+from .conftest import redis_database
 
 REDIS_URL = os.environ.get("INTEGRATION_TEST_CAP_REDIS_URL", "redis://127.0.0.1:6379/7")
 
 
 @pytest.fixture
 def redis_db():
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis is not running at {REDIS_URL}")
-        pytest.skip(f"Redis is not running at {REDIS_URL}")
-    client.flushdb()
-    yield client
-    client.flushdb()
+    with redis_database(REDIS_URL) as client:
+        yield client
 
 
 def cap_of(app_config, **settings):

@@ -2,40 +2,25 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import redis
 import requests
 from sqlalchemy import func, select
 
 from integration.extensions import db
 from integration.models import Activation, StoreLink
 
-from .conftest import KEYS, PASSWORD
+from .conftest import KEYS, PASSWORD, redis_database
 from .servers import Gunicorn, activate, csrf_from
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
-def redis_up() -> bool:
-    try:
-        return redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        return False
-
-
 @pytest.fixture
 def redis_db():
-    if not redis_up():
-        if os.environ.get("CI"):
-            pytest.fail("Redis is not running on 127.0.0.1:6379 (.ci/run starts it)")
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    yield REDIS_URL
-    client.flushdb()
+    with redis_database(REDIS_URL):
+        yield REDIS_URL
 
 
 def env_for(app_config, **extra) -> dict[str, str]:

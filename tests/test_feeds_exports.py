@@ -17,7 +17,6 @@ import time
 
 import pytest
 import requests
-from redis import Redis
 from sqlalchemy import select
 
 from integration import create_app, jobs
@@ -27,7 +26,7 @@ from integration.feeds.models import Job
 from integration.models import StoreLink, utcnow
 
 from .apikit import bearer, make_key
-from .conftest import csrf_from
+from .conftest import csrf_from, redis_database
 from .servers import ROOT
 from .test_dashboard import login
 from .test_feeds import wait_until, worker_env
@@ -259,15 +258,8 @@ def _folder(app) -> str:
 
 @pytest.fixture
 def redis_conn():
-    conn = Redis.from_url(REDIS_URL)
-    try:
-        conn.ping()
-    except Exception:  # noqa: BLE001
-        pytest.fail(f"Redis at {REDIS_URL} is not running (start it: .ci/run does)")
-    conn.flushdb()
-    yield conn
-    conn.flushdb()
-    conn.close()
+    with redis_database(REDIS_URL) as conn:
+        yield conn
 
 
 @pytest.fixture(params=["local", "redis"])
@@ -275,18 +267,10 @@ def capped_app(request, app_config, app):
     if request.param == "local":
         yield app
         return
-    conn = Redis.from_url(REDIS_URL)
-    try:
-        conn.ping()
-    except Exception:  # noqa: BLE001
-        pytest.fail(f"Redis at {REDIS_URL} is not running (start it: .ci/run does)")
-    conn.flushdb()
     from integration import create_app
 
-    redis_app = create_app({**app_config, "REDIS_URL": REDIS_URL})
-    yield redis_app
-    conn.flushdb()
-    conn.close()
+    with redis_database(REDIS_URL):
+        yield create_app({**app_config, "REDIS_URL": REDIS_URL})
 
 
 def test_syncs_an_export_and_proxy_calls_never_exceed_the_store_cap(capped_app, linked, sandbox):

@@ -220,8 +220,6 @@ def fetch(client, spec, record_id: str) -> dict | None:
 
 def process(message_id: int) -> None:
     """What a worker runs for an accepted message; runs once (the state is claimed first)."""
-    from ..feeds import sync
-
     taken = db.session.execute(update(IntakeMessage).where(IntakeMessage.id == message_id,
                                                            IntakeMessage.state == IntakeMessage.ACCEPTED)
                                .values(state=IntakeMessage.RECEIVED).execution_options(synchronize_session=False))

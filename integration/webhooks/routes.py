@@ -4,7 +4,6 @@ never put in the session (the session cookie is signed, not encrypted)."""
 
 from __future__ import annotations
 
-import datetime as dt
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required

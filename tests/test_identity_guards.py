@@ -331,3 +331,41 @@ def test_a_signed_in_admin_opening_an_expired_popup_can_still_switch_accounts(ap
     assert location.path == "/magento/identity" and parse_qs(location.query) == {
         "oauth_consumer_key": [integration.consumer_key], "success_call_back": [back]}
     assert "Signed in as" not in client.get(response.headers["Location"]).get_data(as_text=True)
+
+
+def test_the_doctor_page_shows_each_popup_login_as_it_went(app, client, sandbox, user, admin, clock):
+    """What the operator reads on the store's doctor page: a refused password with the reason the pop-up
+    gave, a password waiting for its second factor, the second factor, and an admin already signed in."""
+    import re
+
+    from .test_doctor import doctor_page, link_id, operator
+    from .test_second_factor import _log_out, _login, enrol
+
+    assert _login(client, "owner@example.com").status_code == 302
+    totp, _ = enrol(client, clock)
+    _log_out(client)
+    integration = activate(client, sandbox)
+    refused = submit(client, integration, "", email="owner@example.com", password="not the password")
+    reason = re.search(r'class="flash error"[^>]*>\s*(?:<p>)?([^<]+)', refused.get_data(as_text=True)).group(1).strip()
+    assert submit(client, integration, "", email="owner@example.com", password="correct horse battery"
+                  ).headers["Location"] == "/magento/identity/second-step"
+    page = client.get("/magento/identity/second-step").get_data(as_text=True)
+    clock[0] += 30
+    assert client.post("/magento/identity/second-step", data={
+        **_hidden_fields(page, "/magento/identity/second-step"), "code": totp.at(clock[0])}).status_code == 200
+    ops = operator(app)
+    submit(ops, integration, "")  # an admin already signed in confirms again
+    steps = re.findall(r'<li class="\w+" data-step="login" data-outcome="(\w+)">(.*?)</li>',
+                       doctor_page(ops, link_id(app, integration)), re.S)
+    assert [outcome for outcome, _ in steps] == ["failed", "ok", "ok", "ok"]
+    assert reason and reason in steps[0][1]
+    assert "password accepted; second factor next" in steps[1][1]
+    assert "as owner@example.com (second factor)" in steps[2][1]
+    assert "as admin@example.com (already signed in)" in steps[3][1]
+
+
+def test_the_popup_second_step_without_a_pending_login_explains_the_missing_callback(client):
+    response = client.get("/magento/identity/second-step")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 404 and "We have not heard from this store yet" in page
+    assert "consumer key <code>" not in page  # no key to name

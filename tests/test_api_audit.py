@@ -81,3 +81,83 @@ def test_rows_still_waiting_are_written_when_the_server_stops(app, app_config, l
     finally:
         log = server.stop()  # SIGTERM: gunicorn's graceful stop
     assert len(api_calls(app)) == 10, log
+
+
+def _rename_audit_table(app, old: str, new: str) -> None:
+    """The database refusing the rows (as when it is down), and back."""
+    from sqlalchemy import text
+
+    with app.app_context():
+        db.session.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+        db.session.commit()
+
+
+def test_rows_wait_while_the_database_refuses_them_and_go_in_in_order_once_it_is_back(
+        app, app_config, linked, monkeypatch, caplog):
+    link_id, _ = linked
+    key = make_key(app)
+    monkeypatch.setattr(usage, "MAX_WAITING", 4)
+    slow = create_app({**app_config, "API_AUDIT_FLUSH_SECONDS": 60})
+    api = slow.test_client()
+    paths = [f"/api/v1/stores/{link_id}/rest/default/V1/products", "/api/v1/stores/999999/rest/default/V1/x"] * 3
+    statuses = [api.get(path, headers=bearer(key)).status_code for path in paths[:3]]
+    _rename_audit_table(app, "audit_events", "audit_events_away")
+    try:
+        with pytest.raises(Exception):
+            usage.flush(slow)
+        statuses += [api.get(path, headers=bearer(key)).status_code for path in paths[3:]]
+        with pytest.raises(Exception):
+            usage.flush(slow)  # six waiting, four kept: the two oldest go, and the log says so
+    finally:
+        _rename_audit_table(app, "audit_events_away", "audit_events")
+    assert "dropped 2 API audit rows: the database refused them for too long" in caplog.text
+    assert usage.flush(slow) == 4
+    assert api_calls(app) == [(f"GET {path} → {status} (key {key[:16]})", link_id if status == 200 else None)
+                              for path, status in list(zip(paths, statuses))[2:]]
+    with app.app_context():
+        row = db.session.scalar(select(ApiKey))
+        assert row.last_used_at is not None and row.last_used_addr == "127.0.0.1"
+
+
+def test_without_a_flush_interval_each_call_writes_its_row_within_the_request(app, app_config, linked):
+    link_id, _ = linked
+    key = make_key(app)
+    api = create_app({**app_config, "API_AUDIT_FLUSH_SECONDS": 0}).test_client()
+    path = f"/api/v1/stores/{link_id}/rest/default/V1/products"
+    assert api.get(path, headers=bearer(key)).status_code == 200
+    assert api_calls(app) == [(f"GET {path} → 200 (key {key[:16]})", link_id)]
+    with app.app_context():
+        assert db.session.scalar(select(ApiKey)).last_used_at is not None
+
+
+def test_a_full_batch_is_written_without_waiting_for_the_interval(app, app_config, linked, monkeypatch):
+    link_id, _ = linked
+    key = make_key(app)
+    monkeypatch.setattr(usage, "BATCH", 3)
+    slow = create_app({**app_config, "API_AUDIT_FLUSH_SECONDS": 60})
+    api = slow.test_client()
+    for _ in range(3):
+        assert api.get(f"/api/v1/stores/{link_id}/rest/default/V1/products", headers=bearer(key)).status_code == 200
+    started = time.monotonic()
+    while len(api_calls(app)) < 3:
+        assert time.monotonic() - started < 5, f"{len(api_calls(app))} of 3 rows after 5 s"
+        time.sleep(0.05)
+    usage.flush(slow)
+
+
+def test_the_writer_stops_when_idle_and_the_next_call_starts_it_again(app, app_config, linked, monkeypatch):
+    import threading
+
+    link_id, _ = linked
+    key = make_key(app)
+    monkeypatch.setattr(usage, "IDLE_TICKS", 2)
+    quick = create_app({**app_config, "API_AUDIT_FLUSH_SECONDS": 0.05})
+    api = quick.test_client()
+    others = set(threading.enumerate())  # earlier tests' apps may still have theirs
+    writers = lambda: [t for t in threading.enumerate() if t.name == "api-audit" and t not in others]  # noqa: E731
+    for n in (1, 2):
+        assert api.get(f"/api/v1/stores/{link_id}/rest/default/V1/products", headers=bearer(key)).status_code == 200
+        started = time.monotonic()
+        while len(api_calls(app)) < n or writers():
+            assert time.monotonic() - started < 5, f"{len(api_calls(app))} of {n} rows, {len(writers())} writers"
+            time.sleep(0.05)

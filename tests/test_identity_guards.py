@@ -369,3 +369,40 @@ def test_the_popup_second_step_without_a_pending_login_explains_the_missing_call
     page = response.get_data(as_text=True)
     assert response.status_code == 404 and "We have not heard from this store yet" in page
     assert "consumer key <code>" not in page  # no key to name
+
+
+def test_a_sign_up_in_the_popup_is_audited_with_the_address_it_came_from(app_config, sandbox, admin):
+    import re
+
+    from integration import create_app
+
+    from .test_identity import login as log_in
+
+    app = create_app({**app_config, "SELF_REGISTRATION": True})
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = "10.9.8.7"
+    integration = activate(client, sandbox)
+    page = client.get("/magento/identity", query_string={"oauth_consumer_key": integration.consumer_key}
+                      ).get_data(as_text=True)
+    for email in ("merchant@example.com", "admin@example.com"):  # a new address, then a taken one
+        assert client.post("/magento/identity/register", data={
+            **_hidden_fields(page, "/magento/identity/register"),
+            "email": email, "password": "merchant password", "confirm": "merchant password"}).status_code == 200
+    ops = app.test_client()
+    log_in(ops, "admin@example.com")
+    rows = re.findall(r"<td>(account\.[\w.]+)</td><td>[^<]*</td>\s*<td>([^<]*)</td>",
+                      ops.get("/audit").get_data(as_text=True))
+    assert ("account.created", "10.9.8.7") in rows and ("account.sign_up_taken", "10.9.8.7") in rows
+
+
+def test_a_sign_up_the_account_rules_refuse_says_why_in_the_popup(app_config, sandbox):
+    from integration import create_app
+
+    client = create_app({**app_config, "SELF_REGISTRATION": True}).test_client()
+    integration = activate(client, sandbox)
+    page = client.get("/magento/identity", query_string={"oauth_consumer_key": integration.consumer_key}
+                      ).get_data(as_text=True)
+    response = client.post("/magento/identity/register", data={
+        **_hidden_fields(page, "/magento/identity/register"),
+        "email": "mer\u202echant@example.com", "password": "merchant password", "confirm": "merchant password"})
+    assert response.status_code == 400 and "control characters" in response.get_data(as_text=True)

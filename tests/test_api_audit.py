@@ -4,6 +4,7 @@ row whose store was deleted meanwhile keeps its text."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -110,7 +111,8 @@ def test_rows_wait_while_the_database_refuses_them_and_go_in_in_order_once_it_is
             usage.flush(slow)  # six waiting, four kept: the two oldest go, and the log says so
     finally:
         _rename_audit_table(app, "audit_events_away", "audit_events")
-    assert "dropped 2 API audit rows: the database refused them for too long" in caplog.text
+    assert ("integration.api", logging.ERROR, "dropped 2 API audit rows: the database refused them for too long"
+            ) in caplog.record_tuples  # under the API's logger, where operators look for it
     assert usage.flush(slow) == 4
     assert api_calls(app) == [(f"GET {path} → {status} (key {key[:16]})", link_id if status == 200 else None)
                               for path, status in list(zip(paths, statuses))[2:]]

@@ -282,6 +282,7 @@ def _refused_after_the_second_step(client, sandbox, clock):
         **_hidden_fields(page, "/magento/identity/second-step"), "code": totp.at(clock[0])})
     text = response.get_data(as_text=True)
     assert response.status_code == 502 and "Consumer key has expired" in text
+    assert f"Store: {sandbox.url}/" in text
     return text, integration.consumer_key, back
 
 

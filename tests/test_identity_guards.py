@@ -407,3 +407,16 @@ def test_a_sign_up_the_account_rules_refuse_says_why_in_the_popup(app_config, sa
         **_hidden_fields(page, "/magento/identity/register"),
         "email": "mer\u202echant@example.com", "password": "merchant password", "confirm": "merchant password"})
     assert response.status_code == 400 and "control characters" in response.get_data(as_text=True)
+
+
+def test_a_signed_in_admin_is_not_offered_to_sign_up_in_the_popup(app_config, sandbox, user):
+    from integration import create_app
+
+    client = create_app({**app_config, "SELF_REGISTRATION": True}).test_client()
+    integration = activate(client, sandbox)
+    url = {"oauth_consumer_key": integration.consumer_key}
+    assert 'action="/magento/identity/register"' in client.get("/magento/identity", query_string=url
+                                                                ).get_data(as_text=True)
+    login(client)
+    page = client.get("/magento/identity", query_string=url).get_data(as_text=True)
+    assert "Signed in as owner@example.com" in page and 'action="/magento/identity/register"' not in page

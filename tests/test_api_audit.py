@@ -163,3 +163,20 @@ def test_the_writer_stops_when_idle_and_the_next_call_starts_it_again(app, app_c
         while len(api_calls(app)) < n or writers():
             assert time.monotonic() - started < 5, f"{len(api_calls(app))} of {n} rows, {len(writers())} writers"
             time.sleep(0.05)
+
+
+def test_a_call_is_answered_while_the_database_refuses_its_audit_row(app, batched, linked):
+    """Batched (the default 1 s), the request never waits for the audit: its row goes in once the
+    database takes it again."""
+    link_id, _ = linked
+    key = make_key(app)
+    path = f"/api/v1/stores/{link_id}/rest/default/V1/products"
+    _rename_audit_table(app, "audit_events", "audit_events_away")
+    try:
+        assert batched.test_client().get(path, headers=bearer(key)).status_code == 200
+    finally:
+        _rename_audit_table(app, "audit_events_away", "audit_events")
+    started = time.monotonic()
+    while api_calls(app) != [(f"GET {path} → 200 (key {key[:16]})", link_id)]:
+        assert time.monotonic() - started < 3, api_calls(app)
+        time.sleep(0.1)

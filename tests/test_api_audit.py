@@ -165,15 +165,20 @@ def test_the_writer_stops_when_idle_and_the_next_call_starts_it_again(app, app_c
             time.sleep(0.05)
 
 
-def test_a_call_is_answered_while_the_database_refuses_its_audit_row(app, batched, linked):
-    """Batched (the default 1 s), the request never waits for the audit: its row goes in once the
-    database takes it again."""
+def test_a_call_is_answered_while_the_database_refuses_its_audit_row(app, batched, linked, caplog):
+    """Batched (the default 1 s), the request never waits for the audit: the writer says it will retry,
+    and the row goes in once the database takes it again."""
     link_id, _ = linked
     key = make_key(app)
     path = f"/api/v1/stores/{link_id}/rest/default/V1/products"
+    retrying = ("integration.api", logging.ERROR, "could not write API audit rows; retrying")
     _rename_audit_table(app, "audit_events", "audit_events_away")
     try:
         assert batched.test_client().get(path, headers=bearer(key)).status_code == 200
+        started = time.monotonic()
+        while retrying not in caplog.record_tuples:
+            assert time.monotonic() - started < 3, caplog.record_tuples
+            time.sleep(0.1)
     finally:
         _rename_audit_table(app, "audit_events_away", "audit_events")
     started = time.monotonic()

@@ -287,3 +287,28 @@ def test_a_link_stops_waiting_as_soon_as_the_other_worker_is_done(app, client, s
         assert link.status == StoreLink.LINKED
     other.join()
     assert time.monotonic() - started < 15  # not the whole 30 s
+
+
+def test_a_callback_for_a_store_linked_by_hand_starts_a_reauthorize(app, client, sandbox, user):
+    """A store added on the dashboard with its tokens has no activation yet: when Magento later posts a
+    callback for the same integration (Reauthorize), it is taken as one, not a crash."""
+    from integration.sandbox.oauth_provider import new_verifier
+    from integration.sandbox.state import Token, random_string
+
+    from .test_dashboard import login, post
+
+    integration = sandbox.state.add_integration("Manual", "", "")
+    integration.token = Token("access", random_string(), random_string(), "")
+    integration.status = "Active"
+    login(client)
+    assert post(client, "/stores/new", "/stores/new", base_url=sandbox.url, consumer_key=integration.consumer_key,
+                consumer_secret=integration.consumer_secret, access_token=integration.token.token,
+                access_token_secret=integration.token.secret).status_code == 302
+    integration.token = None
+    response = client.post("/magento/callback", data={
+        "oauth_consumer_key": integration.consumer_key, "oauth_consumer_secret": integration.consumer_secret,
+        "store_base_url": sandbox.url + "/", "oauth_verifier": new_verifier(integration).verifier})
+    assert response.status_code == 200
+    with app.app_context():
+        link = StoreLink.by_consumer_key(integration.consumer_key)
+        assert link.status == StoreLink.PENDING and [a.kind for a in link.activations] == ["reauthorize"]

@@ -68,6 +68,39 @@ def test_a_row_whose_store_was_deleted_before_the_batch_keeps_its_text(app, app_
                                None)]
 
 
+def test_only_the_references_that_are_gone_are_dropped_from_a_batch(app, app_config, linked, sandbox):
+    """One store of the batch deleted meanwhile: its row loses the reference, the other store's row and
+    both rows' account keep theirs."""
+    from integration.models import User
+
+    from .conftest import PASSWORD, csrf_from
+    from .test_identity import activate
+
+    kept, _ = linked
+    client = app.test_client()
+    other = activate(client, sandbox, name="Other")
+    page = client.get(f"/magento/identity?oauth_consumer_key={other.consumer_key}").get_data(as_text=True)
+    assert client.post("/magento/identity", data={
+        "csrf_token": csrf_from(page), "oauth_consumer_key": other.consumer_key, "success_call_back": "",
+        "email": "owner@example.com", "password": PASSWORD}).status_code == 200
+    with app.app_context():
+        gone = StoreLink.by_consumer_key(other.consumer_key).id
+        owner = User.by_email("owner@example.com").id
+    key = make_key(app, owner="owner@example.com")
+    slow = create_app({**app_config, "API_AUDIT_FLUSH_SECONDS": 60})
+    api = slow.test_client()
+    for link_id in (kept, gone):
+        assert api.get(f"/api/v1/stores/{link_id}/rest/default/V1/products", headers=bearer(key)).status_code == 200
+    with app.app_context():
+        db.session.execute(delete(StoreLink).where(StoreLink.id == gone))
+        db.session.commit()
+    assert usage.flush(slow) == 2
+    with app.app_context():
+        rows = db.session.execute(select(AuditEvent.store_link_id, AuditEvent.user_id)
+                                  .where(AuditEvent.action == "api.call").order_by(AuditEvent.id)).all()
+    assert [tuple(row) for row in rows] == [(kept, owner), (None, owner)]
+
+
 def test_rows_still_waiting_are_written_when_the_server_stops(app, app_config, linked):
     link_id, _ = linked
     key = make_key(app)

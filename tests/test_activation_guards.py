@@ -312,3 +312,19 @@ def test_a_callback_for_a_store_linked_by_hand_starts_a_reauthorize(app, client,
     with app.app_context():
         link = StoreLink.by_consumer_key(integration.consumer_key)
         assert link.status == StoreLink.PENDING and [a.kind for a in link.activations] == ["reauthorize"]
+
+
+def test_the_stores_page_lists_its_callbacks(app, client, sandbox, user):
+    """Each callback shows on its store's page, with where it came from."""
+    import re
+
+    from .test_identity import activate, login, submit
+
+    login(client)
+    integration = activate(client, sandbox)
+    assert submit(client, integration, "").status_code == 200
+    with app.app_context():
+        link_id = StoreLink.by_consumer_key(integration.consumer_key).id
+    page = client.get(f"/stores/{link_id}").get_data(as_text=True)
+    assert re.search(r"<td>callback\.received</td><td>[^<]*</td>\s*<td>127\.0\.0\.1</td>\s*"
+                     rf"<td>activate from {re.escape(sandbox.url)}/</td>", page)

@@ -130,7 +130,7 @@ def test_rows_wait_while_the_database_refuses_them_and_go_in_in_order_once_it_is
         app, app_config, linked, monkeypatch, caplog):
     link_id, _ = linked
     key = make_key(app)
-    monkeypatch.setattr(usage, "MAX_WAITING", 4)
+    monkeypatch.setattr(usage, "MAX_WAITING", 3)
     slow = create_app({**app_config, "API_AUDIT_FLUSH_SECONDS": 60})
     api = slow.test_client()
     paths = [f"/api/v1/stores/{link_id}/rest/default/V1/products", "/api/v1/stores/999999/rest/default/V1/x"] * 3
@@ -139,19 +139,35 @@ def test_rows_wait_while_the_database_refuses_them_and_go_in_in_order_once_it_is
     try:
         with pytest.raises(Exception):
             usage.flush(slow)
+        assert not [r for r in caplog.records if "dropped" in r.getMessage()]  # three waiting: all kept
         statuses += [api.get(path, headers=bearer(key)).status_code for path in paths[3:]]
         with pytest.raises(Exception):
-            usage.flush(slow)  # six waiting, four kept: the two oldest go, and the log says so
+            usage.flush(slow)  # six waiting, three kept: the three oldest go, and the log says so
     finally:
         _rename_audit_table(app, "audit_events_away", "audit_events")
-    assert ("integration.api", logging.ERROR, "dropped 2 API audit rows: the database refused them for too long"
+    assert ("integration.api", logging.ERROR, "dropped 3 API audit rows: the database refused them for too long"
             ) in caplog.record_tuples  # under the API's logger, where operators look for it
-    assert usage.flush(slow) == 4
+    assert usage.flush(slow) == 3
     assert api_calls(app) == [(f"GET {path} → {status} (key {key[:16]})", link_id if status == 200 else None)
-                              for path, status in list(zip(paths, statuses))[2:]]
+                              for path, status in list(zip(paths, statuses))[3:]]
     with app.app_context():
         row = db.session.scalar(select(ApiKey))
         assert row.last_used_at is not None and row.last_used_addr == "127.0.0.1"
+
+
+def test_rows_the_database_refuses_at_exit_are_logged_not_raised(app, app_config, linked, caplog):
+    link_id, _ = linked
+    key = make_key(app)
+    slow = create_app({**app_config, "API_AUDIT_FLUSH_SECONDS": 60})
+    assert slow.test_client().get(f"/api/v1/stores/{link_id}/rest/default/V1/products",
+                                  headers=bearer(key)).status_code == 200
+    _rename_audit_table(app, "audit_events", "audit_events_away")
+    try:
+        usage.flush_all()  # what the process runs at exit (and gunicorn's worker_exit)
+    finally:
+        _rename_audit_table(app, "audit_events_away", "audit_events")
+    assert ("integration.api", logging.ERROR, "could not write API audit rows at exit") in caplog.record_tuples
+    assert usage.flush(slow) == 1  # still waiting, had the process gone on
 
 
 def test_without_a_flush_interval_each_call_writes_its_row_within_the_request(app, app_config, linked):
@@ -177,7 +193,11 @@ def test_a_full_batch_is_written_without_waiting_for_the_interval(app, app_confi
     while len(api_calls(app)) < 3:
         assert time.monotonic() - started < 5, f"{len(api_calls(app))} of 3 rows after 5 s"
         time.sleep(0.05)
-    usage.flush(slow)
+    # The next row waits for the interval (or the next full batch) again.
+    assert api.get(f"/api/v1/stores/{link_id}/rest/default/V1/products", headers=bearer(key)).status_code == 200
+    time.sleep(0.5)
+    assert len(api_calls(app)) == 3
+    assert usage.flush(slow) == 1
 
 
 def test_the_writer_stops_when_idle_and_the_next_call_starts_it_again(app, app_config, linked, monkeypatch):

@@ -328,3 +328,44 @@ def test_the_stores_page_lists_its_callbacks(app, client, sandbox, user):
     page = client.get(f"/stores/{link_id}").get_data(as_text=True)
     assert re.search(r"<td>callback\.received</td><td>[^<]*</td>\s*<td>127\.0\.0\.1</td>\s*"
                      rf"<td>activate from {re.escape(sandbox.url)}/</td>", page)
+
+
+def test_an_activation_past_the_window_shows_as_the_stores_last_error(app, client, sandbox, user, admin):
+    import re
+
+    from .conftest import PASSWORD, csrf_from
+    from .test_doctor import age_activation, operator, popup_url
+    from .test_identity import activate
+
+    integration = activate(client, sandbox)
+    form_page = client.get(popup_url(integration.consumer_key)).get_data(as_text=True)  # opened in time...
+    age_activation(app, integration, 300)  # ...confirmed too late
+    assert client.post("/magento/identity", data={
+        "csrf_token": csrf_from(form_page), "oauth_consumer_key": integration.consumer_key, "success_call_back": "",
+        "email": "owner@example.com", "password": PASSWORD}).status_code == 409
+    with app.app_context():
+        link_id = StoreLink.by_consumer_key(integration.consumer_key).id
+    page = operator(app).get(f"/stores/{link_id}").get_data(as_text=True)
+    last = re.search(r'<dt>Last error</dt><dd class="error-cell">([^<]*)</dd>', page)
+    assert last and "not tried" in last.group(1)
+
+
+def test_a_refusal_without_advice_shows_none(app, client, sandbox, user):
+    """The pop-up's "What to do" appears only when there is something to do."""
+    from integration.models import User
+
+    from .conftest import PASSWORD, csrf_from
+    from .test_identity import activate, submit
+
+    integration = activate(client, sandbox)
+    assert submit(client, integration, "", email="owner@example.com", password=PASSWORD).status_code == 200
+    client.post("/auth/logout", data={"csrf_token": csrf_from(client.get("/").get_data(as_text=True))})
+    with app.app_context():
+        other = User(email="other@example.com")
+        other.set_password(PASSWORD)
+        db.session.add(other)
+        db.session.commit()
+    response = submit(client, integration, "", email="other@example.com", password=PASSWORD)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 403 and "This store is linked to another account" in page
+    assert "What to do" not in page

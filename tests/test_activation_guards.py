@@ -369,3 +369,41 @@ def test_a_refusal_without_advice_shows_none(app, client, sandbox, user):
     page = response.get_data(as_text=True)
     assert response.status_code == 403 and "This store is linked to another account" in page
     assert "What to do" not in page
+
+
+def test_a_refused_exchange_shows_on_the_stores_page_when_it_ended_and_who_tried(app, client, sandbox, user, admin):
+    import re
+    import time
+
+    from .test_doctor import operator
+    from .test_identity import activate, login, submit
+
+    login(client)
+    integration = activate(client, sandbox)
+    integration.consumer_updated_at = time.time() - 1000  # the store answers "Consumer key has expired"
+    assert submit(client, integration, "").status_code == 502
+    with app.app_context():
+        link_id = StoreLink.by_consumer_key(integration.consumer_key).id
+    page = operator(app).get(f"/stores/{link_id}").get_data(as_text=True)
+    row = re.search(r"<td>activate</td><td>[^<]*</td>\s*<td>failed</td><td>owner@example\.com</td>\s*"
+                    r"<td>(.*?)</td><td class=\"error-cell\">([^<]*)</td>", page)
+    assert row and "<time" in row.group(1) and "Consumer key has expired" in row.group(2)
+
+
+def test_the_doctor_shows_both_token_steps_of_a_link_with_the_stores_answer(app, client, sandbox, user, admin):
+    import re
+
+    from .test_doctor import doctor_page, operator
+    from .test_identity import activate, login, submit
+
+    login(client)
+    integration = activate(client, sandbox)
+    assert submit(client, integration, "").status_code == 200
+    with app.app_context():
+        link_id = StoreLink.by_consumer_key(integration.consumer_key).id
+    page = doctor_page(operator(app), link_id)
+    steps = re.findall(r'data-step="(\w+)" data-outcome="ok">(.*?)</li>', page, re.S)
+    tokens = [(step, body) for step, body in steps if step in ("request_token", "access_token")]
+    assert [step for step, _ in tokens] == ["request_token", "access_token"]
+    for _, body in tokens:
+        assert "HTTP 200" in body and "signed with profile 2.4.8+" in body

@@ -407,3 +407,24 @@ def test_the_doctor_shows_both_token_steps_of_a_link_with_the_stores_answer(app,
     assert [step for step, _ in tokens] == ["request_token", "access_token"]
     for _, body in tokens:
         assert "HTTP 200" in body and "signed with profile 2.4.8+" in body
+
+
+def test_a_link_after_a_failed_try_shows_when_it_linked_and_no_error_left(app, client, sandbox, user, admin):
+    import re
+
+    from .test_doctor import operator
+    from .test_identity import activate, login, submit
+
+    login(client)
+    integration = activate(client, sandbox)
+    sandbox.state.failures.append(["/oauth/token/request", 503, 1])
+    assert submit(client, integration, "").status_code == 502
+    with app.app_context():
+        link_id = StoreLink.by_consumer_key(integration.consumer_key).id
+    ops = operator(app)
+    assert "<dt>Last error</dt>" in ops.get(f"/stores/{link_id}").get_data(as_text=True)
+    assert submit(client, integration, "").status_code == 200  # the same activation, retried
+    page = ops.get(f"/stores/{link_id}").get_data(as_text=True)
+    assert "<dt>Last error</dt>" not in page
+    for field in ("Linked at", "Last contact"):
+        assert re.search(rf"<dt>{field}</dt><dd><time ", page), field

@@ -46,6 +46,16 @@ BULK_CHANGES_MISSED = pytest.mark.xfail(strict=True, reason=(
     "an AnnotatedTable copy: no bulk UPDATE/DELETE ever empties a cache. Fix: entity.is_derived_from(X.__table__)"))
 
 
+@pytest.fixture
+def quiet(app_config):
+    """A worker whose audit writer stays idle through the test: its last-use UPDATEs would empty caches too."""
+    from integration.apikeys import usage
+
+    quiet = create_app({**app_config, "API_AUDIT_FLUSH_SECONDS": 60})
+    yield quiet
+    usage.flush(quiet)  # nothing of this test's left to land in the next one's tables
+
+
 def test_a_key_revoked_by_another_process_is_refused_within_the_bound(app, worker, user):
     key = make_key(app)
     api = worker.test_client()
@@ -172,16 +182,16 @@ def test_a_cache_flooded_with_distinct_keys_starts_again_empty(monkeypatch):
 
 
 @BULK_CHANGES_MISSED
-def test_a_store_error_a_bulk_update_notes_in_this_process_is_cleared_by_the_next_good_call(app, linked):
+def test_a_store_error_a_bulk_update_notes_in_this_process_is_cleared_by_the_next_good_call(app, quiet, linked):
     """The feed sync notes a store's error with an UPDATE statement (not through the session's objects): the
     next API call that works must still see it, and clear it, as the store's health then shows."""
     from sqlalchemy import update
 
     link_id, _ = linked
     key = make_key(app)
-    api = app.test_client()
+    api = quiet.test_client()
     assert api.get(proxied(link_id), headers=bearer(key)).status_code == 200
-    with app.app_context():
+    with quiet.app_context():
         db.session.execute(update(StoreLink).where(StoreLink.id == link_id).values(last_error="feed sync: timed out")
                            .execution_options(synchronize_session=False))
         db.session.commit()
@@ -191,7 +201,7 @@ def test_a_store_error_a_bulk_update_notes_in_this_process_is_cleared_by_the_nex
 
 
 @BULK_CHANGES_MISSED
-def test_statements_that_change_keys_accounts_or_stores_in_bulk_apply_at_once(app, linked):
+def test_statements_that_change_keys_accounts_or_stores_in_bulk_apply_at_once(app, quiet, linked):
     """A change made with an UPDATE or DELETE statement (a script, a future bulk action) rather than
     through the session's objects is seen by the next call of this process too."""
     from sqlalchemy import delete, update
@@ -199,10 +209,10 @@ def test_statements_that_change_keys_accounts_or_stores_in_bulk_apply_at_once(ap
     from integration.models import ApiKey, User, utcnow
 
     link_id, _ = linked
-    api = app.test_client()
+    api = quiet.test_client()
 
     def bulk(statement):
-        with app.app_context():
+        with quiet.app_context():
             db.session.execute(statement.execution_options(synchronize_session=False))
             db.session.commit()
 

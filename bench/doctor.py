@@ -36,7 +36,7 @@ def main() -> None:
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite"
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "b" * 64,
                       "ENCRYPTION_KEYS": (Fernet.generate_key().decode(),), "ALLOWED_STORE_HOSTS": ("127.0.0.1",),
-                      "CALLBACK_RATE_LIMIT": "1000000 per minute"})
+                      "CALLBACK_RATE_LIMIT": "1000000 per minute", "IDENTITY_RATE_LIMIT": "1000000 per minute"})
     fresh_schema(app)
     client = app.test_client()
     real = doctor.record_step

@@ -4,6 +4,7 @@ background sync of several sandbox stores running at the same time.
     .venv/bin/python bench/load.py                     # SQLite, the full run (a few minutes)
     .venv/bin/python bench/load.py --quick             # fewer activations and products (~1 minute)
     .venv/bin/python bench/load.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/scratch
+    .venv/bin/python bench/load.py --redis-url redis://127.0.0.1:6379/3   # jobs on an RQ worker, not in gunicorn
 
 Each activation is what Magento and the admin do: Activate in the sandbox store (which POSTs
 our callback), a duplicate callback, then the identity pop-up opened and submitted twice at
@@ -14,7 +15,10 @@ once. Meanwhile two logged-in users reload the dashboard. Three phases, one guni
   load+sync   the same again while --sync-stores stores (their own process, with products
               and a steady churn of changes) are synced by the app's background jobs
 
-Reports p50/p95/p99 of the callback (as Magento sees it, and our POST alone), the identity
+Each phase's stores are counted as linked, then set aside (unlinked in our database), so the
+next phase's background work is the synced stores' alone (the feed interval is 10 s here).
+Reports the CPU each phase took per activation (the app's processes; this one, with the sandbox
+store), how busy the machine's cores were, and p50/p95/p99 of the callback (as Magento sees it, and our POST alone), the identity
 page, the identity submit and the dashboard, each with its ratio to the idle figure; then
 errors, and whether every store was linked exactly once. Exits 1 on any error.
 
@@ -58,13 +62,16 @@ def main() -> None:
     parser.add_argument("--sync-stores", type=int, default=10, help="0: no load+sync phase")
     parser.add_argument("--products", type=int, default=2000, help="products per synced store")
     parser.add_argument("--quick", action="store_true", help="50 activations, 5 idle, 500 products per store")
+    parser.add_argument("--redis-url", help="background jobs on RQ in this Redis (its database is emptied), run by "
+                                            "--job-workers `flask worker` processes at nice 10; default: embedded")
+    parser.add_argument("--job-workers", type=int, default=1)
     args = parser.parse_args()
     if args.quick:
         args.activations, args.idle, args.products = 50, 5, 500
 
     import requests
     from cryptography.fernet import Fernet
-    from sqlalchemy import func, select
+    from sqlalchemy import func, select, update
 
     from bench._db import fresh_schema
     from integration import create_app
@@ -90,14 +97,28 @@ def main() -> None:
     # app spends, without the load generator's and the sandbox's share of the two cores.
     access_log = os.path.join(tempfile.mkdtemp(), "access.log")
     os.environ["GUNICORN_ACCESS_LOG"] = access_log
-    server = Gunicorn({"INTEGRATION_DATABASE_URL": url, "INTEGRATION_SECRET_KEY": "l" * 64,
-                       "INTEGRATION_ENCRYPTION_KEYS": key, "INTEGRATION_ALLOWED_STORE_HOSTS": "127.0.0.1",
-                       "INTEGRATION_LOGIN_RATE_LIMIT": "1000000 per minute",
-                       "INTEGRATION_ACCOUNT_RATE_LIMIT": "1000000 per minute",
-                       "INTEGRATION_CALLBACK_RATE_LIMIT": "1000000 per minute",
-                       "INTEGRATION_SYNC_INTERVAL": "10"}, workers=args.workers)
+    env = {"INTEGRATION_DATABASE_URL": url, "INTEGRATION_SECRET_KEY": "l" * 64,
+           "INTEGRATION_ENCRYPTION_KEYS": key, "INTEGRATION_ALLOWED_STORE_HOSTS": "127.0.0.1",
+           "INTEGRATION_LOGIN_RATE_LIMIT": "1000000 per minute",
+           "INTEGRATION_ACCOUNT_RATE_LIMIT": "1000000 per minute",
+           "INTEGRATION_CALLBACK_RATE_LIMIT": "1000000 per minute",
+           "INTEGRATION_IDENTITY_RATE_LIMIT": "1000000 per minute",
+           "INTEGRATION_SYNC_INTERVAL": "10"}
+    job_workers: list[subprocess.Popen] = []
+    if args.redis_url:
+        import redis
+
+        redis.Redis.from_url(args.redis_url).flushdb()
+        env["INTEGRATION_REDIS_URL"] = args.redis_url
+        # RQ workers at a lower priority, as the README's production layout runs them.
+        job_workers = [subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "flask", "--app", "app", "worker"],
+                                        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL) for _ in range(args.job_workers)]
+    server = Gunicorn(env, workers=args.workers)
     stores = None
     errors: list = []
+    linked_count: list[int] = []  # per phase, links made
+    cpu: dict[int, tuple[float, float, float]] = {}  # per phase, CPU seconds: the app's processes, this one, all
     try:
         watchers = [_logged_in(requests, csrf_from, server.url, email) for email in ("watcher@example.com",) * 2]
 
@@ -125,12 +146,17 @@ def main() -> None:
                     stop.wait(0.2)
 
             log_from = os.path.getsize(access_log) if os.path.exists(access_log) else 0
+            cpu_from = (_cpu_seconds(server.proc.pid), _own_cpu_seconds(), _machine_cpu_seconds(),
+                        sum(_cpu_seconds(w.pid) for w in job_workers))
             lookers = [threading.Thread(target=watch, args=(s,), daemon=True) for s in watchers]
             [t.start() for t in lookers]
             started = time.perf_counter()
             with ThreadPoolExecutor(max_workers=concurrency) as pool:
                 list(pool.map(one, ids))
             wall = time.perf_counter() - started
+            cpu[len(cpu)] = (_cpu_seconds(server.proc.pid) - cpu_from[0], _own_cpu_seconds() - cpu_from[1],
+                             _machine_cpu_seconds() - cpu_from[2],
+                             sum(_cpu_seconds(w.pid) for w in job_workers) - cpu_from[3])
             stop.set()
             [t.join() for t in lookers]
             time.sleep(1)  # the last access-log lines
@@ -141,6 +167,14 @@ def main() -> None:
             not_linked = [i for i in ids if state.integrations[i].status != "Active"]
             if not_linked:
                 errors.append(f"{len(not_linked)} stores not linked")
+            # Counted, then set aside: the next phase's background work is the synced stores' alone,
+            # not also a feed of every store an earlier phase linked (the sandbox's interval is 10 s).
+            keys = [state.integrations[i].consumer_key for i in ids]
+            with app.app_context():
+                phase_links = StoreLink.consumer_key.in_(keys) & (StoreLink.status == StoreLink.LINKED)
+                linked_count.append(db.session.scalar(select(func.count()).select_from(StoreLink).where(phase_links)))
+                db.session.execute(update(StoreLink).where(phase_links).values(status=StoreLink.UNLINKED))
+                db.session.commit()
             return timings, wall
 
         phases = [("idle", *run_phase(args.idle, 1))]
@@ -152,21 +186,30 @@ def main() -> None:
     finally:
         log = server.stop()
         sandbox.stop()
+        for worker in job_workers:
+            worker.terminate()
+            worker.wait(30)
         if stores is not None:
             stores.stdin.close()
             stores.wait(10)
 
     expected = args.idle + args.activations * (2 if args.sync_stores else 1)
-    with app.app_context():
-        links = db.session.scalar(select(func.count()).select_from(StoreLink).where(StoreLink.status == "linked"))
-    linked = links - (args.sync_stores if args.sync_stores else 0)
+    linked = sum(linked_count)
     print(f"{url.split(':')[0]}: {args.activations} activations, {args.concurrency} at once, {args.workers} workers"
-          f" × threads, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
+          f" × threads, jobs " + (f"on {len(job_workers)} RQ worker(s) at nice 10" if job_workers else "embedded")
+          + f", {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
     idle = phases[0][1]
-    for name, timings, wall in phases:
+    for phase, (name, timings, wall) in enumerate(phases):
         n = sum(1 for _ in timings.get("activate (callback round trip)", ()))
+        app_cpu, own_cpu, all_cpu, jobs_cpu = cpu[phase]
         print(f"\n{name}: {n} activations in {wall:.1f} s"
               + (f", {syncs} background syncs finished meanwhile" if name == "load+sync" else ""))
+        # Whether the phase was CPU-bound: the app's share and the load generator's (with the sandbox store).
+        print(f"  CPU per activation: app {app_cpu * 1000 / n:.0f} ms (all its processes)"
+              + (f", job workers {jobs_cpu * 1000 / n:.0f} ms" if job_workers else "")
+              + f", load generator and sandbox {own_cpu * 1000 / n:.0f} ms; the machine's {os.cpu_count()} cores "
+              f"were {all_cpu / (wall * os.cpu_count()):.0%} busy (anything else: "
+              f"{max(0.0, all_cpu - app_cpu - own_cpu - jobs_cpu):.1f} s)")
         for figure in FIGURES:
             values = timings.get(figure)
             if not values:
@@ -186,6 +229,42 @@ def main() -> None:
         print("  first errors:", errors[:3])
         print(log[-2000:])
         sys.exit(1)
+
+
+def _cpu_seconds(root: int) -> float:
+    """User + system CPU of ``root`` and every process below it (gunicorn's workers, their hashing
+    children), from /proc; processes that ended meanwhile are not counted."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        stats[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += stats.get(pid, 0.0)
+        todo.extend(children.get(pid, ()))
+    return total
+
+
+def _machine_cpu_seconds() -> float:
+    """CPU time all processes spent (user, nice, system, irq, softirq), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    return sum(int(v) for v in fields[:3] + fields[5:7]) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 def _logged_in(requests, csrf_from, base: str, email: str):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 from flask import Flask
 from flask.cli import AppGroup
@@ -81,8 +83,11 @@ def reset_second_factor(email: str) -> None:
     """Remove every second factor of an account and end its sessions (for a locked-out last admin)."""
     from .accounts import second_factor
 
-    second_factor.reset(_user(email))
-    click.echo(f"second factor removed for {email}; it logs in with its password and enrols again")
+    user = _user(email)
+    had = second_factor.has_second_factor(user)
+    second_factor.reset(user)  # sessions end either way: the command is also the "log out everywhere"
+    click.echo(f"second factor removed for {email}; it logs in with its password and enrols again" if had else
+               f"{email} had no second factor; its sessions are ended")
 
 
 @users.command("list")
@@ -318,14 +323,24 @@ def add_store(base_url: str, consumer_key: str, owner: str | None) -> None:
         owner_user = User.by_email(owner)
         if owner_user is None:
             raise click.ClickException(f"no account {owner}")
-    secrets = [click.prompt(label, hide_input=True).strip()
-               for label in ("Consumer secret", "Access token", "Access token secret")]
+    secrets = [_secret(label) for label in ("Consumer secret", "Access token", "Access token secret")]
     creds = Credentials(consumer_key.strip(), *secrets)
     try:
         link = store_service.add_manual(base_url, creds, owner=owner_user, remote_addr=store_service.COMMAND_LINE)
     except (MagentoError, ValueError) as exc:
         raise _fail(exc) from None
     click.echo(f"linked store {link.id}: {link.base_url}")
+
+
+def _secret(label: str) -> str:
+    """Prompted for without echo at a terminal; piped, one line of standard input (getpass would warn
+    that it cannot hide what is not typed)."""
+    if sys.stdin.isatty():
+        return click.prompt(label, hide_input=True).strip()
+    line = sys.stdin.readline()
+    if not line.strip():
+        raise click.ClickException(f"{label}: expected one line on standard input")
+    return line.strip()
 
 
 @stores.command("unlink")

@@ -71,6 +71,7 @@ def from_environment(instance_path: str) -> dict:
         "LOGIN_RATE_LIMIT": _env("LOGIN_RATE_LIMIT", "10 per minute"),
         "ACCOUNT_RATE_LIMIT": _env("ACCOUNT_RATE_LIMIT", "30 per hour"),
         "CALLBACK_RATE_LIMIT": _env("CALLBACK_RATE_LIMIT", "30 per minute"),
+        "IDENTITY_RATE_LIMIT": _env("IDENTITY_RATE_LIMIT", "60 per minute"),
         "DEVICE_RATE_LIMIT": _env("DEVICE_RATE_LIMIT", "10 per hour"),
         "SESSION_COOKIE_SECURE": (_env("PUBLIC_URL") or "").startswith("https://"),
         "TRUSTED_PROXIES": _number("TRUSTED_PROXIES", "0", int),
@@ -102,6 +103,7 @@ def from_environment(instance_path: str) -> dict:
         "INTAKE_RATE_LIMIT": _env("INTAKE_RATE_LIMIT", "1200 per minute"),
         "INTAKE_MAX_BYTES": _number("INTAKE_MAX_BYTES", str(256 * 1024), int),
         "INTAKE_KEEP_HOURS": _number("INTAKE_KEEP_HOURS", "72"),
+        "EVENT_RETENTION_DAYS": _number("EVENT_RETENTION_DAYS", "30"),
         "INTAKE_QUARANTINE_HOURS": _number("INTAKE_QUARANTINE_HOURS", "24"),
         "INTAKE_QUARANTINE_MAX": _number("INTAKE_QUARANTINE_MAX", "200", int),
         "INTAKE_AUTO_SUBSCRIBE": _flag(_env("INTAKE_AUTO_SUBSCRIBE", "on")),
@@ -129,7 +131,7 @@ def check(config: dict) -> None:
             f"(for example: python3 -c 'import secrets; print(secrets.token_hex(32))'), "
             f"or run with {PREFIX}ENV=development to have one created in the instance folder."
         )
-    for name in ("LOGIN_RATE_LIMIT", "ACCOUNT_RATE_LIMIT", "DEVICE_RATE_LIMIT"):
+    for name in ("LOGIN_RATE_LIMIT", "ACCOUNT_RATE_LIMIT", "DEVICE_RATE_LIMIT", "IDENTITY_RATE_LIMIT"):
         try:
             parse(str(config.get(name)))
         except ValueError:

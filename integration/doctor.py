@@ -280,7 +280,7 @@ def _has(activation: Activation, step: str, outcome: str) -> bool:
 
 def _orphan_popup(consumer_key: str, remote_addr: str | None) -> None:
     """A pop-up for a key we have no callback for. Anyone can open that address, so: once per key
-    per window, at most ``MAX_ORPHANS`` a day, and older ones deleted as new ones come."""
+    per window, at most ``MAX_ORPHANS`` of them (the oldest deleted as new ones come), each kept a day."""
     now = utcnow()
     orphan = ActivationStep.store_link_id.is_(None)
     old = orphan & (ActivationStep.at < now - ORPHAN_KEEP)
@@ -290,8 +290,13 @@ def _orphan_popup(consumer_key: str, remote_addr: str | None) -> None:
     recent = db.session.scalar(select(ActivationStep.id).where(
         orphan, ActivationStep.consumer_key == consumer_key,
         ActivationStep.at >= now - dt.timedelta(seconds=window())).limit(1))
-    count = db.session.scalar(select(func.count()).select_from(ActivationStep).where(orphan))
-    if recent is None and count < MAX_ORPHANS:
+    if recent is None:
+        # At the cap the oldest make room: a flood of made-up keys must not keep a real one out.
+        count = db.session.scalar(select(func.count()).select_from(ActivationStep).where(orphan))
+        if count >= MAX_ORPHANS:
+            oldest = select(ActivationStep.id).where(orphan).order_by(ActivationStep.id).limit(count - MAX_ORPHANS + 1)
+            db.session.execute(delete(ActivationStep).where(ActivationStep.id.in_(oldest))
+                               .execution_options(synchronize_session=False))
         record_step(POPUP, FAILED, consumer_key=consumer_key, remote_addr=remote_addr, cause="no_callback",
                     detail="no callback has ever arrived for this consumer key")
     db.session.commit()

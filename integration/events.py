@@ -14,7 +14,8 @@ import datetime as dt
 import json
 import secrets
 
-from sqlalchemy import ForeignKey, String, Text, event as sa_event, select, text
+from flask import current_app
+from sqlalchemy import ForeignKey, String, Text, delete, event as sa_event, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from .extensions import db
@@ -54,7 +55,7 @@ class Event(db.Model):
     type: Mapped[str] = mapped_column(String(40))
     store_link_id: Mapped[int | None] = mapped_column(ForeignKey("store_links.id", ondelete="SET NULL"),
                                                       index=True)
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
     #: The JSON body exactly as delivered, so a replay sends the same bytes.
     payload: Mapped[str] = mapped_column(Text)
 
@@ -167,6 +168,45 @@ def events_after(after_id: str | None, *, user: User | None, limit: int = 100) -
     if user is not None and not user.is_admin:
         query = query.join(StoreLink, StoreLink.id == Event.store_link_id).where(StoreLink.owner_id == user.id)
     return list(db.session.scalars(query))
+
+
+# --- retention ---------------------------------------------------------------------------
+
+#: Days an event (with its deliveries and their attempts) is kept; 0 keeps everything.
+RETENTION_DAYS = 30
+PURGE_BATCH = 500
+
+
+def retention_days() -> float:
+    return float(current_app.config.get("EVENT_RETENTION_DAYS", RETENTION_DAYS))
+
+
+def purge_expired(now: dt.datetime | None = None, *, batch: int = PURGE_BATCH) -> int:
+    """Periodic: delete events older than the retention, a batch per transaction, with their
+    webhook deliveries and attempts; returns how many events went. An event with a delivery
+    still pending stays until that delivery ends (delivered, or failed when its retry window
+    closes): retention never drops a delivery the receiver has not had its chances at."""
+    from .webhooks.models import WebhookDelivery
+
+    days = retention_days()
+    if days <= 0:
+        return 0
+    cutoff = (now or utcnow()) - dt.timedelta(days=days)
+    pending = select(WebhookDelivery.id).where(WebhookDelivery.event_id == Event.id,
+                                               WebhookDelivery.state == WebhookDelivery.PENDING)
+    purged = 0
+    while True:
+        ids = db.session.scalars(select(Event.id).where(Event.created_at < cutoff, ~pending.exists())
+                                 .order_by(Event.id).limit(batch)).all()
+        if not ids:
+            return purged
+        # Their deliveries and attempts go by the foreign keys' ON DELETE CASCADE (SQLite too:
+        # the app turns foreign keys on for every connection).
+        db.session.execute(delete(Event).where(Event.id.in_(ids)))
+        db.session.commit()
+        purged += len(ids)
+        if len(ids) < batch:
+            return purged
 
 
 @sa_event.listens_for(Session, "after_commit")

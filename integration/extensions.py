@@ -1,7 +1,9 @@
 """Flask extensions, created unbound and attached in ``create_app`` (``init_app`` pattern)."""
 
+import ipaddress
+
+from flask import request
 from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -17,4 +19,21 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
-limiter = Limiter(key_func=get_remote_address, default_limits=[])
+
+
+def address_key() -> str:
+    """Whom a per-address limit counts: the client's IPv4 address, or its IPv6 /64. A host given an
+    IPv6 /64 (the usual smallest allocation) can use any of its 2^64 addresses, one per request."""
+    addr = request.remote_addr or "?"
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return addr
+    if ip.version == 4:
+        return str(ip)
+    if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d, as a dual-stack socket reports an IPv4 client
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network((ip, 64), strict=False))
+
+
+limiter = Limiter(key_func=address_key, default_limits=[])

@@ -20,8 +20,12 @@ _SECRET_VALUE = re.compile(
     """
 )
 
+# The events intake's URL carries its secret as the last path segment (integration/intake/routes.py).
+_INTAKE_PATH_TOKEN = re.compile(r"(/magento/events/[^/\s]+/[^/\s]+/)[^/?#\s\"']+")
+
 
 def redact(text: str) -> str:
+    text = _INTAKE_PATH_TOKEN.sub(r"\1[redacted]", text)
     return mask(_SECRET_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text))
 
 

@@ -41,7 +41,7 @@ class User(UserMixin, db.Model):
     def is_admin(self) -> bool:
         return self.role == "admin"
 
-    # Hashing is deliberately expensive (scrypt): it runs in lower-priority processes of its
+    # Hashing is deliberately expensive (Argon2id): it runs in lower-priority processes of its
     # own, away from the CPU that answers Magento's callback (password_hashing).
     def set_password(self, password: str) -> None:
         self.password_hash = password_hashing.hash_password(password)

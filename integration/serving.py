@@ -15,6 +15,12 @@ callback waited behind a login.
 
 ``GUNICORN_CALLBACK_THREADS`` (default 4) sizes the lane; 0 turns it off (plain gthread
 behaviour, callbacks queue with everything else).
+
+A thread reads its request on a blocking socket; gthread sets no limit on how long, so a client
+that sends a callback's first line and then nothing held a lane thread for ever (four of them,
+the lane). Every read and write now gives up after ``GUNICORN_IDLE_TIMEOUT`` seconds without a
+byte (default 10). A client trickling a byte at a time still holds its thread: in production a
+buffering proxy in front reads whole requests first (README, Deploying).
 """
 
 from __future__ import annotations
@@ -48,9 +54,18 @@ def is_callback(first_bytes: bytes) -> bool:
     return target.endswith(_PATH)
 
 
+class _Conn(TConn):
+    idle_timeout: float = 10.0
+
+    def init(self):
+        super().init()
+        self.sock.settimeout(self.idle_timeout)  # after gthread's setblocking(True), on every request
+
+
 class CallbackLaneWorker(ThreadWorker):
     def init_process(self):
         self.lane_threads = int(os.environ.get("GUNICORN_CALLBACK_THREADS", "4"))
+        _Conn.idle_timeout = float(os.environ.get("GUNICORN_IDLE_TIMEOUT", "10"))
         self.callback_pool = (ThreadPoolExecutor(self.lane_threads, thread_name_prefix="callback")
                               if self.lane_threads > 0 else None)
         self._busy = {"callback": 0, "general": 0}
@@ -70,7 +85,7 @@ class CallbackLaneWorker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
-        conn = TConn(self.cfg, client_sock, client_addr, listener.getsockname())  # non-blocking
+        conn = _Conn(self.cfg, client_sock, client_addr, listener.getsockname())  # non-blocking
         conn.timeout = time.monotonic() + FIRST_BYTES_TIMEOUT
         self.pending_conns.append(conn)
         self.poller.register(client_sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))

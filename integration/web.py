@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 
 from flask import Flask, current_app, g, request, url_for
@@ -14,6 +15,7 @@ from .extensions import login_manager
 
 log = logging.getLogger("integration.web")
 
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,64}")
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
 
@@ -26,7 +28,10 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def _request_id():
-        g.request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+        # The caller's id, if it is one (a proxy's or a load balancer's): it goes into every log
+        # line of the request, where spaces, brackets or escapes would forge or hide lines.
+        given = request.headers.get("X-Request-Id", "")
+        g.request_id = given if REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
 
     @app.after_request
     def _headers(response):
@@ -34,6 +39,8 @@ def init_app(app: Flask) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("X-Frame-Options", "DENY")
+        if (app.config.get("PUBLIC_URL") or "").startswith("https://"):  # served over TLS: browsers keep to it
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         response.headers["X-Request-Id"] = g.get("request_id", "")
         return response
 

@@ -80,6 +80,7 @@ def _config(database_url, instance, **extra):
         "LOGIN_RATE_LIMIT": "1000 per minute",
         "ACCOUNT_RATE_LIMIT": "1000 per minute",
         "CALLBACK_RATE_LIMIT": "1000 per minute",
+        "IDENTITY_RATE_LIMIT": "1000 per minute",
         "DEVICE_RATE_LIMIT": "1000 per minute",
         "STORE_TIMEOUT": 5.0,
         "SERVER_NAME": None,

@@ -30,6 +30,7 @@ class Receiver:
 
     def __init__(self, mode: str = "ok", delay: float = 0.0, port: int = 0, keep: bool = True):
         self.mode, self.delay, self.keep = mode, delay, keep
+        self.location: str | None = None  # where a redirect points (default: /elsewhere here)
         self.received: list[Received] = []
         self.ids: set[str] = set()
         self.count = 0
@@ -83,7 +84,7 @@ class Receiver:
                 status = {"500": 500, "redirect": 302}.get(mode, 204)
                 self.send_response(status)
                 if status == 302:
-                    self.send_header("Location", f"{receiver.url}/elsewhere")
+                    self.send_header("Location", receiver.location or f"{receiver.url}/elsewhere")
                 if status != 204:
                     self.send_header("Content-Length", "2")
                 self.end_headers()

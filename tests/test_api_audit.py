@@ -53,6 +53,22 @@ def test_every_call_is_audited_within_the_flush_interval(app, batched, linked):
         assert row.last_used_at is not None and row.last_used_addr == "127.0.0.1"
 
 
+def test_control_characters_in_a_called_path_never_reach_the_audit_row(app, batched):
+    # The path is the caller's: an escape sequence or a right-to-left override in it would drive the
+    # terminal of whoever reads the audit table, or make the row read as another path.
+    key = make_key(app)
+    api = batched.test_client()
+    assert api.get("/api/v1/stores/999999/rest/default/V1/%1B%5B2J%E2%80%AEnimda", headers=bearer(key)).status_code \
+        in (400, 404)
+    started = time.monotonic()
+    while not api_calls(app):
+        assert time.monotonic() - started < 2.5, "no audit row after 2.5 s"
+        time.sleep(0.1)
+    [(detail, _)] = api_calls(app)
+    assert "\x1b" not in detail and "\u202e" not in detail
+    assert detail.startswith("GET /api/v1/stores/999999/rest/default/V1/\ufffd[2J\ufffdnimda")
+
+
 def test_a_row_whose_store_was_deleted_before_the_batch_keeps_its_text(app, app_config, linked):
     link_id, _ = linked
     key = make_key(app)

@@ -12,7 +12,7 @@ from .servers import Gunicorn
 from .test_workers import env_for
 
 
-def test_metrics_add_up_across_workers_and_the_access_log_masks_keys(app, app_config, linked, tmp_path,
+def test_metrics_add_up_across_workers_and_the_access_log_masks_keys_and_intake_tokens(app, app_config, linked, tmp_path,
                                                                       monkeypatch):
     link_id, _ = linked
     key = make_key(app)
@@ -32,8 +32,14 @@ def test_metrics_add_up_across_workers_and_the_access_log_masks_keys(app, app_co
         assert counts == {30.0}
         refused = requests.get(f"{server.url}/api/v1/stores", params={"api_key": key}, timeout=10)
         assert refused.status_code == 400
+        # The events intake's secret is its URL's last segment (a wrong one is refused, and masked too).
+        path_token = "0cOkcSWkeE00UMYZUHiJxCUYv5GqyN1v"
+        pushed = requests.post(f"{server.url}/magento/events/{link_id}/aligent/{path_token}?event=x", data=b"{}",
+                               timeout=10)
+        assert pushed.status_code in (401, 404)
     finally:
         server.stop()
     logged = access_log.read_text()
     assert "/api/v1/stores?api_key=" + key[:16] + "_[redacted]" in logged
     assert key[17:] not in logged
+    assert f"/magento/events/{link_id}/aligent/[redacted]?event=x" in logged and path_token not in logged

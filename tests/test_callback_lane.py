@@ -75,3 +75,30 @@ def test_callbacks_are_stored_without_waiting_behind_a_burst_of_logins(app, app_
     assert dispatched(metrics, "callback", "no") == CALLBACKS
     assert dispatched(metrics, "callback", "yes") == 0  # no callback queued behind a login
     assert dispatched(metrics, "other", "yes") > 0  # while logins did queue: the workers were saturated
+
+
+def test_clients_that_send_a_callbacks_first_line_and_stop_do_not_hold_the_lane(app, app_config, sandbox, user):
+    """Three connections that start a callback POST and go quiet, against a lane of two threads."""
+    import socket
+
+    server = Gunicorn(env_for(app_config, GUNICORN_CALLBACK_THREADS="2", GUNICORN_IDLE_TIMEOUT="2"),
+                      workers=1, threads=2)
+    stalled = []
+    try:
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", server.port))
+            s.sendall(b"POST /magento/callback HTTP/1.1\r\nHost: x\r\n")
+            stalled.append(s)
+        integration = sandbox.state.add_integration("Real", f"{server.url}/magento/callback",
+                                                    f"{server.url}/magento/identity")
+        answer = requests.get(f"{sandbox.url}/admin/integrations/{integration.id}/tokens_exchange", timeout=30).json()
+        assert "error" not in answer, answer  # Magento's own 5 s wait was enough
+        for s in stalled:  # each was cut off once idle
+            s.settimeout(5)
+            assert s.recv(1024) == b""
+    finally:
+        for s in stalled:
+            s.close()
+        server.stop()
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Activation)) == 1

@@ -107,6 +107,9 @@ def test_magento_refusing_an_expired_consumer_says_reauthorize_and_the_doctor_sh
     assert timeline(page) == [("callback", "ok"), ("popup", "ok"), ("login", "ok"), ("request_token", "failed")]
     assert "HTTP 401 · Consumer key has expired" in page and "signed with profile 2.4.8+" in page
     assert "click Activate on this integration (Reauthorize, if its row shows that instead): either starts" in page
+    # The store's window was shorter than ours: the doctor says so rather than promising time left.
+    assert "s left of 300 s" not in page
+    assert "passed by the store's clock" in page and "INTEGRATION_ACTIVATION_WINDOW" in page
 
 
 def test_a_popup_opened_within_the_window_counts_down_what_is_left(app, client, sandbox, user):
@@ -252,6 +255,21 @@ def test_a_popup_without_a_callback_is_listed_and_joins_the_store_once_its_callb
     assert "Before any callback arrived" in page
     assert timeline(page) == [("popup", "failed"), ("callback", "ok")]
     assert cause_of(page) == ""  # it arrived: nothing to fix now
+
+
+def test_a_flood_of_made_up_keys_cannot_keep_a_real_lost_popup_off_the_list(app, client, sandbox, admin,
+                                                                              monkeypatch):
+    from integration import doctor
+
+    monkeypatch.setattr(doctor, "MAX_ORPHANS", 3)
+    made_up = [f"{i:032d}" for i in range(5)]
+    for key in made_up:
+        assert client.get(popup_url(key)).status_code == 404
+    real = sandbox.state.add_integration("Lost", "x", "y").consumer_key
+    client.get(popup_url(real))
+    overview = html.unescape(operator(app).get("/doctor").get_data(as_text=True))
+    shown = [key for key in made_up + [real] if f"{key[:4]}…{key[-4:]}" in overview]
+    assert shown == made_up[-2:] + [real]  # the newest three: the oldest made room
 
 
 def test_a_reauthorize_whose_callback_is_lost_shows_the_checklist(app, linked, sandbox, admin):

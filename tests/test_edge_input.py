@@ -80,6 +80,13 @@ def test_the_cli_says_which_credential_is_malformed(app):
     assert "Traceback" not in result.output and links(app) == 0
 
 
+def test_the_cli_says_when_standard_input_runs_out_of_secrets(app):
+    result = app.test_cli_runner().invoke(
+        args=["stores", "add", "--base-url", "http://127.0.0.1:9/", "--consumer-key", KEY], input=f"{SECRET}\n")
+    assert result.exit_code == 1 and "Access token: expected one line on standard input" in result.output
+    assert links(app) == 0
+
+
 def test_a_base_url_that_normalises_past_2048_characters_is_refused(app, client):
     url = "http://127.0.0.1:8080/" + "a" * (2048 - len("http://127.0.0.1:8080/"))
     assert len(url) == 2048 and not url.endswith("/")  # normalising adds the trailing slash

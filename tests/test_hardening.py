@@ -106,6 +106,29 @@ def test_login_is_limited_per_address(app_config, user):
     assert _login(app.test_client(), "owner@example.com", PASSWORD, addr="10.2.2.2").status_code == 302
 
 
+def test_an_ipv6_client_is_counted_by_its_64_and_a_mapped_ipv4_one_by_its_address(app_config, user):
+    """A host given a /64 can send each request from another of its addresses."""
+    app = create_app({**app_config, "LOGIN_RATE_LIMIT": "2 per minute"})
+    client = app.test_client()
+    codes = [_login(client, "owner@example.com", "wrong", addr=f"2001:db8:1:2::{i:x}").status_code
+             for i in (1, 0xbeef, 0xffff)]
+    assert codes == [401, 401, 429]
+    assert _login(client, "owner@example.com", "wrong", addr="2001:db8:1:3::1").status_code == 401  # another /64
+    assert _login(client, "owner@example.com", "wrong", addr="10.7.7.7").status_code == 401
+    assert _login(client, "owner@example.com", "wrong", addr="::ffff:10.7.7.7").status_code == 401
+    assert _login(client, "owner@example.com", "wrong", addr="10.7.7.7").status_code == 429
+
+
+def test_the_identity_popup_is_limited_per_address(app_config, user):
+    app = create_app({**app_config, "IDENTITY_RATE_LIMIT": "2 per minute"})
+    client = app.test_client()
+    codes = [client.get("/magento/identity", query_string={"oauth_consumer_key": f"{i:032d}"},
+                        environ_base={"REMOTE_ADDR": "10.3.3.3"}).status_code for i in range(3)]
+    assert codes == [404, 404, 429]
+    assert client.get("/magento/identity", query_string={"oauth_consumer_key": "1" * 32},
+                      environ_base={"REMOTE_ADDR": "10.4.4.4"}).status_code == 404
+
+
 def test_login_is_limited_per_account_across_addresses(app_config, user):
     app = create_app({**app_config, "ACCOUNT_RATE_LIMIT": "3 per minute"})
     codes = [_login(app.test_client(), "Owner@Example.com", "wrong", addr=f"10.0.0.{i}").status_code
@@ -149,6 +172,13 @@ def test_session_is_renewed_at_login(app, client, user):
         assert "planted" not in session and session.get("_user_id") == str(user)
 
 
+def test_hsts_only_when_the_public_address_is_https(app_config):
+    plain = create_app({**app_config, "PUBLIC_URL": "http://127.0.0.1:5000"}).test_client().get("/auth/login")
+    assert "Strict-Transport-Security" not in plain.headers
+    tls = create_app({**app_config, "PUBLIC_URL": "https://companion.example.com"}).test_client().get("/auth/login")
+    assert tls.headers["Strict-Transport-Security"] == "max-age=31536000"
+
+
 def test_security_headers_and_request_id(client):
     response = client.get("/auth/login", headers={"X-Request-Id": "abc123"})
     csp = response.headers["Content-Security-Policy"]
@@ -157,6 +187,11 @@ def test_security_headers_and_request_id(client):
     assert response.headers["Referrer-Policy"] == "no-referrer"
     assert response.headers["X-Request-Id"] == "abc123"
     assert len(client.get("/auth/login").headers["X-Request-Id"]) == 16
+    # Whoever sends the request chooses it, and every log line of the request carries it: one with
+    # spaces, brackets or escape sequences (a forged log line, a cleared terminal) is replaced.
+    for forged in ("x] integration.accounts: login admin@example.com [x", "a\x1b[2Jb", "\u202eabc"):
+        answer = client.get("/auth/login", headers={"X-Request-Id": forged})
+        assert answer.headers["X-Request-Id"] != forged and len(answer.headers["X-Request-Id"]) == 16
 
 
 @pytest.mark.parametrize("path", ["/auth/login", "/magento/identity", "/stores/new", "/magento/callback"])

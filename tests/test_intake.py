@@ -363,24 +363,37 @@ def test_bad_signatures_replays_and_oversized_bodies_are_refused_and_emit_nothin
     assert record_events(app) == before
     assert len(receiver.received) == 60
     quarantined = messages(app, state="refused")
-    assert len(quarantined) == 6
+    assert len(quarantined) == 5  # the wrong path token is not the store: answered, not kept
     with app.app_context():
         source = db.session.scalar(select(IntakeSource))
-        # refused: forged, unsigned, two oversized (the wrong path token names no source);
-        # duplicates: the replay, and the genuine push of a state already sent.
+        # refused: forged, unsigned, two oversized; duplicates: the replay, and the genuine push
+        # of a state already sent.
         assert (source.verified, source.refused, source.duplicates) == (1, 4, 2)
 
 
-def test_the_quarantine_is_bounded(app, store):
-    app.config["INTAKE_QUARANTINE_MAX"] = 5
+def _recipient_url(app, store, sandbox) -> str:
     _, made = aligent_source(app, store)
-    with app.app_context():
-        source = db.session.scalar(select(IntakeSource))
-    url = f"{app.config['PUBLIC_URL']}/magento/events/{store}/aligent/nope"
-    for i in range(12):
-        assert requests.post(url, data=b"{}", timeout=5).status_code == 401
+    return sandbox.state.async_events.subscriptions[made[0]["id"]]["recipient_url"]
+
+
+def test_the_quarantine_is_bounded(app, store, sandbox):
+    app.config["INTAKE_QUARANTINE_MAX"] = 5
+    url = _recipient_url(app, store, sandbox)
+    for i in range(12):  # the store's own address, bodies signed with a wrong token
+        body = json.dumps({"data": {"n": i}}).encode()
+        refused = requests.post(url, data=body, headers={"x-magento-signature": signature(body, "wrong")}, timeout=5)
+        assert refused.status_code == 401
     assert len(messages(app, state="refused")) == 5
-    assert source is not None
+
+
+def test_a_wrong_address_gets_one_answer_whether_or_not_the_store_exists_and_writes_nothing(app, store, sandbox):
+    url = _recipient_url(app, store, sandbox)
+    base = f"{app.config['PUBLIC_URL']}/magento/events"
+    answers = [requests.post(target, data=b'{"data":{}}', timeout=5)
+               for target in (f"{base}/{store}/aligent/nope", f"{base}/{store + 999}/aligent/nope",
+                              f"{base}/{store + 999}/aligent/{url.rsplit('/', 1)[1]}")]
+    assert {(a.status_code, a.text) for a in answers} == {(401, "refused: unknown store, source or path token\n")}
+    assert messages(app) == []
 
 
 # --- Adobe Commerce and shared-secret sources over HTTP, with the dashboard ---------------------------

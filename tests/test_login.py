@@ -20,11 +20,13 @@ def test_an_unknown_account_costs_one_password_check_like_a_known_one(client, us
 
     checked = []
     real = password_hashing.verify_password
-    monkeypatch.setattr(password_hashing, "verify_password", lambda h, p: checked.append(p) or real(h, p))
+    # The password and the hash's algorithm and cost (its salt and digest aside): the same work.
+    monkeypatch.setattr(password_hashing, "verify_password",
+                        lambda h, p: checked.append((p, h.rsplit("$", 2)[0])) or real(h, p))
     for email in ("owner@example.com", "nobody@example.com"):
         checked.clear()
         assert _login(client, email, "wrong password").status_code == 401
-        assert checked == ["wrong password"], email
+        assert checked == [("wrong password", "$argon2id$v=19$m=19456,t=2,p=1")], email
 
 
 @pytest.mark.parametrize("target", [
@@ -194,3 +196,41 @@ def test_failure_budgets_are_shared_by_all_workers_through_redis(app_config, use
         assert attempt(owners_browser, PASSWORD) == 302
     finally:
         server.stop()
+
+
+# --- the password hash: Argon2id, and accounts from before it --------------------------
+
+def _stored_hash(app, email):
+    from integration.models import User
+
+    with app.app_context():
+        return User.by_email(email).password_hash
+
+
+def test_an_account_hashed_with_scrypt_still_logs_in_and_its_first_login_stores_argon2id(app, client, user):
+    from werkzeug.security import generate_password_hash
+
+    from integration.extensions import db
+    from integration.models import User
+
+    with app.app_context():  # as every account made before Argon2id was stored
+        db.session.get(User, user).password_hash = generate_password_hash(PASSWORD, method="scrypt")
+        db.session.commit()
+    assert _login(client, "owner@example.com", "wrong password").status_code == 401
+    assert _stored_hash(app, "owner@example.com").startswith("scrypt:")  # a wrong password upgrades nothing
+
+    assert _login(client, "owner@example.com", PASSWORD).status_code == 302
+    upgraded = _stored_hash(app, "owner@example.com")
+    assert upgraded.startswith("$argon2id$v=19$m=19456,t=2,p=1$") and PASSWORD not in upgraded
+
+    _log_out(client)
+    assert _login(client, "owner@example.com", PASSWORD).status_code == 302
+    assert _stored_hash(app, "owner@example.com") == upgraded  # already current: not hashed again
+    _log_out(client)
+    assert _login(client, "owner@example.com", "wrong password").status_code == 401
+
+
+def test_new_passwords_are_stored_as_argon2id(app):
+    result = app.test_cli_runner().invoke(args=["users", "create", "new@example.com", "--password", PASSWORD])
+    assert result.exit_code == 0, result.output
+    assert _stored_hash(app, "new@example.com").startswith("$argon2id$v=19$m=19456,t=2,p=1$")

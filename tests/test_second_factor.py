@@ -228,7 +228,7 @@ def test_admins_must_enrol_by_default_except_in_development(monkeypatch, tmp_pat
 def test_the_policy_setting_is_checked():
     base = {"SECRET_KEY": "k" * 40, "ENCRYPTION_KEYS": ("5Vv1Z1lQTbjJ1cUVtGPVbCsaEGm1Dr2lVV4N9MuJs5Y=",),
             "LOGIN_RATE_LIMIT": "1 per minute", "ACCOUNT_RATE_LIMIT": "1 per minute",
-            "DEVICE_RATE_LIMIT": "1 per minute"}
+            "DEVICE_RATE_LIMIT": "1 per minute", "IDENTITY_RATE_LIMIT": "1 per minute"}
     check({**base, "REQUIRE_2FA": "all"})
     with pytest.raises(ConfigError, match="REQUIRE_2FA"):
         check({**base, "REQUIRE_2FA": "admin"})
@@ -261,8 +261,11 @@ def test_the_cli_resets_a_locked_out_admin(app, admin, clock):
     enrol(client, clock)
     result = app.test_cli_runner().invoke(args=["users", "reset-2fa", "admin@example.com"])
     assert result.exit_code == 0, result.output
+    assert "second factor removed for admin@example.com" in result.output
     assert not _logged_in(client)
     assert _login(client, "admin@example.com").headers["Location"] == "/"
+    again = app.test_cli_runner().invoke(args=["users", "reset-2fa", "admin@example.com"])
+    assert again.exit_code == 0 and again.output.strip() == "admin@example.com had no second factor; its sessions are ended"
     assert app.test_cli_runner().invoke(args=["users", "reset-2fa", "nobody@example.com"]).exit_code != 0
 
 

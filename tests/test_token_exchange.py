@@ -114,6 +114,17 @@ def test_garbage_answers_are_clear_errors(status, body, error, text):
         served.stop()
 
 
+def test_a_redirect_to_an_address_that_is_not_utf8_is_a_clear_error():
+    # requests reads a redirect's Location as UTF-8 even when it does not follow it: the store's
+    # fault, a BadStoreResponse for the pop-up and the doctor, never an unhandled exception (a 500).
+    served = _store(lambda env: ("302 Found", [("Location", "/caf\u00e9")], b""))  # the byte E9: Latin-1
+    try:
+        with pytest.raises(errors.BadStoreResponse, match="could not be read"):
+            exchange().run(served.url + "/", Consumer("a" * 32, "b" * 32), "c" * 32)
+    finally:
+        served.stop()
+
+
 def test_store_echoing_our_credentials_does_not_leak_them_into_messages():
     def echo(environ):
         return "401 Unauthorized", [], b"oauth_problem=" + requests.utils.quote(environ["HTTP_AUTHORIZATION"]).encode()

@@ -239,6 +239,21 @@ def test_the_deadline_is_total_not_per_read(app, receiver):
     assert d.state == "pending" and "within 1 s" in d.last_error
 
 
+def test_receiver_hosts_are_looked_up_with_the_configured_dns_servers(app_config):
+    # INTEGRATION_DNS_SERVERS is set where the system's resolver is not the one to trust (or
+    # cannot see public names): a receiver is checked against the same answers as a store.
+    from .servers import FakeDNS
+
+    dns = FakeDNS(records={"erp.example": ["93.184.216.34"]})
+    try:
+        app = create_app({**app_config, "DNS_SERVERS": (dns.address,)})
+        with app.app_context():
+            assert service.check_url("https://erp.example/hooks") == "https://erp.example/hooks"
+        assert "erp.example" in dns.queries
+    finally:
+        dns.stop()
+
+
 def test_a_redirect_is_a_failure_and_is_not_followed(app, receiver):
     add_endpoint(app, receiver.url + "/hook")
     record_event(app, a_link(app))
@@ -251,6 +266,38 @@ def test_a_redirect_is_a_failure_and_is_not_followed(app, receiver):
     time.sleep(0.45)
     dispatch_now(app)
     assert deliveries(app)[0].state == "delivered" and [r.path for r in receiver.received] == ["/hook", "/hook"]
+
+
+def test_what_a_receiver_answers_is_stored_without_control_characters(app, receiver):
+    # The delivery log (page and `webhooks deliveries`) shows the receiver's Location: an escape
+    # sequence in it must not reach an operator's terminal, or the database.
+    add_endpoint(app, receiver.url + "/hook")
+    record_event(app, a_link(app))
+    # "\u00c2\u0085" goes out as the bytes C2 85: UTF-8 for the C1 control U+0085.
+    receiver.mode, receiver.location = "redirect", "\x1b[2J\x1b]0;owned\x07https://elsewhere.example/\u00c2\u0085"
+    dispatch_now(app)
+    [d] = deliveries(app)
+    [(_, attempt_error)] = attempts(app, d.id)
+    for stored in (d.last_error, attempt_error):
+        assert "not followed" in stored and "elsewhere.example" in stored
+        assert not any(c in stored for c in "\x1b\x07\x85"), stored
+
+
+def test_a_receiver_whose_redirect_cannot_be_read_fails_only_its_own_delivery(app, receiver):
+    from .receiver import Receiver
+
+    healthy = Receiver()
+    try:
+        add_endpoint(app, receiver.url + "/hook")
+        add_endpoint(app, healthy.url + "/hook")
+        record_event(app, a_link(app))
+        receiver.mode, receiver.location = "redirect", "/caf\u00e9"  # the byte E9: Latin-1, not UTF-8
+        dispatch_now(app)  # one batch: both deliveries
+        bad, good = deliveries(app)
+        assert good.state == "delivered" and healthy.count == 1
+        assert bad.state == "pending" and bad.last_error
+    finally:
+        healthy.stop()
 
 
 def test_after_the_retry_window_a_delivery_is_given_up(app, receiver):

@@ -43,6 +43,7 @@ def env_for(app_config, **extra) -> dict[str, str]:
             "INTEGRATION_ENCRYPTION_KEYS": KEYS[0], "INTEGRATION_ALLOWED_STORE_HOSTS": "127.0.0.1",
             "INTEGRATION_ENV": "production", "INTEGRATION_LOGIN_RATE_LIMIT": "10000 per minute",
             "INTEGRATION_ACCOUNT_RATE_LIMIT": "10000 per minute", "INTEGRATION_CALLBACK_RATE_LIMIT": "10000 per minute",
+            "INTEGRATION_IDENTITY_RATE_LIMIT": "10000 per minute",
             **extra}
 
 

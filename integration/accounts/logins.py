@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 import redis
-from flask import after_this_request, current_app, request, session
+from flask import after_this_request, current_app, g, request, session
 from flask_login import login_user, logout_user
 from itsdangerous import BadSignature, URLSafeSerializer
 from limits import RateLimitItem, parse
@@ -31,6 +31,7 @@ from limits.errors import StorageError
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from .. import password_hashing
 from ..errors import when_to_retry
 from ..extensions import db, limiter
 from ..models import User, audit
@@ -42,7 +43,7 @@ DEVICE_COOKIE = "device"
 DEVICE_COOKIE_AGE = dt.timedelta(days=365)
 DEVICES_PER_BROWSER = 5  # accounts one browser is remembered for
 # Checked against when the account does not exist, so both cases cost one hash (and the same time).
-_DUMMY_HASH = User(password_hash="scrypt:32768:8:1$dummysaltdummysa$" + "0" * 128)
+_DUMMY_HASH = User(password_hash="$argon2id$v=19$m=19456,t=2,p=1$ZHVtbXlzYWx0ZHVtbXlzYQ$" + "A" * 43)
 # While the shared storage is unreachable, count in this process rather than not at all.
 _FALLBACK = MovingWindowRateLimiter(MemoryStorage())
 
@@ -89,6 +90,11 @@ def verify_password(email: str, password: str) -> User:
               detail=attempted if "@" in attempted else "(not an email address)")
         db.session.commit()
         raise WrongCredentials()
+    if password_hashing.needs_rehash(user.password_hash):
+        # An account from before Argon2id: a login that proves the password is our one chance to
+        # upgrade its hash. Committed now, whether or not a second factor follows.
+        user.set_password(password)
+        db.session.commit()
     return user
 
 
@@ -97,6 +103,9 @@ def complete_login(user: User) -> None:
     keep = {k: session[k] for k in ("_flashes",) if k in session}
     session.clear()
     session.update(keep)
+    # Flask-WTF keeps this request's CSRF token in g; it belonged to the session just cleared, so a
+    # form drawn after the login (the pop-up's refusal page) would carry a token nothing can check.
+    g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
     sessions.start(user)
     login_user(user)
     _remember_device(user)

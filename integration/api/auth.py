@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from flask import g, request
 
 from ..apikeys import service as keys
-from ..extensions import db
+from ..extensions import address_key, db
 from ..models import User
 from . import cache as api_cache
 from .errors import ApiProblem, InsufficientScope, Unauthenticated
@@ -112,7 +112,7 @@ def rate_key() -> str:
     try:
         return "key:" + caller().prefix
     except ApiProblem:
-        return "addr:" + (request.remote_addr or "?")
+        return "addr:" + address_key()
 
 
 def record(response) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from flask import current_app
 from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 
-api_limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=False,
+from ..extensions import address_key
+
+api_limiter = Limiter(key_func=address_key, default_limits=[], headers_enabled=False,
                       key_prefix="api")
 
 

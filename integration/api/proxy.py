@@ -58,7 +58,9 @@ def rest_path(raw_uri: str | None, decoded_tail: str) -> str:
         raise InvalidRequest("the Magento path after /V1/ is empty or has characters that must be percent-encoded",
                              error_code="bad_path")
     for segment in tail.split("/"):
-        for _ in range(3):  # %252e%252e is %2e%2e is ..: whoever decodes next must not see a dot segment
+        # %252e%252e is %2e%2e is ..: whoever decodes next must not see a dot segment. Checked as
+        # sent and after each of up to three decodings (bounded: each pass costs the segment's length).
+        for _ in range(4):
             if any(part in (".", "..") for part in re.split(r"[/\\]", segment)):
                 raise InvalidRequest("dot segments (. and ..) are not allowed in the path", error_code="bad_path")
             decoded = unquote(segment)

@@ -80,7 +80,9 @@ def list_events():
     try:
         found = events.events_after(after, user=caller().owner, limit=args["limit"])
     except events.NoSuchEvent:
-        raise UnknownEvent(f"{after!r} is not the id of an event; use one this API or a webhook gave you") from None
+        raise UnknownEvent(f"{after!r} is not the id of an event we keep: use one this API or a webhook gave you; "
+                           f"events are kept for {events.retention_days():g} days, so a cursor older than that "
+                           "is gone (start again without `after`: event ids let you skip those you have)") from None
     return jsonify(data=[json.loads(event.payload) for event in found],
                    next_after=found[-1].public_id if found else after)
 

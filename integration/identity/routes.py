@@ -14,7 +14,7 @@ from flask_login import current_user
 from .. import activation as activations
 from .. import doctor
 from ..accounts import logins, second_factor, service
-from ..extensions import db
+from ..extensions import db, limiter
 from ..auth.routes import login_limits
 from ..forms import IdentityConfirmForm, IdentityLoginForm, IdentityRegisterForm, IdentitySecondStepForm, \
     IdentitySwitchForm
@@ -26,6 +26,7 @@ bp = Blueprint("identity", __name__, url_prefix="/magento")
 
 
 @bp.get("/identity")
+@limiter.limit(lambda: current_app.config["IDENTITY_RATE_LIMIT"])  # anyone may open it, and it may write
 def start():
     key = request.args.get("oauth_consumer_key", "")
     link, activation = _lookup(key)

@@ -89,14 +89,16 @@ def receive(link_id: int, source_name: str, token: str, body: bytes | None, head
             event_name: str | None, remote_addr: str | None) -> Answer:
     """One request at the intake endpoint. ``body`` is ``None`` when it was over the limit."""
     link = db.session.get(StoreLink, link_id)
-    if link is None:
-        return Answer(404, "no such store")
     source = db.session.scalar(select(IntakeSource).where(IntakeSource.store_link_id == link_id,
                                                           IntakeSource.source == source_name))
     expected = source.path_token_hash if source is not None else _DUMMY_HASH
-    if not hmac.compare_digest(token_hash(token), expected) or source is None:
-        return _refuse(link, None, source_name, body, remote_addr, event_name,
-                       "unknown source or path token for this store", 401)
+    if not hmac.compare_digest(token_hash(token), expected) or source is None or link is None:
+        # Not the address we gave the store, so not the store: one answer whether or not the store
+        # exists, and nothing written (a flood of guesses must not push real refusals out of the
+        # quarantine, which keeps what came with the right address and failed its signature).
+        log.info("intake: refused a request to a wrong address (store %s, source %s) from %s",
+                 link_id, source_name, remote_addr)
+        return Answer(401, "refused: unknown store, source or path token")
     if body is None:
         return _refuse(link, source, source_name, None, remote_addr, event_name,
                        f"body over {setting('INTAKE_MAX_BYTES')} bytes", 413)

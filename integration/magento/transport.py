@@ -119,6 +119,10 @@ def _raise_transport_error(exc: Exception, method: str, url: str, timeout) -> No
     if isinstance(exc, requests.RequestException):  # malformed URL, bad headers, content decoding...
         log.warning("request to %s failed: %s", _path(url), _reason(exc))
         raise StoreUnreachable("could not talk to the store") from None
+    if isinstance(exc, UnicodeDecodeError):  # requests reads a redirect's Location as UTF-8, followed or not
+        log.warning("unreadable answer from %s: %s", _path(url), _reason(exc))
+        raise BadStoreResponse(f"the store's answer to {method} {_path(url)} could not be read "
+                               "(a redirect to an address that is not UTF-8)") from None
     raise exc
 
 

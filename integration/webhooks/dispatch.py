@@ -194,8 +194,10 @@ def backoff(attempt: int, base: float = RETRY_BASE, cap: float = 3600.0) -> floa
 
 def webhook_policy() -> StorePolicy:
     """The stores' address policy with the webhook allow-list: private and loopback
-    receivers only where ``INTEGRATION_ALLOWED_WEBHOOK_HOSTS`` lists them."""
-    return StorePolicy(tuple(current_app.config.get("ALLOWED_WEBHOOK_HOSTS", ())), False)
+    receivers only where ``INTEGRATION_ALLOWED_WEBHOOK_HOSTS`` lists them, names looked up
+    with the stores' DNS servers (``INTEGRATION_DNS_SERVERS``)."""
+    config = current_app.config
+    return StorePolicy(tuple(config.get("ALLOWED_WEBHOOK_HOSTS", ())), False, tuple(config.get("DNS_SERVERS") or ()))
 
 
 def outbox_depth() -> int:

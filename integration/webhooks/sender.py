@@ -19,6 +19,7 @@ import requests
 from ..magento.errors import UnsafeStoreURL
 from ..magento.store_url import StorePolicy
 from ..magento.transport import Deadline, DeadlineWatch, safe_session
+from ..text import neutralised
 
 #: Seconds for the whole exchange: connect, send, the receiver's answer.
 DEADLINE = 10.0
@@ -88,9 +89,14 @@ def post(session: requests.Session, url: str, body: bytes, headers: dict[str, st
             error = f"could not connect: {_reason(exc)}"
         else:
             error = f"request failed: {_reason(exc)}"
+    except ValueError as exc:
+        # requests reads a redirect's Location as UTF-8 even when it does not follow it: one
+        # receiver's unreadable answer is its own delivery's failure, never the whole batch's.
+        error = f"unreadable answer: {_reason(exc)}"
     if watch.cut:  # whatever was parsed from a cut exchange is not an answer
         status, error = None, f"no complete answer within {deadline:g} s"
-    return Answer(status, error, int((time.monotonic() - started) * 1000))
+    # The receiver's words (a Location, a status line) go to the delivery log: no escape sequences.
+    return Answer(status, error and neutralised(error), int((time.monotonic() - started) * 1000))
 
 
 def _reason(exc: Exception) -> str:

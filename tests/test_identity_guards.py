@@ -295,9 +295,6 @@ def test_a_store_refusal_after_the_second_step_still_offers_the_switch_back_to_t
     assert switch["oauth_consumer_key"] == key and switch["success_call_back"] == back
 
 
-@pytest.mark.xfail(strict=True, reason="logins.complete_login clears the session but not the CSRF token Flask-WTF "
-                   "cached in g for this request: a form drawn after the login carries a token whose session "
-                   "secret is gone (400 'The CSRF session token is missing'); fix: g.pop('csrf_token', None)")
 def test_switching_accounts_from_a_refusal_right_after_logging_in_goes_back_to_the_link(
         client, sandbox, user, clock):
     page, key, back = _refused_after_the_second_step(client, sandbox, clock)

@@ -417,3 +417,16 @@ def test_a_signed_in_admin_is_not_offered_to_sign_up_in_the_popup(app_config, sa
     login(client)
     page = client.get("/magento/identity", query_string=url).get_data(as_text=True)
     assert "Signed in as owner@example.com" in page and 'action="/magento/identity/register"' not in page
+
+
+def test_a_popup_opened_without_a_way_back_ends_on_our_done_page(client, sandbox, user):
+    """No success_call_back in the pop-up's address: nothing to send the admin back to, so our own page."""
+    integration = activate(client, sandbox)
+    page = client.get("/magento/identity", query_string={"oauth_consumer_key": integration.consumer_key}
+                      ).get_data(as_text=True)
+    fields = _hidden_fields(page, "/magento/identity")
+    assert fields["success_call_back"] == ""
+    response = client.post("/magento/identity", data={**fields, "email": "owner@example.com",
+                                                      "password": "correct horse battery"})
+    text = response.get_data(as_text=True)
+    assert response.status_code == 200 and "Store linked" in text and "did not redirect automatically" not in text

@@ -236,6 +236,7 @@ def test_an_admin_who_must_enrol_is_told_so_in_the_popup(app_config, sandbox, ad
     page = response.get_data(as_text=True)
     assert response.status_code == 403 and "Set up a second factor first" in page
     assert "This account must have a second factor before it can link stores." in page
+    assert f"Store: {sandbox.url}/" in page
     assert integration.status != "Active"
 
 
@@ -253,7 +254,9 @@ def test_an_admin_the_policy_covers_links_once_it_has_a_second_factor(app_config
     back = SUCCESS.format(port=sandbox.server.server_port)
     response = submit(client, integration, back, email="admin@example.com", password="correct horse battery")
     assert response.headers["Location"] == "/magento/identity/second-step"
-    page = client.get("/magento/identity/second-step").get_data(as_text=True)
+    response = client.get("/magento/identity/second-step")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
     clock[0] += 30
     response = client.post("/magento/identity/second-step", data={
         **_hidden_fields(page, "/magento/identity/second-step"), "code": totp.at(clock[0])})

@@ -353,16 +353,19 @@ def test_the_doctor_page_shows_each_popup_login_as_it_went(app, client, sandbox,
     page = client.get("/magento/identity/second-step").get_data(as_text=True)
     clock[0] += 30
     assert client.post("/magento/identity/second-step", data={
+        **_hidden_fields(page, "/magento/identity/second-step"), "code": totp.at(clock[0] + 3000)}).status_code == 401
+    assert client.post("/magento/identity/second-step", data={
         **_hidden_fields(page, "/magento/identity/second-step"), "code": totp.at(clock[0])}).status_code == 200
     ops = operator(app)
     submit(ops, integration, "")  # an admin already signed in confirms again
     steps = re.findall(r'<li class="\w+" data-step="login" data-outcome="(\w+)">(.*?)</li>',
                        doctor_page(ops, link_id(app, integration)), re.S)
-    assert [outcome for outcome, _ in steps] == ["failed", "ok", "ok", "ok"]
+    assert [outcome for outcome, _ in steps] == ["failed", "ok", "failed", "ok", "ok"]
     assert reason and reason in steps[0][1]
     assert "password accepted; second factor next" in steps[1][1]
-    assert "as owner@example.com (second factor)" in steps[2][1]
-    assert "as admin@example.com (already signed in)" in steps[3][1]
+    assert "second factor: That code or passkey did not work." in steps[2][1]
+    assert "as owner@example.com (second factor)" in steps[3][1]
+    assert "as admin@example.com (already signed in)" in steps[4][1]
 
 
 def test_the_popup_second_step_without_a_pending_login_explains_the_missing_callback(client):

@@ -110,7 +110,6 @@ def record_callback(callback: Callback, remote_addr: str | None, started: float 
             db.session.rollback()
             if attempt == 2:
                 raise
-    raise AssertionError("unreachable")
 
 
 def _record(callback: Callback, remote_addr: str | None, started: float | None) -> Activation:

@@ -287,3 +287,144 @@ def test_a_link_stops_waiting_as_soon_as_the_other_worker_is_done(app, client, s
         assert link.status == StoreLink.LINKED
     other.join()
     assert time.monotonic() - started < 15  # not the whole 30 s
+
+
+def test_a_callback_for_a_store_linked_by_hand_starts_a_reauthorize(app, client, sandbox, user):
+    """A store added on the dashboard with its tokens has no activation yet: when Magento later posts a
+    callback for the same integration (Reauthorize), it is taken as one, not a crash."""
+    from integration.sandbox.oauth_provider import new_verifier
+    from integration.sandbox.state import Token, random_string
+
+    from .test_dashboard import login, post
+
+    integration = sandbox.state.add_integration("Manual", "", "")
+    integration.token = Token("access", random_string(), random_string(), "")
+    integration.status = "Active"
+    login(client)
+    assert post(client, "/stores/new", "/stores/new", base_url=sandbox.url, consumer_key=integration.consumer_key,
+                consumer_secret=integration.consumer_secret, access_token=integration.token.token,
+                access_token_secret=integration.token.secret).status_code == 302
+    integration.token = None
+    response = client.post("/magento/callback", data={
+        "oauth_consumer_key": integration.consumer_key, "oauth_consumer_secret": integration.consumer_secret,
+        "store_base_url": sandbox.url + "/", "oauth_verifier": new_verifier(integration).verifier})
+    assert response.status_code == 200
+    with app.app_context():
+        link = StoreLink.by_consumer_key(integration.consumer_key)
+        assert link.status == StoreLink.PENDING and [a.kind for a in link.activations] == ["reauthorize"]
+
+
+def test_the_stores_page_lists_its_callbacks(app, client, sandbox, user):
+    """Each callback shows on its store's page, with where it came from."""
+    import re
+
+    from .test_identity import activate, login, submit
+
+    login(client)
+    integration = activate(client, sandbox)
+    assert submit(client, integration, "").status_code == 200
+    with app.app_context():
+        link_id = StoreLink.by_consumer_key(integration.consumer_key).id
+    page = client.get(f"/stores/{link_id}").get_data(as_text=True)
+    assert re.search(r"<td>callback\.received</td><td>[^<]*</td>\s*<td>127\.0\.0\.1</td>\s*"
+                     rf"<td>activate from {re.escape(sandbox.url)}/</td>", page)
+
+
+def test_an_activation_past_the_window_shows_as_the_stores_last_error(app, client, sandbox, user, admin):
+    import re
+
+    from .conftest import PASSWORD, csrf_from
+    from .test_doctor import age_activation, operator, popup_url
+    from .test_identity import activate
+
+    integration = activate(client, sandbox)
+    form_page = client.get(popup_url(integration.consumer_key)).get_data(as_text=True)  # opened in time...
+    age_activation(app, integration, 300)  # ...confirmed too late
+    assert client.post("/magento/identity", data={
+        "csrf_token": csrf_from(form_page), "oauth_consumer_key": integration.consumer_key, "success_call_back": "",
+        "email": "owner@example.com", "password": PASSWORD}).status_code == 409
+    with app.app_context():
+        link_id = StoreLink.by_consumer_key(integration.consumer_key).id
+    page = operator(app).get(f"/stores/{link_id}").get_data(as_text=True)
+    last = re.search(r'<dt>Last error</dt><dd class="error-cell">([^<]*)</dd>', page)
+    assert last and "not tried" in last.group(1)
+
+
+def test_a_refusal_without_advice_shows_none(app, client, sandbox, user):
+    """The pop-up's "What to do" appears only when there is something to do."""
+    from integration.models import User
+
+    from .conftest import PASSWORD, csrf_from
+    from .test_identity import activate, submit
+
+    integration = activate(client, sandbox)
+    assert submit(client, integration, "", email="owner@example.com", password=PASSWORD).status_code == 200
+    client.post("/auth/logout", data={"csrf_token": csrf_from(client.get("/").get_data(as_text=True))})
+    with app.app_context():
+        other = User(email="other@example.com")
+        other.set_password(PASSWORD)
+        db.session.add(other)
+        db.session.commit()
+    response = submit(client, integration, "", email="other@example.com", password=PASSWORD)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 403 and "This store is linked to another account" in page
+    assert "What to do" not in page
+
+
+def test_a_refused_exchange_shows_on_the_stores_page_when_it_ended_and_who_tried(app, client, sandbox, user, admin):
+    import re
+    import time
+
+    from .test_doctor import operator
+    from .test_identity import activate, login, submit
+
+    login(client)
+    integration = activate(client, sandbox)
+    integration.consumer_updated_at = time.time() - 1000  # the store answers "Consumer key has expired"
+    assert submit(client, integration, "").status_code == 502
+    with app.app_context():
+        link_id = StoreLink.by_consumer_key(integration.consumer_key).id
+    page = operator(app).get(f"/stores/{link_id}").get_data(as_text=True)
+    row = re.search(r"<td>activate</td><td>[^<]*</td>\s*<td>failed</td><td>owner@example\.com</td>\s*"
+                    r"<td>(.*?)</td><td class=\"error-cell\">([^<]*)</td>", page)
+    assert row and "<time" in row.group(1) and "Consumer key has expired" in row.group(2)
+
+
+def test_the_doctor_shows_both_token_steps_of_a_link_with_the_stores_answer(app, client, sandbox, user, admin):
+    import re
+
+    from .test_doctor import doctor_page, operator
+    from .test_identity import activate, login, submit
+
+    login(client)
+    integration = activate(client, sandbox)
+    assert submit(client, integration, "").status_code == 200
+    with app.app_context():
+        link_id = StoreLink.by_consumer_key(integration.consumer_key).id
+    page = doctor_page(operator(app), link_id)
+    steps = re.findall(r'data-step="(\w+)" data-outcome="ok">(.*?)</li>', page, re.S)
+    tokens = [(step, body) for step, body in steps if step in ("request_token", "access_token")]
+    assert [step for step, _ in tokens] == ["request_token", "access_token"]
+    for _, body in tokens:
+        assert "HTTP 200" in body and "signed with profile 2.4.8+" in body
+
+
+def test_a_link_after_a_failed_try_shows_when_it_linked_and_no_error_left(app, client, sandbox, user, admin):
+    import re
+
+    from .test_doctor import operator
+    from .test_identity import activate, login, submit
+
+    login(client)
+    integration = activate(client, sandbox)
+    sandbox.state.failures.append(["/oauth/token/request", 503, 1])
+    assert submit(client, integration, "").status_code == 502
+    with app.app_context():
+        link_id = StoreLink.by_consumer_key(integration.consumer_key).id
+    ops = operator(app)
+    assert "<dt>Last error</dt>" in ops.get(f"/stores/{link_id}").get_data(as_text=True)
+    assert submit(client, integration, "").status_code == 200  # the same activation, retried
+    page = ops.get(f"/stores/{link_id}").get_data(as_text=True)
+    assert "<dt>Last error</dt>" not in page
+    for field in ("Linked at", "Last contact"):
+        assert re.search(rf"<dt>{field}</dt><dd><time ", page), field

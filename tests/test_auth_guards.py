@@ -177,3 +177,28 @@ def test_a_wrong_code_keeps_offering_the_passkey_and_forgets_the_code(app, user)
     page = response.get_data(as_text=True)
     assert response.status_code == 401 and 'class="passkey-choice"' in page
     assert "913579" not in page  # a refused code is not typed back into the form
+
+
+def test_signing_in_with_a_passkey_follows_the_login_pages_next_path(app, user):
+    """The login page's "Sign in with a passkey" form keeps the page's ``next=``: the passkey lands where
+    the password would have (on-site paths only)."""
+    import html
+    import re
+
+    from .passkeys import SoftPasskey
+    from .test_second_factor import _log_out as log_out, _login as log_in
+    from .test_second_factor_guards import add_passkey
+
+    client = browser(app)
+    soft = SoftPasskey()
+    log_in(client, "owner@example.com")
+    add_passkey(client, soft)
+    log_out(client)
+    for target, landing in (("/accounts/me", "/accounts/me"), ("//evil.example/", "/")):
+        page = client.get("/auth/login", query_string={"next": target}).get_data(as_text=True)
+        action = html.unescape(re.search(r'<form method="post" action="([^"]*)" id="passkey-sign-in"', page).group(1))
+        token = csrf_from(page)
+        options = client.post("/auth/passkey/options", headers={"X-CSRFToken": token}).json
+        response = client.post(action, data={"csrf_token": token, "passkey": soft.answer(options)})
+        assert response.status_code == 302 and response.headers["Location"] == landing, target
+        log_out(client)

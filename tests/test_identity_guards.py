@@ -4,10 +4,13 @@ the page that lets the admin decide. Linking itself goes ahead either way."""
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 
 from .conftest import csrf_from
 from .test_identity import activate, login, submit
+from .test_second_factor import clock  # noqa: F401 - the TOTP clock fixture
 
 SUCCESS = "http://127.0.0.1:{port}/admin/admin/integration/loginSuccessCallback/"
 
@@ -189,8 +192,9 @@ def test_after_signing_up_in_the_popup_the_login_form_has_the_address_filled_in(
 
     client = create_app({**app_config, "SELF_REGISTRATION": True}).test_client()
     integration = activate(client, sandbox)
-    page = client.get("/magento/identity", query_string={"oauth_consumer_key": integration.consumer_key}
-                      ).get_data(as_text=True)
+    back = SUCCESS.format(port=sandbox.server.server_port)
+    page = client.get("/magento/identity", query_string={"oauth_consumer_key": integration.consumer_key,
+                                                         "success_call_back": back}).get_data(as_text=True)
     response = client.post("/magento/identity/register", data={
         **_hidden_fields(page, "/magento/identity/register"),
         "email": "merchant@example.com", "password": "merchant password", "confirm": "merchant password"})
@@ -198,6 +202,11 @@ def test_after_signing_up_in_the_popup_the_login_form_has_the_address_filled_in(
     assert response.status_code == 200 and "has one now" in text
     assert re.search(r'<input[^>]*name="email"[^>]*value="merchant@example.com"', text) or \
         re.search(r'<input[^>]*value="merchant@example.com"[^>]*name="email"', text)
+    # Logging in with that form still ends back in Magento, which closes the pop-up.
+    response = client.post("/magento/identity", data={**_hidden_fields(text, "/magento/identity"),
+                                                      "email": "merchant@example.com", "password": "merchant password"})
+    assert response.status_code == 302 and response.headers["Location"] == back
+    assert integration.status == "Active"
 
 
 def test_a_refused_sign_up_in_the_popup_is_a_bad_request_with_the_reason(app_config, sandbox):
@@ -205,12 +214,17 @@ def test_a_refused_sign_up_in_the_popup_is_a_bad_request_with_the_reason(app_con
 
     client = create_app({**app_config, "SELF_REGISTRATION": True}).test_client()
     integration = activate(client, sandbox)
-    page = client.get("/magento/identity", query_string={"oauth_consumer_key": integration.consumer_key}
-                      ).get_data(as_text=True)
+    back = SUCCESS.format(port=sandbox.server.server_port)
+    page = client.get("/magento/identity", query_string={"oauth_consumer_key": integration.consumer_key,
+                                                         "success_call_back": back}).get_data(as_text=True)
     response = client.post("/magento/identity/register", data={
         **_hidden_fields(page, "/magento/identity/register"),
         "email": "merchant@example.com", "password": "merchant password", "confirm": "another password"})
-    assert response.status_code == 400 and 'action="/magento/identity/register"' in response.get_data(as_text=True)
+    text = response.get_data(as_text=True)
+    assert response.status_code == 400 and 'action="/magento/identity/register"' in text
+    # Both forms shown again still lead back to Magento.
+    assert _hidden_fields(text, "/magento/identity/register")["success_call_back"] == back
+    assert _hidden_fields(text, "/magento/identity")["success_call_back"] == back
 
 
 def test_an_admin_who_must_enrol_is_told_so_in_the_popup(app_config, sandbox, admin):
@@ -222,4 +236,203 @@ def test_an_admin_who_must_enrol_is_told_so_in_the_popup(app_config, sandbox, ad
     page = response.get_data(as_text=True)
     assert response.status_code == 403 and "Set up a second factor first" in page
     assert "This account must have a second factor before it can link stores." in page
+    assert f"Store: {sandbox.url}/" in page
     assert integration.status != "Active"
+
+
+def test_an_admin_the_policy_covers_links_once_it_has_a_second_factor(app_config, sandbox, admin, clock):
+    """INTEGRATION_REQUIRE_2FA stops an admin without a second factor in the pop-up, not one who has it."""
+    from integration import create_app
+
+    from .test_second_factor import _log_out, _login, browser, enrol
+
+    client = browser(create_app({**app_config, "REQUIRE_2FA": "admins"}))
+    assert _login(client, "admin@example.com").status_code == 302
+    totp, _ = enrol(client, clock)
+    _log_out(client)
+    integration = activate(client, sandbox)
+    back = SUCCESS.format(port=sandbox.server.server_port)
+    response = submit(client, integration, back, email="admin@example.com", password="correct horse battery")
+    assert response.headers["Location"] == "/magento/identity/second-step"
+    response = client.get("/magento/identity/second-step")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    clock[0] += 30
+    response = client.post("/magento/identity/second-step", data={
+        **_hidden_fields(page, "/magento/identity/second-step"), "code": totp.at(clock[0])})
+    assert response.status_code == 302 and response.headers["Location"] == back
+    assert integration.status == "Active"
+
+
+def _refused_after_the_second_step(client, sandbox, clock):
+    """The owner (with an authenticator app) logs in through the pop-up of a store that then refuses the
+    exchange: the refusal page drawn by the second step's POST, and Magento's key and way back."""
+    import time
+
+    from .test_second_factor import _log_out, _login, enrol
+
+    assert _login(client, "owner@example.com").status_code == 302
+    totp, _ = enrol(client, clock)
+    _log_out(client)
+    integration = activate(client, sandbox)
+    integration.consumer_updated_at = time.time() - 1000  # the store answers "Consumer key has expired"
+    back = SUCCESS.format(port=sandbox.server.server_port)
+    response = submit(client, integration, back, email="owner@example.com", password="correct horse battery")
+    assert response.headers["Location"] == "/magento/identity/second-step"
+    page = client.get("/magento/identity/second-step").get_data(as_text=True)
+    clock[0] += 30
+    response = client.post("/magento/identity/second-step", data={
+        **_hidden_fields(page, "/magento/identity/second-step"), "code": totp.at(clock[0])})
+    text = response.get_data(as_text=True)
+    assert response.status_code == 502 and "Consumer key has expired" in text
+    assert f"Store: {sandbox.url}/" in text
+    return text, integration.consumer_key, back
+
+
+def test_a_store_refusal_after_the_second_step_still_offers_the_switch_back_to_this_link(
+        client, sandbox, user, clock):
+    """The second step's form holds only the code: the "Not you?" form on the refusal page must carry
+    Magento's key and way back from the pending login, or switching accounts would lose the link."""
+    page, key, back = _refused_after_the_second_step(client, sandbox, clock)
+    switch = _hidden_fields(page, "/magento/identity/switch")
+    assert switch["oauth_consumer_key"] == key and switch["success_call_back"] == back
+
+
+def test_switching_accounts_from_a_refusal_right_after_logging_in_goes_back_to_the_link(
+        client, sandbox, user, clock):
+    page, key, back = _refused_after_the_second_step(client, sandbox, clock)
+    response = client.post("/magento/identity/switch", data=_hidden_fields(page, "/magento/identity/switch"))
+    assert response.status_code == 302
+    again = client.get(response.headers["Location"]).get_data(as_text=True)
+    fields = _hidden_fields(again, "/magento/identity")
+    assert fields["oauth_consumer_key"] == key and fields["success_call_back"] == back
+    assert 'type="password"' in again  # logged out: the login form, for another account
+
+
+def test_a_signed_in_admin_opening_an_expired_popup_can_still_switch_accounts(app, client, sandbox, user):
+    """Past the activation window the pop-up says so (410) before trying anything, and still offers
+    "Not you?" with Magento's key and way back, so another account can take over after a Reauthorize."""
+    from .test_doctor import age_activation
+
+    login(client)
+    integration = activate(client, sandbox)
+    back = SUCCESS.format(port=sandbox.server.server_port)
+    assert client.get("/magento/identity", query_string={"oauth_consumer_key": integration.consumer_key,
+                                                         "success_call_back": back}).status_code == 200
+    age_activation(app, integration, 300)  # the admin waited too long before confirming
+    response = client.get("/magento/identity", query_string={"oauth_consumer_key": integration.consumer_key,
+                                                             "success_call_back": back})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 410 and "The time to link has run out" in page
+    switch = _hidden_fields(page, "/magento/identity/switch")
+    assert switch["oauth_consumer_key"] == integration.consumer_key and switch["success_call_back"] == back
+    response = client.post("/magento/identity/switch", data=switch)
+    assert response.status_code == 302
+    location = urlsplit(response.headers["Location"])
+    assert location.path == "/magento/identity" and parse_qs(location.query) == {
+        "oauth_consumer_key": [integration.consumer_key], "success_call_back": [back]}
+    assert "Signed in as" not in client.get(response.headers["Location"]).get_data(as_text=True)
+
+
+def test_the_doctor_page_shows_each_popup_login_as_it_went(app, client, sandbox, user, admin, clock):
+    """What the operator reads on the store's doctor page: a refused password with the reason the pop-up
+    gave, a password waiting for its second factor, the second factor, and an admin already signed in."""
+    import re
+
+    from .test_doctor import doctor_page, link_id, operator
+    from .test_second_factor import _log_out, _login, enrol
+
+    assert _login(client, "owner@example.com").status_code == 302
+    totp, _ = enrol(client, clock)
+    _log_out(client)
+    integration = activate(client, sandbox)
+    refused = submit(client, integration, "", email="owner@example.com", password="not the password")
+    reason = re.search(r'class="flash error"[^>]*>\s*(?:<p>)?([^<]+)', refused.get_data(as_text=True)).group(1).strip()
+    assert submit(client, integration, "", email="owner@example.com", password="correct horse battery"
+                  ).headers["Location"] == "/magento/identity/second-step"
+    page = client.get("/magento/identity/second-step").get_data(as_text=True)
+    clock[0] += 30
+    assert client.post("/magento/identity/second-step", data={
+        **_hidden_fields(page, "/magento/identity/second-step"), "code": totp.at(clock[0] + 3000)}).status_code == 401
+    assert client.post("/magento/identity/second-step", data={
+        **_hidden_fields(page, "/magento/identity/second-step"), "code": totp.at(clock[0])}).status_code == 200
+    ops = operator(app)
+    submit(ops, integration, "")  # an admin already signed in confirms again
+    steps = re.findall(r'<li class="\w+" data-step="login" data-outcome="(\w+)">(.*?)</li>',
+                       doctor_page(ops, link_id(app, integration)), re.S)
+    assert [outcome for outcome, _ in steps] == ["failed", "ok", "failed", "ok", "ok"]
+    assert reason and reason in steps[0][1]
+    assert "password accepted; second factor next" in steps[1][1]
+    assert "second factor: That code or passkey did not work." in steps[2][1]
+    assert "as owner@example.com (second factor)" in steps[3][1]
+    assert "as admin@example.com (already signed in)" in steps[4][1]
+
+
+def test_the_popup_second_step_without_a_pending_login_explains_the_missing_callback(client):
+    response = client.get("/magento/identity/second-step")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 404 and "We have not heard from this store yet" in page
+    assert "consumer key <code>" not in page  # no key to name
+
+
+def test_a_sign_up_in_the_popup_is_audited_with_the_address_it_came_from(app_config, sandbox, admin):
+    import re
+
+    from integration import create_app
+
+    from .test_identity import login as log_in
+
+    app = create_app({**app_config, "SELF_REGISTRATION": True})
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = "10.9.8.7"
+    integration = activate(client, sandbox)
+    page = client.get("/magento/identity", query_string={"oauth_consumer_key": integration.consumer_key}
+                      ).get_data(as_text=True)
+    for email in ("merchant@example.com", "admin@example.com"):  # a new address, then a taken one
+        assert client.post("/magento/identity/register", data={
+            **_hidden_fields(page, "/magento/identity/register"),
+            "email": email, "password": "merchant password", "confirm": "merchant password"}).status_code == 200
+    ops = app.test_client()
+    log_in(ops, "admin@example.com")
+    rows = re.findall(r"<td>(account\.[\w.]+)</td><td>[^<]*</td>\s*<td>([^<]*)</td>",
+                      ops.get("/audit").get_data(as_text=True))
+    assert ("account.created", "10.9.8.7") in rows and ("account.sign_up_taken", "10.9.8.7") in rows
+
+
+def test_a_sign_up_the_account_rules_refuse_says_why_in_the_popup(app_config, sandbox):
+    from integration import create_app
+
+    client = create_app({**app_config, "SELF_REGISTRATION": True}).test_client()
+    integration = activate(client, sandbox)
+    page = client.get("/magento/identity", query_string={"oauth_consumer_key": integration.consumer_key}
+                      ).get_data(as_text=True)
+    response = client.post("/magento/identity/register", data={
+        **_hidden_fields(page, "/magento/identity/register"),
+        "email": "mer\u202echant@example.com", "password": "merchant password", "confirm": "merchant password"})
+    assert response.status_code == 400 and "control characters" in response.get_data(as_text=True)
+
+
+def test_a_signed_in_admin_is_not_offered_to_sign_up_in_the_popup(app_config, sandbox, user):
+    from integration import create_app
+
+    client = create_app({**app_config, "SELF_REGISTRATION": True}).test_client()
+    integration = activate(client, sandbox)
+    url = {"oauth_consumer_key": integration.consumer_key}
+    assert 'action="/magento/identity/register"' in client.get("/magento/identity", query_string=url
+                                                                ).get_data(as_text=True)
+    login(client)
+    page = client.get("/magento/identity", query_string=url).get_data(as_text=True)
+    assert "Signed in as owner@example.com" in page and 'action="/magento/identity/register"' not in page
+
+
+def test_a_popup_opened_without_a_way_back_ends_on_our_done_page(client, sandbox, user):
+    """No success_call_back in the pop-up's address: nothing to send the admin back to, so our own page."""
+    integration = activate(client, sandbox)
+    page = client.get("/magento/identity", query_string={"oauth_consumer_key": integration.consumer_key}
+                      ).get_data(as_text=True)
+    fields = _hidden_fields(page, "/magento/identity")
+    assert fields["success_call_back"] == ""
+    response = client.post("/magento/identity", data={**fields, "email": "owner@example.com",
+                                                      "password": "correct horse battery"})
+    text = response.get_data(as_text=True)
+    assert response.status_code == 200 and "Store linked" in text and "did not redirect automatically" not in text

@@ -37,3 +37,28 @@ def test_hits_start_no_threads_and_idle_counters_are_swept(monkeypatch):
     time.sleep(1.3)
     limiter.hit(parse("1000 per 1 second"), "key:new")  # the sweep runs inline, with a hit
     assert set(storage.storage) == {"LIMITER/key:new/1000/1/second"}
+
+
+def test_dead_counters_are_swept_at_most_once_per_interval(monkeypatch):
+    """The sweep is what the timer thread did, but not on every hit: a counter that expired since the last
+    sweep keeps its memory until the next one is due (reading it would count nothing: see the test above)."""
+    monkeypatch.setattr(ratelimit_memory, "SWEEP_EVERY", 1.0)
+    storage = SweptMemoryStorage()
+    storage.incr("a", 0.05)
+    time.sleep(1.1)
+    storage.incr("b", 60)  # a sweep is due: it frees "a"
+    assert set(storage.storage) == {"b"}
+    storage.incr("c", 0.01)
+    time.sleep(0.05)
+    storage.incr("d", 60)  # the next sweep is a second away: "c" stays in memory...
+    assert set(storage.storage) == {"b", "c", "d"}
+    time.sleep(1.0)
+    storage.incr("e", 60)  # ...until that one frees it
+    assert set(storage.storage) == {"b", "d", "e"}
+
+
+def test_only_an_unset_or_plain_memory_storage_is_replaced():
+    for configured in (None, "", "memory://"):
+        assert isinstance(storage_from_string(ratelimit_memory.storage_uri(configured)), SweptMemoryStorage)
+    for configured in ("redis://127.0.0.1:6379/5", "memcached://127.0.0.1:11211"):
+        assert ratelimit_memory.storage_uri(configured) == configured

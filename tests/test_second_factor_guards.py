@@ -451,3 +451,15 @@ def test_a_passkey_keeps_the_counter_it_was_registered_with(app, user):
     _log_out(client)
     assert refused(sign_in_with(client, soft, count_by=-2))
     assert sign_in_with(client, soft, count_by=3).status_code == 302
+
+
+def test_setting_up_a_second_factor_shows_in_the_audit(app, user, admin, clock):
+    client = browser(app)
+    _login(client, "owner@example.com")
+    enrol(client, clock)
+    add_passkey(client, SoftPasskey(), name="Laptop")
+    ops = browser(app, "10.2.2.2")
+    _login(ops, "admin@example.com")
+    page = ops.get("/audit").get_data(as_text=True)
+    for action in (r"2fa\.totp_enrolled", r"2fa\.passkey_added"):  # who, and from where
+        assert re.search(rf"<td>{action}</td><td>owner@example\.com</td>\s*<td>10\.1\.1\.1</td>", page), action

@@ -40,7 +40,7 @@ def start():
                                cause=doctor.CAUSES["expired"], checklist=doctor.checklist(),
                                switch=_switch_form(key, success_call_back)), 410
     left = _seconds_left(activation)
-    return render_template("identity/link.html", form=_form(key, success_call_back), link=link, activation=activation,
+    return render_template("identity/link.html", form=_form(key, success_call_back), link=link,
                            register=_register_form(key, success_call_back), switch=_switch_form(key, success_call_back),
                            seconds_left=left, window=doctor.window())
 
@@ -60,7 +60,7 @@ def submit():
     if activation is None:
         return _no_callback(form.oauth_consumer_key.data or "")
     if not form.validate_on_submit():
-        return render_template("identity/link.html", form=form, link=link, activation=activation,
+        return render_template("identity/link.html", form=form, link=link,
                                switch=_switch_form(link.consumer_key, form.success_call_back.data or "")), 400
     if isinstance(form, IdentityLoginForm):
         try:
@@ -69,7 +69,7 @@ def submit():
         except logins.LoginRefused as refused:
             doctor.login(link, activation, user=None, remote_addr=request.remote_addr, refused=str(refused))
             return render_template("identity/link.html", form=_form(link.consumer_key, form.success_call_back.data),
-                                   link=link, activation=activation, error=str(refused),
+                                   link=link, error=str(refused),
                                    register=_register_form(link.consumer_key, form.success_call_back.data),
                                    seconds_left=_seconds_left(activation), window=doctor.window()), \
                 *logins.answer(refused)
@@ -130,11 +130,9 @@ def register():
             # Not logged in yet, whether the address was free or taken: the answer must be the same.
             login_form = IdentityLoginForm(data={"oauth_consumer_key": link.consumer_key, "email": email,
                                                  "success_call_back": form.success_call_back.data or ""})
-            return render_template("identity/link.html", form=login_form, link=link, activation=activation,
-                                   signed_up=email)
+            return render_template("identity/link.html", form=login_form, link=link, signed_up=email)
     login_form = _form(link.consumer_key, form.success_call_back.data or "")
-    return render_template("identity/link.html", form=login_form, register=form, link=link,
-                           activation=activation), 400
+    return render_template("identity/link.html", form=login_form, register=form, link=link), 400
 
 
 @bp.post("/identity/switch")

@@ -41,11 +41,6 @@ def status_until(client, url: str, key: str, wanted: int, seconds: float) -> flo
     return time.monotonic() - started
 
 
-BULK_CHANGES_MISSED = pytest.mark.xfail(strict=True, reason=(
-    "api/cache.py's _forget_after_bulk_changes compares state.statement.table with `is`, but SQLAlchemy 2 hands "
-    "an AnnotatedTable copy: no bulk UPDATE/DELETE ever empties a cache. Fix: entity.is_derived_from(X.__table__)"))
-
-
 @pytest.fixture
 def quiet(app_config):
     """A worker whose audit writer stays idle through the test: its last-use UPDATEs would empty caches too."""
@@ -181,7 +176,6 @@ def test_a_cache_flooded_with_distinct_keys_starts_again_empty(monkeypatch):
     assert [entries.get(n) for n in range(4)] == [None, None, None, "value 3"]
 
 
-@BULK_CHANGES_MISSED
 def test_a_store_error_a_bulk_update_notes_in_this_process_is_cleared_by_the_next_good_call(app, quiet, linked):
     """The feed sync notes a store's error with an UPDATE statement (not through the session's objects): the
     next API call that works must still see it, and clear it, as the store's health then shows."""
@@ -200,7 +194,6 @@ def test_a_store_error_a_bulk_update_notes_in_this_process_is_cleared_by_the_nex
     assert health[link_id] is None
 
 
-@BULK_CHANGES_MISSED
 def test_statements_that_change_keys_accounts_or_stores_in_bulk_apply_at_once(app, quiet, linked):
     """A change made with an UPDATE or DELETE statement (a script, a future bulk action) rather than
     through the session's objects is seen by the next call of this process too."""

@@ -100,9 +100,10 @@ def _forget_after_bulk_changes(state) -> None:
     entity = state.statement.table if caches is not None else None
     if entity is None:
         return
-    if entity is StoreLink.__table__:
+    # SQLAlchemy hands an annotated copy of the table, never the table itself: compare by origin.
+    if entity.is_derived_from(StoreLink.__table__):
         caches.links.clear()
-    elif entity is User.__table__:
+    elif entity.is_derived_from(User.__table__):
         caches.keys.clear()
-    elif entity is ApiKey.__table__ and not state.execution_options.get("api_last_used"):
+    elif entity.is_derived_from(ApiKey.__table__) and not state.execution_options.get("api_last_used"):
         caches.keys.clear()

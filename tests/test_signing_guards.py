@@ -343,7 +343,8 @@ def test_strnatcmp_agrees_with_the_sandbox_port_on_whitespace_and_neighbours_of_
     assert signing.strnatcmp(a, b) == verify.php_strnatcmp(a, b)
 
 
-@pytest.mark.parametrize("query", ["5%0A=x", "99999999999999999999=x", "9223372036854775808=x", "%D9%A3=x"])
+@pytest.mark.parametrize("query", ["5%0A=x", "99999999999999999999=x", "9223372036854775808=x",
+                                   "-9223372036854775809=x", "%D9%A3=x"])
 def test_2_4_8_signs_names_php_keeps_as_strings(query):
     """PHP makes a key an integer only for ASCII digits that fit 64 bits: a trailing newline, a
     number past PHP_INT_MAX or an Arabic-Indic digit stays a string name, which Magento signs."""
@@ -353,10 +354,11 @@ def test_2_4_8_signs_names_php_keeps_as_strings(query):
     assert _store_computes(signing.PROFILE_248, case, url) == base
 
 
-def test_2_4_8_refuses_the_largest_integer_name_php_has():
+@pytest.mark.parametrize("name", ["9223372036854775807", "-9223372036854775808"])
+def test_2_4_8_refuses_the_largest_and_smallest_integer_names_php_has(name):
     case = CASES["rest_get_no_query"]
     with pytest.raises(signing.UnsignableRequest, match="integer"):
-        _sign(signing.PROFILE_248, case, "http://127.0.0.1:8765" + PATH + "?9223372036854775807=x")
+        _sign(signing.PROFILE_248, case, "http://127.0.0.1:8765" + PATH + f"?{name}=x")
 
 
 def test_2_4_8_orders_non_ascii_digits_as_text_not_numbers():

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import joinedload, undefer
 
 from . import doctor, events
@@ -21,6 +21,7 @@ from .magento.credentials import RULE, MalformedCredential, is_credential
 from .magento.store_url import host_of
 from .models import StoreLink, User, audit, utcnow
 from .outbound import store_client, store_policy
+from .text import neutralised
 
 #: The ``remote_addr`` of audit entries made at the command line, which has no address.
 COMMAND_LINE = "command line"
@@ -144,15 +145,25 @@ def contact(link: StoreLink, action: str | None, purpose: str = "", *, user: Use
 def _note_failure(link: StoreLink, exc: errors.MagentoError, *, user: User | None, remote_addr: str | None) -> None:
     # Magento never tells us an integration was deleted: a token that worked and is now
     # unknown to the store is the only sign.
+    # Each change is claimed with a conditional UPDATE: two calls failing at once (a proxied call
+    # and a sync, in two processes) must announce it once.
     if isinstance(exc, errors.TokenRevoked) and link.status == StoreLink.LINKED:
-        link.status = StoreLink.REVOKED
-        link.revoked_at = utcnow()
-        audit("store.revoked", user=user, store_link=link, remote_addr=remote_addr, detail=exc.message)
-        events.record(db.session, events.STORE_REVOKED, link, reason=exc.message)
+        now = utcnow()
+        if _claim(link, StoreLink.status == StoreLink.LINKED, status=StoreLink.REVOKED, revoked_at=now):
+            link.status, link.revoked_at = StoreLink.REVOKED, now
+            audit("store.revoked", user=user, store_link=link, remote_addr=remote_addr, detail=exc.message)
+            events.record(db.session, events.STORE_REVOKED, link, reason=exc.message)
     elif link.last_error is None:
         # Once when a working store starts failing, not on every failed call.
-        events.record(db.session, events.STORE_CHECK_FAILED, link, reason=exc.message)
+        if _claim(link, StoreLink.last_error.is_(None), last_error=neutralised(exc.message, multiline=True)[:2000]):
+            events.record(db.session, events.STORE_CHECK_FAILED, link, reason=exc.message)
     link.last_error = exc.message
+
+
+def _claim(link: StoreLink, condition, **values) -> bool:
+    claimed = db.session.execute(update(StoreLink).where(StoreLink.id == link.id, condition).values(**values)
+                                 .execution_options(synchronize_session=False))
+    return claimed.rowcount == 1
 
 
 def _note_success(link: StoreLink, client: StoreClient, seen: tuple) -> None:

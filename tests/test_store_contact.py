@@ -143,3 +143,41 @@ def test_an_interrupted_export_is_still_on_the_record(app, linked, tmp_path, mon
     link_id, _ = linked
     cli(app, "export", link_id, "products", "--output", tmp_path / "p.jsonl")
     assert [d for _, d, *_ in events(app, link_id, "store.exported")] == ["products: stopped (KeyboardInterrupt)"]
+
+
+def test_two_calls_that_find_the_token_revoked_at_once_announce_it_once(app, linked, sandbox):
+    """A proxied call and a sync (two processes) both find the integration deleted: one store.revoked."""
+    import threading
+
+    from integration import events as event_log
+    from integration import stores
+    from integration.magento import errors
+
+    link_id, integration = linked
+    sandbox.state.integrations.pop(integration.id)  # deleted in Magento's admin
+    loaded = threading.Barrier(2)
+    outcomes = []
+
+    def call():
+        with app.app_context():
+            link = db.session.get(StoreLink, link_id)
+            assert link.status == StoreLink.LINKED
+            loaded.wait()  # both have read "linked" before either call fails
+            try:
+                with stores.contact(link, "console.call", "GET store/storeConfigs") as client:
+                    client.get("store/storeConfigs")
+            except errors.TokenRevoked:
+                outcomes.append("revoked")
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    assert outcomes == ["revoked", "revoked"]
+    with app.app_context():
+        announced = db.session.scalars(select(event_log.Event.type).where(event_log.Event.store_link_id == link_id)
+                                       .where(event_log.Event.type == event_log.STORE_REVOKED)).all()
+        audited = db.session.scalars(select(AuditEvent.action).where(AuditEvent.action == "store.revoked")).all()
+        assert len(announced) == 1 and len(audited) == 1
+        assert db.session.get(StoreLink, link_id).status == StoreLink.REVOKED

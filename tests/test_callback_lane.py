@@ -114,9 +114,9 @@ def _thread_nices(pid: int) -> list[int]:
     return nices
 
 
-def test_the_general_threads_and_the_jobs_run_below_the_callback_lane(app_config):
+def test_the_general_threads_run_below_the_callback_lane(app_config):
     """When the cores are short the kernel runs a callback's thread first: the lane's threads keep
-    the worker's priority, the general threads are 5 below it, the embedded job threads 10."""
+    the worker's priority, the general threads are 5 below it."""
     import os
     import subprocess
 
@@ -132,5 +132,4 @@ def test_the_general_threads_and_the_jobs_run_below_the_callback_lane(app_config
     finally:
         server.stop()
     assert raised.count(5) == 3  # the three general threads
-    assert raised.count(10) == 2  # the embedded job threads (INTEGRATION_JOBS_THREADS, default 2)
-    assert 0 in raised[1:]  # and threads at the worker's own priority: the lane, the main thread
+    assert raised.count(0) >= 2  # the main thread and the lane's (the job threads too)

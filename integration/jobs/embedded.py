@@ -20,7 +20,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ..priority import lower_this_threads_priority
 from . import RETRY_INTERVALS, call_in_app, process_id, resolve
 
 log = logging.getLogger("integration.jobs")
@@ -58,9 +57,7 @@ class EmbeddedEngine:
             # After a fork the parent's threads are gone: start afresh in this process.
             self._pid = process_id()
             self._stopping = threading.Event()  # the previous clock, if any, keeps its own
-            # Below the web threads (serving.py): the kernel runs requests first when cores are short.
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="jobs", initializer=lower_this_threads_priority,
-                                            initargs=(int(self.jobs.app.config.get("JOBS_NICE", 10)),))
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="jobs")
             now = time.monotonic()
             self._next_tick = {name: now for name in self.jobs.periodic}  # sweep at start-up
             self._clock = threading.Thread(target=self._run_clock, args=(self._stopping,), name="jobs-clock",

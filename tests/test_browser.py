@@ -86,6 +86,14 @@ def test_phone_sized_login_and_store_list_are_usable(live_app, user, browser):
     context.close()
 
 
+def login(page, url, email="admin@example.com"):
+    """Our login page, filled in and submitted as a person would."""
+    page.goto(f"{url}/auth/login")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("input[type=submit]")
+
+
 def _shot(page, name):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from .conftest import PASSWORD
-from .test_browser import ARTIFACTS, _shot, browser, page, pytestmark  # noqa: F401 - fixtures and marks
+from .test_browser import ARTIFACTS, _shot, browser, login, page, pytestmark  # noqa: F401 - fixtures and marks
 
 WINDOW = 9  # seconds; the app counts doctor.MARGIN (2 s) as gone before the callback reached it
 
@@ -48,10 +48,7 @@ def test_an_activation_after_the_window_says_expired_and_the_doctor_shows_each_s
         popup.close()
 
     # The operator opens the doctor from the store list (the failed activation links to it).
-    page.goto(f"{live_app.url}/auth/login")
-    page.fill("input[name=email]", "admin@example.com")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("input[type=submit]")
+    login(page, live_app.url, "admin@example.com")
     page.wait_for_selector("text=Linked stores")
     row = page.locator("tbody tr", has_text=sandbox.url)
     assert row.locator(".status-failed").count() == 1

@@ -7,15 +7,8 @@ from __future__ import annotations
 from playwright.sync_api import expect
 
 from .conftest import PASSWORD
-from .test_browser import ARTIFACTS, browser, page, pytestmark  # noqa: F401 - fixtures and marks
+from .test_browser import ARTIFACTS, browser, login, page, pytestmark  # noqa: F401 - fixtures and marks
 
-
-
-def login(page, url, email="admin@example.com"):
-    page.goto(f"{url}/auth/login")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("input[type=submit]")
 
 
 def operation(page, tag, operation_id):

@@ -9,8 +9,7 @@ import pytest
 
 from integration import jobs
 
-from .conftest import PASSWORD
-from .test_browser import ARTIFACTS, browser, page, pytestmark  # noqa: F401 - fixtures and marks
+from .test_browser import ARTIFACTS, browser, login, page, pytestmark  # noqa: F401 - fixtures and marks
 
 
 @pytest.fixture
@@ -24,10 +23,7 @@ def test_sync_now_shows_live_progress_and_the_feeds(app, live_app, linked, sandb
     sandbox.state.latency = 0.25  # 12 pages of products: a few seconds to watch
     jobs.start(app)
     try:
-        page.goto(f"{live_app.url}/auth/login")
-        page.fill("input[name=email]", "owner@example.com")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("input[type=submit]")
+        login(page, live_app.url, "owner@example.com")
         page.goto(f"{live_app.url}/stores/{link_id}")
         page.click("button:has-text('Sync now')")
         page.wait_for_selector("text=Queued 2 sync jobs")
@@ -55,10 +51,7 @@ def test_a_dashboard_export_downloads_a_csv(app, live_app, linked, sandbox, page
     app.config["EXPORT_PAGE_SIZE"] = 5
     jobs.start(app)
     try:
-        page.goto(f"{live_app.url}/auth/login")
-        page.fill("input[name=email]", "owner@example.com")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("input[type=submit]")
+        login(page, live_app.url, "owner@example.com")
         page.goto(f"{live_app.url}/stores/{link_id}")
         page.select_option("select[name=entity]", "products")
         page.select_option("select[name=format]", "csv")

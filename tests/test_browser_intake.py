@@ -11,8 +11,7 @@ import requests
 
 from integration import jobs
 
-from .conftest import PASSWORD
-from .test_browser import ARTIFACTS, browser, page, pytestmark  # noqa: F401 - fixtures and marks
+from .test_browser import ARTIFACTS, browser, login, page, pytestmark  # noqa: F401 - fixtures and marks
 from .test_intake import adobe_signed, rsa_pair, wait_until
 
 
@@ -28,10 +27,7 @@ def test_an_admin_sets_up_adobe_webhooks_and_sees_pushes_arrive(app, admin, live
     key, pem = rsa_pair()
     jobs.start(app)
     try:
-        page.goto(f"{live_app.url}/auth/login")
-        page.fill("input[name=email]", "admin@example.com")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("input[type=submit]")
+        login(page, live_app.url, "admin@example.com")
         page.goto(f"{live_app.url}/stores/{link_id}")
         assert "No source" in page.inner_text("table.intake-sources")
         page.click("summary:has-text('Set up a source')")

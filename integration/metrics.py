@@ -25,6 +25,9 @@ PROXY_SECONDS = Histogram("companion_proxy_call_seconds", "Time the store took t
 DISPATCHED = Counter("companion_requests_dispatched_total", "Requests handed to a thread by the gunicorn worker, "
                      "by kind (callback, other) and whether they had to wait for a free thread (yes, no).",
                      ["kind", "waited"])
+CALLBACK_HANDOVERS = Counter("companion_callback_handovers_total", "Magento callbacks on new connections, by who "
+                             "served them: the worker's callback process (process) or its own lane (lane: the "
+                             "process was starting, gone or full).", ["outcome"])
 WEBHOOK_DELIVERIES = Counter("companion_webhook_deliveries_total", "Webhook delivery attempts, by outcome.",
                              ["outcome"])
 

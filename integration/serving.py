@@ -16,6 +16,13 @@ callback waited behind a login.
 ``GUNICORN_CALLBACK_THREADS`` (default 4) sizes the lane; 0 turns it off (plain gthread
 behaviour, callbacks queue with everything else).
 
+Better still, the callback leaves the worker: each worker starts a process of its own
+(``callback_process``, ``GUNICORN_CALLBACK_PROCESS``, default on) and passes it the connections
+that carry a callback, so the callback no longer waits for this interpreter's lock behind the
+worker's busy threads. The lane serves callbacks until that process is ready, and whenever it is
+gone (it is started again) or its queue is full. ``companion_callback_handovers_total{outcome}``
+counts which way each callback went.
+
 A thread reads its request on a blocking socket; gthread sets no limit on how long, so a client
 that sends a callback's first line and then nothing held a lane thread for ever (four of them,
 the lane). Every read and write now gives up after ``GUNICORN_IDLE_TIMEOUT`` seconds without a
@@ -26,9 +33,12 @@ buffering proxy in front reads whole requests first (README, Deploying).
 from __future__ import annotations
 
 import errno
+import json
 import os
 import selectors
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +46,7 @@ from functools import partial
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from .callback_process import READY
 from .priority import lower_this_threads_priority
 
 #: The first bytes of a callback request (any mount prefix before /magento/callback).
@@ -64,17 +75,105 @@ class _Conn(TConn):
         self.sock.settimeout(self.idle_timeout)  # after gthread's setblocking(True), on every request
 
 
+class CallbackProcess:
+    """The worker's end of its callback process: start it, hand it connections, notice it gone.
+    Used from the worker's main thread only."""
+
+    #: A process that ended is started again at the next callback, but not sooner than this.
+    RESTART_AFTER = 5.0
+
+    def __init__(self, log):
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+        self.channel: socket.socket | None = None
+        self.ready = False
+        self.started_at = float("-inf")
+
+    def start(self, poller) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "integration.callback_process", str(theirs.fileno()), "--", *sys.argv[1:]],
+                pass_fds=[theirs.fileno()])
+        except OSError:
+            self.log.exception("could not start the callback process; callbacks stay on the lane")
+            ours.close()
+            return
+        finally:
+            theirs.close()
+        self.started_at = time.monotonic()
+        ours.setblocking(False)
+        self.channel, self.ready = ours, False
+        poller.register(ours, selectors.EVENT_READ, partial(self._on_readable, poller))
+
+    def _on_readable(self, poller, _channel) -> None:
+        try:
+            data = self.channel.recv(64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data == READY:
+            self.ready = True
+        elif not data:  # it ended (killed, crashed): the lane serves callbacks until it is back
+            self.log.warning("the callback process ended (exit status %s)", self.proc.poll())
+            self._forget(poller)
+
+    def _forget(self, poller) -> None:
+        if self.channel is not None:
+            poller.unregister(self.channel)
+            self.channel.close()
+        self.channel, self.ready = None, False
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+
+    def hand_over(self, conn, poller) -> bool:
+        """Pass the connection to the process; False if the worker must serve it itself."""
+        if self.channel is None:
+            if time.monotonic() - self.started_at >= self.RESTART_AFTER:
+                self.start(poller)
+            return False
+        if not self.ready:
+            return False
+        message = json.dumps({"client": conn.client, "server": conn.server}).encode()
+        try:
+            socket.send_fds(self.channel, [message], [conn.sock.fileno()], socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False  # its queue is full: the lane takes this one
+        except OSError:
+            self._forget(poller)
+            return False
+        return True
+
+    def stop(self, poller) -> None:
+        """Close our end: the process answers what it holds, then ends."""
+        if self.channel is not None:
+            try:
+                poller.unregister(self.channel)
+            except (KeyError, ValueError, OSError):
+                pass
+            self.channel.close()
+            self.channel = None
+
+
 class CallbackLaneWorker(ThreadWorker):
     def init_process(self):
         self.lane_threads = int(os.environ.get("GUNICORN_CALLBACK_THREADS", "4"))
+        self.callback_process = (CallbackProcess(self.log)
+                                 if os.environ.get("GUNICORN_CALLBACK_PROCESS", "1") != "0" else None)
         _Conn.idle_timeout = float(os.environ.get("GUNICORN_IDLE_TIMEOUT", "10"))
         self.callback_pool = (ThreadPoolExecutor(self.lane_threads, thread_name_prefix="callback")
                               if self.lane_threads > 0 else None)
         self._busy = {"callback": 0, "general": 0}
         self._busy_lock = threading.Lock()
-        from .metrics import DISPATCHED  # here, in the worker: the metric files are per process
+        from .metrics import CALLBACK_HANDOVERS, DISPATCHED  # here, in the worker: the metric files are per process
 
         self._dispatched = DISPATCHED
+        self._handovers = CALLBACK_HANDOVERS
         super().init_process()
 
     def get_thread_pool(self):
@@ -101,6 +200,8 @@ class CallbackLaneWorker(ThreadWorker):
 
     def enqueue_req(self, conn):
         kind = "callback" if is_callback(self._first_bytes(conn)) else "other"
+        if kind == "callback" and self._hand_over(conn):
+            return
         lane = "callback" if kind == "callback" and self.callback_pool is not None else "general"
         pool, size = (self.callback_pool, self.lane_threads) if lane == "callback" else (self.tpool, self.cfg.threads)
         with self._busy_lock:
@@ -114,6 +215,18 @@ class CallbackLaneWorker(ThreadWorker):
         with self._busy_lock:
             self._busy[lane] -= 1
         self.method_queue.defer(self.finish_request, conn, fut)
+
+    def _hand_over(self, conn) -> bool:
+        """A new plain connection's callback goes to the callback process when it can take it."""
+        if self.callback_process is None or conn.parser is not None or conn.cfg.is_ssl:
+            return False
+        if not self.callback_process.hand_over(conn, self.poller):
+            self._handovers.labels("lane").inc()
+            return False
+        self._handovers.labels("process").inc()
+        self.nr_conns -= 1
+        conn.sock.close()  # our descriptor only: the process holds the connection now
+        return True
 
     @staticmethod
     def _first_bytes(conn) -> bytes:
@@ -129,8 +242,12 @@ class CallbackLaneWorker(ThreadWorker):
             return b""
 
     def run(self):
+        if self.callback_process is not None:
+            self.callback_process.start(self.poller)
         try:
             super().run()
         finally:
+            if self.callback_process is not None:
+                self.callback_process.stop(self.poller)
             if self.callback_pool is not None:
                 self.callback_pool.shutdown(wait=False)

@@ -57,12 +57,30 @@ class Gunicorn:
         while time.monotonic() < deadline:
             try:
                 if requests.get(self.url + "/magento/callback", timeout=3).status_code == 200:
-                    return
+                    break
             except requests.RequestException:
                 time.sleep(0.1)
             if self.proc.poll() is not None:
-                break
-        raise RuntimeError(f"gunicorn did not start:\n{self.stop()}")
+                raise RuntimeError(f"gunicorn did not start:\n{self.stop()}")
+        else:
+            raise RuntimeError(f"gunicorn did not start:\n{self.stop()}")
+        # Each worker's callback process (integration/callback_process.py) loads the app beside it;
+        # until it says it is ready the worker serves callbacks itself. Tests start from the layout
+        # production runs in.
+        if env.get("GUNICORN_CALLBACK_PROCESS", "1") != "0":
+            self.wait_for_output(r"Callback process \d+ ready", workers, deadline)
+
+    def read_output(self) -> str:
+        # pread: the file's offset is shared with the server's processes, which append to it.
+        size = os.fstat(self.output.fileno()).st_size
+        return os.pread(self.output.fileno(), size, 0).decode(errors="replace")
+
+    def wait_for_output(self, pattern: str, count: int = 1, deadline: float | None = None) -> None:
+        deadline = deadline or time.monotonic() + 60
+        while len(re.findall(pattern, self.read_output())) < count:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn never printed {pattern!r} {count} times:\n{self.stop()}")
+            time.sleep(0.1)
 
     def stop(self) -> str:
         self.proc.terminate()

@@ -7,10 +7,15 @@ workers were saturated) and no callback waiting (none queued behind a password h
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 from sqlalchemy import func, select
 
@@ -31,10 +36,28 @@ def dispatched(text: str, kind: str, waited: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def test_callbacks_are_stored_without_waiting_behind_a_burst_of_logins(app, app_config, sandbox, user, tmp_path):
+def handovers(text: str, outcome: str) -> float:
+    match = re.search(rf'^companion_callback_handovers_total\{{outcome="{outcome}"\}} (\S+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def callback_processes(server: Gunicorn) -> list[int]:
+    """The pids of the workers' callback processes (children of the workers)."""
+    workers = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()
+    found = []
+    for worker in workers:
+        for child in subprocess.run(["pgrep", "-P", worker, "-f", "integration.callback_process"],
+                                    capture_output=True, text=True).stdout.split():
+            found.append(int(child))
+    return found
+
+
+@pytest.mark.parametrize("process", ["1", "0"], ids=["callback process", "lane only"])
+def test_callbacks_are_stored_without_waiting_behind_a_burst_of_logins(app, app_config, sandbox, user, tmp_path,
+                                                                       process):
     (tmp_path / "prom").mkdir()
     server = Gunicorn(env_for(app_config, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prom"),
-                              INTEGRATION_DEVICE_RATE_LIMIT="10000 per minute"),
+                              INTEGRATION_DEVICE_RATE_LIMIT="10000 per minute", GUNICORN_CALLBACK_PROCESS=process),
                       workers=WORKERS, threads=THREADS)
     try:
         ids = [sandbox.state.add_integration(f"Store {i}", f"{server.url}/magento/callback",
@@ -72,9 +95,49 @@ def test_callbacks_are_stored_without_waiting_behind_a_burst_of_logins(app, app_
     assert still_checking > 0  # the last callback went in while logins were still being checked
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Activation)) == CALLBACKS
-    assert dispatched(metrics, "callback", "no") == CALLBACKS
-    assert dispatched(metrics, "callback", "yes") == 0  # no callback queued behind a login
     assert dispatched(metrics, "other", "yes") > 0  # while logins did queue: the workers were saturated
+    assert dispatched(metrics, "callback", "yes") == 0  # no callback queued behind a login
+    if process == "1":  # none even took a worker's thread: the workers' callback processes served them
+        assert handovers(metrics, "process") == CALLBACKS
+        assert dispatched(metrics, "callback", "no") == 0
+    else:
+        assert handovers(metrics, "process") == 0
+        assert dispatched(metrics, "callback", "no") == CALLBACKS
+
+
+def test_a_killed_callback_process_is_replaced_and_the_lane_serves_meanwhile(app, app_config, sandbox, user):
+    server = Gunicorn(env_for(app_config), workers=1, threads=2)
+    try:
+        def activate_one(name: str) -> None:
+            integration = sandbox.state.add_integration(name, f"{server.url}/magento/callback",
+                                                        f"{server.url}/magento/identity")
+            answer = requests.get(f"{sandbox.url}/admin/integrations/{integration.id}/tokens_exchange",
+                                  timeout=30).json()
+            assert "error" not in answer, answer
+
+        activate_one("Before")
+        [first] = callback_processes(server)
+        os.kill(first, signal.SIGKILL)
+        time.sleep(0.5)  # the worker notices the closed socket
+        activate_one("While it is gone")  # served by the worker's lane
+        server.wait_for_output(r"the callback process ended")
+        time.sleep(5)  # CallbackProcess.RESTART_AFTER: the next callback starts a new one ...
+        activate_one("Starts a new one")
+        server.wait_for_output(r"Callback process \d+ ready", 2)
+        activate_one("After")  # ... which serves the callbacks again
+        [second] = callback_processes(server)
+        metrics = requests.get(f"{server.url}/metrics", timeout=30).text
+        threads = len(os.listdir(f"/proc/{second}/task"))
+    finally:
+        server.stop()
+    assert second != first
+    assert handovers(metrics, "process") == 2  # "Before" went to the first process; "After" to the new one
+    assert handovers(metrics, "lane") == 2     # the two while none was ready
+    # It runs callbacks and nothing else: its main thread, the one callback thread "After" started
+    # and at most a rate-limit watchdog; not the three threads of a job runner.
+    assert threads <= 3
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Activation)) == 4
 
 
 def test_clients_that_send_a_callbacks_first_line_and_stop_do_not_hold_the_lane(app, app_config, sandbox, user):

@@ -25,10 +25,11 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 def post_worker_init(worker):
     # Background jobs of the embedded default (no INTEGRATION_REDIS_URL) start with each
-    # worker rather than at its first request, so pending webhooks go out after a restart.
+    # worker rather than at its first request, so pending webhooks go out after a restart, and
+    # run in a job process of the worker at a lower priority (integration/jobs/process.py).
     from integration import jobs
 
-    jobs.start(worker.wsgi)
+    jobs.start(worker.wsgi, own_process=True)
 
 
 def worker_exit(server, worker):

@@ -30,8 +30,8 @@ from datetime import datetime
 
 from gunicorn.workers.base import Worker
 
-#: What the process sends the worker once the app is loaded.
-READY = b"ready"
+from .children import READY, channel_and_args, load_app
+
 #: A hand-over message: the client and server addresses as JSON, and one descriptor.
 MAX_MESSAGE = 1024
 
@@ -46,12 +46,7 @@ class _Server:
 
 
 def _load(gunicorn_args: list[str]):
-    from gunicorn.app.wsgiapp import WSGIApplication
-
-    sys.argv = ["gunicorn", *gunicorn_args]
-    application = WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]")
-    cfg = application.cfg
-    wsgi = application.wsgi()
+    cfg, wsgi = load_app(gunicorn_args)
     if hasattr(wsgi, "config"):
         # Callbacks only: background jobs run in the workers (or on RQ), never beside a callback.
         wsgi.config["JOBS_AUTOSTART"] = False
@@ -97,7 +92,10 @@ def run(channel: socket.socket, gunicorn_args: list[str]) -> None:
     log.info("Callback process %s ready for worker %s", os.getpid(), os.getppid())
     try:
         while True:
-            message, fds, _flags, _address = socket.recv_fds(channel, MAX_MESSAGE, 1)
+            try:
+                message, fds, _flags, _address = socket.recv_fds(channel, MAX_MESSAGE, 1)
+            except ConnectionError:
+                message, fds = b"", []
             if not message:  # the worker has gone
                 for fd in fds:
                     os.close(fd)
@@ -122,9 +120,7 @@ def main(argv: list[str]) -> None:
     # Ctrl-C reaches the whole process group: the worker stops, and this process follows when its
     # end of the socket closes, after answering what it holds.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    fd = int(argv[0])
-    gunicorn_args = argv[argv.index("--") + 1:] if "--" in argv else []
-    run(socket.socket(fileno=fd), gunicorn_args)
+    run(*channel_and_args(argv))
 
 
 if __name__ == "__main__":

@@ -77,6 +77,9 @@ def from_environment(instance_path: str) -> dict:
         "TRUSTED_PROXIES": _number("TRUSTED_PROXIES", "0", int),
         "JOBS_REDIS_URL": _env("REDIS_URL"),
         "JOBS_EMBEDDED_THREADS": _number("JOBS_THREADS", "2", int),
+        # Under gunicorn, without Redis: the embedded runner in a niced process of each worker.
+        "JOBS_PROCESS": _flag(_env("JOBS_PROCESS", "1")),
+        "JOBS_NICE": _number("JOBS_NICE", "10", int),
         # RQ stops a job running longer than this; long work goes on in a new job well before.
         "JOBS_TIMEOUT": _number("JOBS_TIMEOUT", "600", int),
         # A job queued this long that the runner no longer holds (Redis restarted) is queued again.

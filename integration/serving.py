@@ -38,7 +38,6 @@ import os
 import selectors
 import socket
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +45,7 @@ from functools import partial
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from .callback_process import READY
+from .children import READY, spawn
 from .priority import lower_this_threads_priority
 
 #: The first bytes of a callback request (any mount prefix before /magento/callback).
@@ -90,21 +89,14 @@ class CallbackProcess:
         self.started_at = float("-inf")
 
     def start(self, poller) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.started_at = time.monotonic()
         try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "integration.callback_process", str(theirs.fileno()), "--", *sys.argv[1:]],
-                pass_fds=[theirs.fileno()])
+            self.proc, channel = spawn("integration.callback_process")
         except OSError:
             self.log.exception("could not start the callback process; callbacks stay on the lane")
-            ours.close()
             return
-        finally:
-            theirs.close()
-        self.started_at = time.monotonic()
-        ours.setblocking(False)
-        self.channel, self.ready = ours, False
-        poller.register(ours, selectors.EVENT_READ, partial(self._on_readable, poller))
+        self.channel, self.ready = channel, False
+        poller.register(channel, selectors.EVENT_READ, partial(self._on_readable, poller))
 
     def _on_readable(self, poller, _channel) -> None:
         try:

@@ -67,7 +67,7 @@ class Gunicorn:
         # Each worker's callback process (integration/callback_process.py) loads the app beside it;
         # until it says it is ready the worker serves callbacks itself. Tests start from the layout
         # production runs in.
-        if env.get("GUNICORN_CALLBACK_PROCESS", "1") != "0":
+        if {**os.environ, **env}.get("GUNICORN_CALLBACK_PROCESS", "1") != "0":
             self.wait_for_output(r"Callback process \d+ ready", workers, deadline)
 
     def read_output(self) -> str:

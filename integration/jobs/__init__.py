@@ -3,10 +3,9 @@
 * ``INTEGRATION_REDIS_URL`` set: jobs go to an RQ queue in Redis and run in
   ``flask --app app worker`` processes (any number, on any hosts sharing the database and
   Redis), with RQ's retries and scheduler. Web processes only enqueue.
-* Otherwise (the embedded default): the same functions run on a small thread pool inside
-  the app's process(es). Those threads must do I/O-bound work only (HTTP calls, small
-  queries): they share the interpreter with the threads answering Magento's callback.
-  CPU-heavy jobs belong on RQ workers.
+* Otherwise (the embedded default): the same functions run on a small thread pool; under
+  gunicorn in a job process of each worker at a lower priority (``process``), elsewhere
+  (``flask run``, tests) inside the app's process.
 
 Job state that users see lives in the database either way; nothing here is needed to
 survive a restart (periodic tasks find their work in the database again).
@@ -54,6 +53,7 @@ class Jobs:
     redis_url: str | None
     periodic: dict[str, Periodic] = field(default_factory=dict)
     engine: object = None
+    own_process: bool = False  # the embedded engine in a job process of its own (jobs.process)
 
     def runner(self):
         if self.engine is None:
@@ -65,6 +65,10 @@ class Jobs:
                 from .embedded import EmbeddedEngine
 
                 self.engine = EmbeddedEngine(self, workers=int(self.app.config.get("JOBS_EMBEDDED_THREADS", 2)))
+                if self.own_process:
+                    from .process import ProcessEngine
+
+                    self.engine = ProcessEngine(self, fallback=self.engine)
         return self.engine
 
 
@@ -119,9 +123,14 @@ def wake(name: str) -> None:
         log.warning("could not wake background task %s; it runs at its next tick", name, exc_info=True)
 
 
-def start(app: Flask) -> None:
-    """Start this process's embedded runner (no-op with RQ: workers run the jobs)."""
-    _state(app).runner().start()
+def start(app: Flask, own_process: bool = False) -> None:
+    """Start this process's embedded runner (no-op with RQ: workers run the jobs). A gunicorn
+    worker asks for ``own_process``: the runner then lives in a child process at a lower priority
+    (``jobs.process``), unless ``INTEGRATION_JOBS_PROCESS=0``."""
+    state = _state(app)
+    if own_process and state.engine is None and app.config.get("JOBS_PROCESS", True):
+        state.own_process = True
+    state.runner().start()
 
 
 def stop(app: Flask, wait: bool = True) -> None:

@@ -146,7 +146,7 @@ def main() -> None:
                     stop.wait(0.2)
 
             log_from = os.path.getsize(access_log) if os.path.exists(access_log) else 0
-            cpu_from = (_cpu_seconds(server.proc.pid), _own_cpu_seconds(), _machine_cpu_seconds(),
+            cpu_from = (_cpu_by_kind(server.proc.pid), _own_cpu_seconds(), _machine_cpu_seconds(),
                         sum(_cpu_seconds(w.pid) for w in job_workers))
             lookers = [threading.Thread(target=watch, args=(s,), daemon=True) for s in watchers]
             [t.start() for t in lookers]
@@ -154,7 +154,9 @@ def main() -> None:
             with ThreadPoolExecutor(max_workers=concurrency) as pool:
                 list(pool.map(one, ids))
             wall = time.perf_counter() - started
-            cpu[len(cpu)] = (_cpu_seconds(server.proc.pid) - cpu_from[0], _own_cpu_seconds() - cpu_from[1],
+            app_by_kind = _cpu_by_kind(server.proc.pid)
+            cpu[len(cpu)] = ({kind: app_by_kind[kind] - cpu_from[0][kind] for kind in app_by_kind},
+                             _own_cpu_seconds() - cpu_from[1],
                              _machine_cpu_seconds() - cpu_from[2],
                              sum(_cpu_seconds(w.pid) for w in job_workers) - cpu_from[3])
             stop.set()
@@ -201,11 +203,13 @@ def main() -> None:
     idle = phases[0][1]
     for phase, (name, timings, wall) in enumerate(phases):
         n = sum(1 for _ in timings.get("activate (callback round trip)", ()))
-        app_cpu, own_cpu, all_cpu, jobs_cpu = cpu[phase]
+        app_by_kind, own_cpu, all_cpu, jobs_cpu = cpu[phase]
+        app_cpu = sum(app_by_kind.values())
         print(f"\n{name}: {n} activations in {wall:.1f} s"
               + (f", {syncs} background syncs finished meanwhile" if name == "load+sync" else ""))
         # Whether the phase was CPU-bound: the app's share and the load generator's (with the sandbox store).
-        print(f"  CPU per activation: app {app_cpu * 1000 / n:.0f} ms (all its processes)"
+        print(f"  CPU per activation: app {app_cpu * 1000 / n:.0f} ms ("
+              + ", ".join(f"{kind} {spent * 1000 / n:.0f}" for kind, spent in app_by_kind.items()) + ")"
               + (f", job workers {jobs_cpu * 1000 / n:.0f} ms" if job_workers else "")
               + f", load generator and sandbox {own_cpu * 1000 / n:.0f} ms; the machine's {os.cpu_count()} cores "
               f"were {all_cpu / (wall * os.cpu_count()):.0%} busy (anything else: "
@@ -231,9 +235,14 @@ def main() -> None:
         sys.exit(1)
 
 
-def _cpu_seconds(root: int) -> float:
-    """User + system CPU of ``root`` and every process below it (gunicorn's workers, their hashing
-    children), from /proc; processes that ended meanwhile are not counted."""
+#: Which of the app's processes spent the CPU, by what their command line holds.
+KINDS = (("callback processes", "integration.callback_process"), ("job processes", "integration.jobs.process"),
+         ("hashing", "multiprocessing"), ("workers", ""))
+
+
+def _cpu_by_kind(root: int) -> dict[str, float]:
+    """User + system CPU of ``root`` and every process below it (gunicorn's workers, their callback,
+    job and hashing children), by kind, from /proc; processes that ended meanwhile are not counted."""
     tick = os.sysconf("SC_CLK_TCK")
     children: dict[int, list[int]] = {}
     stats: dict[int, float] = {}
@@ -247,12 +256,22 @@ def _cpu_seconds(root: int) -> float:
             continue
         children.setdefault(int(fields[1]), []).append(int(entry))
         stats[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
-    total, todo = 0.0, [root]
+    totals, todo = dict.fromkeys((kind for kind, _ in KINDS), 0.0), [root]
     while todo:
         pid = todo.pop()
-        total += stats.get(pid, 0.0)
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read().decode(errors="replace")
+        except OSError:
+            command = ""
+        kind = next(kind for kind, marker in KINDS if marker in command)
+        totals[kind] += stats.get(pid, 0.0)
         todo.extend(children.get(pid, ()))
-    return total
+    return totals
+
+
+def _cpu_seconds(root: int) -> float:
+    return sum(_cpu_by_kind(root).values())
 
 
 def _machine_cpu_seconds() -> float:

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from integration.extensions import db
 from integration.feeds.models import FeedState
+from integration.jobs.process import ProcessEngine
 from integration.models import StoreLink
 from integration.probe import StoreCapabilities
 from integration.sandbox import SandboxState, create_sandbox
@@ -71,6 +72,7 @@ def test_jobs_run_in_a_niced_process_of_the_worker_which_is_replaced_if_killed(a
     try:
         server = Gunicorn(env_for(app_config, INTEGRATION_SYNC_INTERVAL="3600"), workers=1, threads=4)
         server.wait_for_output(r"job process \d+ ready")
+        ready_at = time.monotonic()  # it started before this
         [worker] = _children(server.proc.pid, "gunicorn")
         [process] = _children(worker, "integration.jobs.process")
         nice_above_worker = int(_stat(process)[16]) - int(_stat(worker)[16])
@@ -79,6 +81,8 @@ def test_jobs_run_in_a_niced_process_of_the_worker_which_is_replaced_if_killed(a
         _activate_and_wait(app, sandbox, server, "First", lambda: _products_seen(app) >= seen + PRODUCTS)
         spent_in_process = _cpu_ticks(process) - before
 
+        # Killed once RESTART_AFTER has passed since it started: the next job after its loss starts a new one.
+        time.sleep(max(0.0, ready_at + ProcessEngine.RESTART_AFTER - time.monotonic()))
         os.kill(process, signal.SIGKILL)
         # The probe after linking is queued once, by the worker: it runs on the worker's own threads
         # while no job process is ready (nothing periodic would do it later).

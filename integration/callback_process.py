@@ -105,13 +105,14 @@ def run(channel: socket.socket, gunicorn_args: list[str]) -> None:
             sock = socket.socket(fileno=fds[0])
             try:
                 addresses = json.loads(message)
-                client, listener = tuple(addresses["client"]), addresses["server"]
+                # (host, port) pairs came as lists; a Unix socket's addresses are strings: kept as they are.
+                client, listener = (tuple(a) if isinstance(a, list) else a
+                                    for a in (addresses["client"], addresses["server"]))
             except (ValueError, KeyError, TypeError):
                 sock.close()
                 continue
             sock.settimeout(idle_timeout)
-            pool.submit(serve_one, server, wsgi, sock, client,
-                        tuple(listener) if isinstance(listener, list) else listener)
+            pool.submit(serve_one, server, wsgi, sock, client, listener)
     finally:
         pool.shutdown(wait=True)  # the callbacks already handed over are answered
 

@@ -43,7 +43,7 @@ def free_port() -> int:
 class Gunicorn:
     """``gunicorn app:app`` with ``workers`` processes, configured through the environment."""
 
-    def __init__(self, env: dict[str, str], workers: int = 4, threads: int = 8):
+    def __init__(self, env: dict[str, str], workers: int = 4, threads: int = 8, extra_binds: tuple[str, ...] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # The server's output goes to a file, not a pipe: nobody reads a pipe while the server
@@ -51,7 +51,7 @@ class Gunicorn:
         self.output = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", str(threads),
-             "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "5", "--access-logfile", os.environ.get("GUNICORN_ACCESS_LOG", "/dev/null"), "--access-logformat", "%(r)s %(s)s %(D)s", "app:app"],
+             "-b", f"127.0.0.1:{self.port}", *(a for bind in extra_binds for a in ("-b", bind)), "--graceful-timeout", "5", "--access-logfile", os.environ.get("GUNICORN_ACCESS_LOG", "/dev/null"), "--access-logformat", "%(r)s %(s)s %(D)s", "app:app"],
             cwd=ROOT, env={**os.environ, **env}, stdout=self.output, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 90  # workers import the whole app: slow on a busy machine
         while time.monotonic() < deadline:

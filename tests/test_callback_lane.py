@@ -176,3 +176,30 @@ def test_the_general_threads_run_below_the_callback_lane_and_process(app_config)
     assert raised.count(5) == 3  # the three general threads
     assert raised.count(0) >= 1  # the main thread (and the lane's, the job threads)
     assert process_raised and set(process_raised) == {0}  # the callback process and its threads
+
+
+def test_a_callback_over_a_unix_socket_is_served_by_the_callback_process(app, app_config, tmp_path):
+    """A proxy in front often reaches gunicorn over a Unix socket, whose client address is a string."""
+    import socket
+
+    path = str(tmp_path / "companion.sock")
+    server = Gunicorn(env_for(app_config), workers=1, threads=2, extra_binds=(f"unix:{path}",))
+    try:
+        body = ("oauth_consumer_key=" + "k" * 32 + "&oauth_consumer_secret=" + "s" * 32
+                + "&store_base_url=http%3A%2F%2F127.0.0.1%3A9%2F&oauth_verifier=" + "v" * 32).encode()
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(30)
+            client.connect(path)
+            client.sendall(b"POST /magento/callback HTTP/1.1\r\nHost: companion\r\n"
+                           b"Content-Type: application/x-www-form-urlencoded\r\n"
+                           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+        metrics = requests.get(f"{server.url}/metrics", timeout=30).text
+    finally:
+        log = server.stop()
+    assert answer.startswith(b"HTTP/1.1 200 "), (answer, log[-3000:])
+    assert handovers(metrics, "process") == 1
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Activation)) == 1

@@ -52,8 +52,15 @@ def _setting(name: str, default: int) -> int:
 
 def _start_child(nice: int, parent: int) -> None:
     """Runs in each child as it starts: lower its priority, and end it with its parent (a
-    worker killed by gunicorn would otherwise leave its hashing processes behind)."""
-    os.nice(nice)
+    worker killed by gunicorn would otherwise leave its hashing processes behind).
+
+    ``nice`` below the parent's main thread, not below the thread that started the pool: in a
+    gunicorn worker that is a general thread, already niced (``GUNICORN_GENERAL_NICE``)."""
+    try:
+        target = min(19, os.getpriority(os.PRIO_PROCESS, parent) + nice)
+        os.setpriority(os.PRIO_PROCESS, 0, max(target, os.getpriority(os.PRIO_PROCESS, 0)))
+    except OSError:  # the parent is gone already (watch_parent ends us), or no permission
+        os.nice(nice)
 
     def watch_parent() -> None:
         while os.getppid() == parent:

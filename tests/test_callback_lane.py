@@ -157,25 +157,35 @@ def _thread_nices(pid: int) -> list[int]:
     return nices
 
 
-def test_the_general_threads_run_below_the_callback_lane_and_process(app_config):
+def test_each_kind_of_work_runs_at_its_own_priority(app_config, user):
     """When the cores are short the kernel runs a callback first: the lane's threads and the
-    callback process keep the worker's priority, the general threads are 5 below it."""
+    callback process keep the worker's priority, the general threads are 5 below it, the
+    password hashes 8 below it and the job process 10 below it."""
     server = Gunicorn(env_for(app_config, GUNICORN_CALLBACK_THREADS="2"), workers=1, threads=3)
     try:
         with ThreadPoolExecutor(8) as pool:  # enough at once to start every general thread
             list(pool.map(lambda _: requests.get(f"{server.url}/auth/login", timeout=10), range(24)))
         requests.post(f"{server.url}/magento/callback", data={}, timeout=10)  # served by the callback process
+        session = requests.Session()  # a login: its hash starts the hashing process, from a general thread
+        page = session.get(f"{server.url}/auth/login", timeout=10)
+        session.post(f"{server.url}/auth/login", timeout=30, data={
+            "csrf_token": csrf_from(page.text), "email": "owner@example.com", "password": PASSWORD})
+        server.wait_for_output(r"job process \d+ ready")
         [worker] = [int(p) for p in subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True,
                                                     text=True).stdout.split()]
         base = _thread_nices(worker)[0]  # the worker's main thread
         raised = sorted(n - base for n in _thread_nices(worker))
-        [process] = callback_processes(server)
-        process_raised = sorted(n - base for n in _thread_nices(process))
+        children = {kind: [int(p) for p in subprocess.run(["pgrep", "-P", str(worker), "-f", marker],
+                                                          capture_output=True, text=True).stdout.split()]
+                    for kind, marker in (("callback", "integration.callback_process"),
+                                         ("jobs", "integration.jobs.process"), ("hashing", "spawn_main"))}
+        children_raised = {kind: {n - base for pid in pids for n in _thread_nices(pid)}
+                           for kind, pids in children.items()}
     finally:
         server.stop()
-    assert raised.count(5) == 3  # the three general threads
-    assert raised.count(0) >= 1  # the main thread (and the lane's, the job threads)
-    assert process_raised and set(process_raised) == {0}  # the callback process and its threads
+    # The three general threads (and the hashing pool's threads they started) 5 below; the main thread at 0.
+    assert raised.count(5) >= 3 and raised.count(0) >= 1 and set(raised) == {0, 5}
+    assert children_raised == {"callback": {0}, "hashing": {8}, "jobs": {10}}
 
 
 def test_a_callback_over_a_unix_socket_is_served_by_the_callback_process(app, app_config, tmp_path):

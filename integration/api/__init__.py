@@ -48,12 +48,29 @@ def init_app(app: Flask) -> None:
     csrf.exempt(bp)
     app.register_blueprint(bp)
     limits.init_app(app, limiter.storage)  # the storage of the app's other limits (Redis when configured)
+    _app_limits_outside_the_api(app)
 
 
 # The API counts its own requests (limits.py).
 @limiter.request_filter
 def _is_api() -> bool:
     return request.blueprint == "api"
+
+
+def _app_limits_outside_the_api(app: Flask) -> None:
+    """Flask-Limiter's check of the app's other limits, not run for API requests at all: even
+    for a request its filter exempts, it works out which limits and exemptions would apply."""
+    hooks = app.before_request_funcs.get(None, [])
+    check = limiter._check_request_limit
+    if check not in hooks:  # another version of Flask-Limiter: its check runs, exempting the API by the filter
+        return
+
+    def _check_unless_api():
+        if request.blueprint != "api":
+            return check()
+        return None
+
+    hooks[hooks.index(check)] = _check_unless_api
 
 
 from . import docs, limits, routes  # noqa: E402,F401 - the views register themselves on bp

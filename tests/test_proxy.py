@@ -308,7 +308,8 @@ def test_with_redis_down_the_api_rate_limit_counts_per_process_and_goes_back_to_
 
 def test_with_redis_unreachable_api_requests_are_answered_and_still_limited(app, app_config):
     key = make_key(app)
-    down = create_app({**app_config, "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:9/0", "API_RATE_LIMIT": "2 per minute"})
+    down = create_app({**app_config, "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:9/0",
+                       "API_RATE_LIMIT": "2 per minute"})
     answers = [down.test_client().get("/api/v1/stores", headers=bearer(key)) for _ in range(3)]
     assert [a.status_code for a in answers] == [200, 200, 429]
     assert answers[-1].json["error"]["code"] == "rate_limited"

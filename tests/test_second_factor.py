@@ -233,7 +233,8 @@ def test_admins_must_enrol_by_default_except_in_development(monkeypatch, tmp_pat
 def test_the_policy_setting_is_checked():
     base = {"SECRET_KEY": "k" * 40, "ENCRYPTION_KEYS": ("5Vv1Z1lQTbjJ1cUVtGPVbCsaEGm1Dr2lVV4N9MuJs5Y=",),
             "LOGIN_RATE_LIMIT": "1 per minute", "ACCOUNT_RATE_LIMIT": "1 per minute",
-            "DEVICE_RATE_LIMIT": "1 per minute", "IDENTITY_RATE_LIMIT": "1 per minute", "API_RATE_LIMIT": "1 per minute"}
+            "DEVICE_RATE_LIMIT": "1 per minute", "IDENTITY_RATE_LIMIT": "1 per minute",
+            "API_RATE_LIMIT": "1 per minute"}
     check({**base, "REQUIRE_2FA": "all"})
     with pytest.raises(ConfigError, match="REQUIRE_2FA"):
         check({**base, "REQUIRE_2FA": "admin"})

@@ -15,12 +15,18 @@ the median. Gunicorn's own share under bench/proxy.py (parsing, access log, writ
     .venv/bin/python bench/proxy_cpu.py --database postgresql+psycopg://postgres@127.0.0.1:5432/scratch
     .venv/bin/python bench/proxy_cpu.py --redis-url redis://127.0.0.1:6379/3   # limits and cap in Redis
     .venv/bin/python bench/proxy_cpu.py --profile              # cProfile (CPU time) of the calls
+    .venv/bin/python bench/proxy_cpu.py --breakdown            # then where the request thread's CPU goes
+
+``--breakdown`` runs the calls once more with a few functions timed (the thread's CPU time,
+each part including what it calls): no profiler's overhead, which inflates call-heavy code.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
+import functools
 import io
 import json
 import os
@@ -44,6 +50,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile (CPU time) of one run's calls")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--profile-out", help="also write the profile's stats to this file (for pstats)")
+    parser.add_argument("--breakdown", action="store_true", help="then one more run with a few parts timed")
     args = parser.parse_args()
 
     from cryptography.fernet import Fernet
@@ -124,9 +131,57 @@ def main() -> None:
                   f"{serving / args.calls * 1000:.2f} ms ({wall / args.calls * 1000:.2f} ms wall a call)", flush=True)
         print(f"least {min(figures):.3f} ms, median {statistics.median(figures):.3f} ms of CPU a call "
               f"(1-minute load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+        if args.breakdown:
+            _breakdown(call, args.calls)
     finally:
         store.kill()
         store.wait()
+
+
+def _breakdown(call, calls: int) -> None:
+    """One more run with parts of a call timed: this thread's CPU time a call in each."""
+    import flask
+    import flask.ctx
+    import urllib3.connectionpool
+
+    from integration.magento import client, oauth, transport
+
+    totals: dict[str, float] = collections.defaultdict(float)
+    parts = [  # (owner, attribute, label): each label includes the parts below it that it calls
+        (flask.Flask, "wsgi_app", "the whole request (Flask's WSGI app)"),
+        (flask.ctx.RequestContext, "push", "  request context: push (URL routing, session opened)"),
+        (flask.ctx.RequestContext, "pop", "  request context: pop (teardown)"),
+        (flask.Flask, "preprocess_request", "  before-request hooks (key, rate limit, ...)"),
+        (flask.Flask, "process_response", "  after-request hooks (audit, headers, session)"),
+        (flask.Flask, "dispatch_request", "  the view"),
+        (client, "send", "    the upstream call (transport.send)"),
+        (transport, "_prepare", "      preparing it (URL, headers, signing)"),
+        (oauth.MagentoOAuth1, "__call__", "        signing"),
+        (urllib3.connectionpool.HTTPConnectionPool, "urlopen", "      urllib3, http.client: send, read the head"),
+        (transport, "_read", "      reading the body"),
+    ]
+    originals = []
+    for owner, name, label in parts:
+        original = getattr(owner, name)
+        originals.append((owner, name, original))
+
+        def timed(*args, _original=original, _label=label, **kwargs):
+            started = time.thread_time()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                totals[_label] += time.thread_time() - started
+
+        setattr(owner, name, functools.wraps(original)(timed))
+    try:
+        for _ in range(calls):
+            call()
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+    print("where the request thread's CPU goes, ms a call (each part includes the parts it calls):")
+    for _, _, label in parts:
+        print(f"  {label:60} {totals[label] / calls * 1000:6.3f}")
 
 
 if __name__ == "__main__":

@@ -140,7 +140,8 @@ def check(config: dict) -> None:
             f"(for example: python3 -c 'import secrets; print(secrets.token_hex(32))'), "
             f"or run with {PREFIX}ENV=development to have one created in the instance folder."
         )
-    for name in ("LOGIN_RATE_LIMIT", "ACCOUNT_RATE_LIMIT", "DEVICE_RATE_LIMIT", "IDENTITY_RATE_LIMIT"):
+    for name in ("LOGIN_RATE_LIMIT", "ACCOUNT_RATE_LIMIT", "DEVICE_RATE_LIMIT", "IDENTITY_RATE_LIMIT",
+                 "API_RATE_LIMIT"):
         try:
             parse(str(config.get(name)))
         except ValueError:

@@ -19,6 +19,8 @@ log = logging.getLogger("integration.web")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,64}")
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+_SECURITY_HEADERS = (("Content-Security-Policy", CSP), ("X-Content-Type-Options", "nosniff"),
+                     ("Referrer-Policy", "no-referrer"), ("X-Frame-Options", "DENY"))
 
 
 class SessionInterface(SecureCookieSessionInterface):
@@ -51,13 +53,18 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _headers(response):
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        if (app.config.get("PUBLIC_URL") or "").startswith("https://"):  # served over TLS: browsers keep to it
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-        response.headers["X-Request-Id"] = g.get("request_id", "")
+        # Each header the response does not set yet (a view may set its own). One pass over
+        # the headers: werkzeug's setdefault scans them all for every name.
+        present = {name.lower() for name, _ in response.headers}
+        for name, value in _SECURITY_HEADERS:
+            if name.lower() not in present:
+                response.headers.add(name, value)
+        if (app.config.get("PUBLIC_URL") or "").startswith("https://") and "strict-transport-security" not in present:
+            response.headers.add("Strict-Transport-Security", "max-age=31536000")  # over TLS: browsers keep to it
+        if "x-request-id" in present:
+            response.headers["X-Request-Id"] = g.get("request_id", "")
+        else:
+            response.headers.add("X-Request-Id", g.get("request_id", ""))
         return response
 
     @app.context_processor

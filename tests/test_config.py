@@ -83,3 +83,11 @@ def test_feed_settings_that_make_no_sense_are_refused(clean_env, name, value, sa
     clean_env.setenv(f"INTEGRATION_{name}", value)
     with pytest.raises(ConfigError, match=said):
         create_app()
+
+
+def test_an_api_rate_limit_that_is_not_a_rate_stops_the_start(clean_env):
+    clean_env.setenv("INTEGRATION_SECRET_KEY", "x" * 40)
+    clean_env.setenv("INTEGRATION_ENCRYPTION_KEYS", "hAeHU1j0T8pl4WoCyk7E3ICaFXG7Xa7aSL2ZVLrE7ws=")
+    clean_env.setenv("INTEGRATION_API_RATE_LIMIT", "lots")
+    with pytest.raises(ConfigError, match="INTEGRATION_API_RATE_LIMIT must be a rate"):
+        create_app()

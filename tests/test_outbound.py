@@ -74,6 +74,24 @@ def test_a_short_deadline_is_kept_while_a_longer_one_is_waiting():
     assert 0.9 < took < 2.0
 
 
+def test_a_deadline_that_runs_out_as_the_request_is_sent_is_a_timeout():
+    """Not a ValueError from urllib3 (a timeout of 0), which the proxy answered as a bad request."""
+    class RunsOutNow(Deadline):
+        expired = False  # when first asked; by the time the timeouts are worked out, nothing is left
+
+        def remaining(self) -> float:
+            return 0.0
+
+    store = SlowStore()
+    try:
+        client = StoreClient(store.url + "/", CREDENTIALS, policy=LOCAL, deadline=RunsOutNow(2), retries=0)
+        with pytest.raises(errors.StoreTimeout, match="within 2 s"):
+            client.get("products")
+    finally:
+        store.stop()
+    assert store.connections == 0
+
+
 def test_each_call_of_an_export_gets_its_own_deadline():
     store = SlowStore()
     try:

@@ -256,3 +256,60 @@ def test_with_redis_down_the_cap_counts_per_process():
         cap.acquire(7)
     release()
     cap.acquire(7)()
+
+
+# --- the API's rate limit in Redis ---------------------------------------------------------
+
+def test_the_api_rate_limit_in_redis_counts_across_app_processes(app, app_config, redis_db):
+    first, second = (create_app({**app_config, "RATELIMIT_STORAGE_URI": REDIS_URL, "API_RATE_LIMIT": "3 per minute"})
+                     for _ in range(2))
+    key = make_key(app)
+
+    def status(app):
+        return app.test_client().get("/api/v1/stores", headers=bearer(key)).status_code
+
+    assert [status(first), status(second), status(first)] == [200, 200, 200]
+    over = second.test_client().get("/api/v1/stores", headers=bearer(key))
+    assert over.status_code == 429 and over.json["error"]["code"] == "rate_limited"
+    assert 0 < int(over.headers["Retry-After"]) <= 60
+    assert status(first) == 429
+    assert redis_db.keys("*LIMITER/api/key:*")  # counted in Redis, not in either process
+
+
+def test_with_redis_down_the_api_rate_limit_counts_per_process_and_goes_back_to_redis(monkeypatch, caplog, redis_db):
+    from limits.storage import RedisStorage
+
+    from integration.api import limits
+
+    class Flaky(RedisStorage):
+        """Redis, or (while ``down``) a Redis that cannot be reached."""
+
+        down = True
+
+        def incr(self, *args, **kwargs):
+            if self.down:
+                raise redis.ConnectionError("down")
+            return super().incr(*args, **kwargs)
+
+    monkeypatch.setattr(limits, "RETRY_STORAGE_AFTER", (0.3,))
+    storage = Flaky(REDIS_URL)
+    limit = limits.RateLimit("2 per minute", storage)
+    assert [limit.hit("key:a"), limit.hit("key:a")] == [None, None]
+    assert 0 < limit.hit("key:a") <= 60  # counted in this process meanwhile
+    assert "counting API requests in this process" in caplog.text
+    assert not redis_db.keys("*LIMITER/*")
+    storage.down = False
+    assert 0 < limit.hit("key:a") <= 60  # Redis is not asked again before the back-off is over
+    assert not redis_db.keys("*LIMITER/*")
+    time.sleep(0.35)
+    assert limit.hit("key:a") is None  # Redis again, with its own count
+    assert redis_db.keys("*LIMITER/api/key:a/*")
+
+
+def test_with_redis_unreachable_api_requests_are_answered_and_still_limited(app, app_config):
+    key = make_key(app)
+    down = create_app({**app_config, "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:9/0",
+                       "API_RATE_LIMIT": "2 per minute"})
+    answers = [down.test_client().get("/api/v1/stores", headers=bearer(key)) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[-1].json["error"]["code"] == "rate_limited"

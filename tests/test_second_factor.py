@@ -16,6 +16,7 @@ from integration.config import ConfigError, check
 from integration.extensions import db
 from integration.models import AuditEvent, User
 
+from .apikit import bearer, make_key
 from .conftest import PASSWORD, csrf_from
 
 T0 = 1_900_000_020  # a time-step boundary; each login below moves the TOTP clock on by one step
@@ -180,7 +181,7 @@ def _pages(app) -> list[str]:
         from flask import url_for
         for rule in app.url_map.iter_rules():
             if "GET" not in rule.methods or rule.endpoint in ENROLMENT_ENDPOINTS or rule.endpoint.startswith(
-                    ("auth.", "identity.", "callback.", "sandbox.")):
+                    ("auth.", "identity.", "callback.", "sandbox.", "api.")):
                 continue
             values = {arg: 1 for arg in rule.arguments}
             pages.append(url_for(rule.endpoint, **values))
@@ -202,6 +203,10 @@ def test_an_admin_the_policy_covers_can_only_enrol_until_it_has(app_config, admi
     assert client.post(f"/accounts/{user}/toggle", data={"csrf_token": csrf_from(me)}).status_code == 302
     with app.app_context():
         assert db.session.get(User, user).active
+
+    # The service API answers by key, whatever browser session comes with the request.
+    assert client.get("/api/v1/stores").status_code == 401
+    assert client.get("/api/v1/stores", headers=bearer(make_key(app))).status_code == 200
 
     enrol(client, clock)
     assert client.get("/").status_code == 200 and client.get("/accounts/").status_code == 200
@@ -228,7 +233,8 @@ def test_admins_must_enrol_by_default_except_in_development(monkeypatch, tmp_pat
 def test_the_policy_setting_is_checked():
     base = {"SECRET_KEY": "k" * 40, "ENCRYPTION_KEYS": ("5Vv1Z1lQTbjJ1cUVtGPVbCsaEGm1Dr2lVV4N9MuJs5Y=",),
             "LOGIN_RATE_LIMIT": "1 per minute", "ACCOUNT_RATE_LIMIT": "1 per minute",
-            "DEVICE_RATE_LIMIT": "1 per minute", "IDENTITY_RATE_LIMIT": "1 per minute"}
+            "DEVICE_RATE_LIMIT": "1 per minute", "IDENTITY_RATE_LIMIT": "1 per minute",
+            "API_RATE_LIMIT": "1 per minute"}
     check({**base, "REQUIRE_2FA": "all"})
     with pytest.raises(ConfigError, match="REQUIRE_2FA"):
         check({**base, "REQUIRE_2FA": "admin"})

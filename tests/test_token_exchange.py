@@ -115,11 +115,11 @@ def test_garbage_answers_are_clear_errors(status, body, error, text):
 
 
 def test_a_redirect_to_an_address_that_is_not_utf8_is_a_clear_error():
-    # requests reads a redirect's Location as UTF-8 even when it does not follow it: the store's
-    # fault, a BadStoreResponse for the pop-up and the doctor, never an unhandled exception (a 500).
+    # The store's fault, a BadStoreResponse for the pop-up and the doctor, never an unhandled
+    # exception (a 500: requests, which read a redirect's Location as UTF-8, once raised one).
     served = _store(lambda env: ("302 Found", [("Location", "/caf\u00e9")], b""))  # the byte E9: Latin-1
     try:
-        with pytest.raises(errors.BadStoreResponse, match="could not be read"):
+        with pytest.raises(errors.BadStoreResponse, match=r"with a redirect \(302\) to /caf"):
             exchange().run(served.url + "/", Consumer("a" * 32, "b" * 32), "c" * 32)
     finally:
         served.stop()

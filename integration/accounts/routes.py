@@ -207,8 +207,10 @@ ENROLMENT_ENDPOINTS = frozenset({"static", "accounts.me", "accounts.totp", "acco
 
 @bp.before_app_request
 def _enrol_first():
-    """``INTEGRATION_REQUIRE_2FA``: an account it covers can do nothing but enrol until it has."""
-    if request.endpoint in ENROLMENT_ENDPOINTS or not current_user.is_authenticated:
+    """``INTEGRATION_REQUIRE_2FA``: an account it covers can do nothing but enrol until it has.
+    Not for the service API, which authenticates keys, never an account's browser session
+    (loading the session's user cost every proxied call a SHA-512 of its address and agent)."""
+    if request.blueprint == "api" or request.endpoint in ENROLMENT_ENDPOINTS or not current_user.is_authenticated:
         return None
     if _must_enrol(current_user._get_current_object()):
         flash("Set up a second factor (an authenticator app or a passkey) before anything else.", "error")

@@ -7,17 +7,19 @@ import logging
 from flask import Blueprint, Flask, request
 
 from ..extensions import limiter
-from .limits import api_limiter, api_rate_limit, per_key
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-api_limiter.limit(api_rate_limit, key_func=per_key)(bp)
 log = logging.getLogger("integration.api")
 
 
 @bp.before_request
-def _refuse_key_in_query():
-    from .auth import refuse_key_in_query
+def _limit_and_refuse_key_in_query():
+    from .auth import rate_key, refuse_key_in_query
+    from .errors import RateLimited
 
+    retry_after = limits.current().hit(rate_key())
+    if retry_after is not None:
+        raise RateLimited(limits.current().item, retry_after)
     refuse_key_in_query()
 
 
@@ -45,18 +47,30 @@ def init_app(app: Flask) -> None:
     usage.init_app(app)
     csrf.exempt(bp)
     app.register_blueprint(bp)
-    api_limiter.init_app(app)
+    limits.init_app(app, limiter.storage)  # the storage of the app's other limits (Redis when configured)
+    _app_limits_outside_the_api(app)
 
 
-# Each limiter looks only at its own requests: the check runs on every request otherwise.
-@api_limiter.request_filter
-def _not_api() -> bool:
-    return request.blueprint != "api"
-
-
+# The API counts its own requests (limits.py).
 @limiter.request_filter
 def _is_api() -> bool:
     return request.blueprint == "api"
 
 
-from . import docs, routes  # noqa: E402,F401 - the views register themselves on bp
+def _app_limits_outside_the_api(app: Flask) -> None:
+    """Flask-Limiter's check of the app's other limits, not run for API requests at all: even
+    for a request its filter exempts, it works out which limits and exemptions would apply."""
+    hooks = app.before_request_funcs.get(None, [])
+    check = limiter._check_request_limit
+    if check not in hooks:  # another version of Flask-Limiter: its check runs, exempting the API by the filter
+        return
+
+    def _check_unless_api():
+        if request.blueprint != "api":
+            return check()
+        return None
+
+    hooks[hooks.index(check)] = _check_unless_api
+
+
+from . import docs, limits, routes  # noqa: E402,F401 - the views register themselves on bp

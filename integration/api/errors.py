@@ -7,8 +7,6 @@ is what the store said or why it could not be reached.
 
 from __future__ import annotations
 
-import time
-
 from flask import Response, json
 from werkzeug.exceptions import HTTPException
 
@@ -71,6 +69,14 @@ class UnknownEvent(ApiProblem):
     code, error_code = 400, "unknown_event"
 
 
+class RateLimited(ApiProblem):
+    code, error_code = 429, "rate_limited"
+
+    def __init__(self, limit, retry_after: int):
+        super().__init__(f"rate limit exceeded: {limit} for this key (or, without a key, this address)",
+                         headers={"Retry-After": str(retry_after)})
+
+
 class StoreBusy(ApiProblem):
     code, error_code = 429, "store_busy"
 
@@ -115,14 +121,5 @@ def render(exc: HTTPException) -> Response:
     for name, value in getattr(exc, "extra_headers", {}).items():
         response.headers[name] = value
     if status == 429 and "Retry-After" not in response.headers:
-        response.headers["Retry-After"] = str(_rate_limit_retry_after())
+        response.headers["Retry-After"] = "1"
     return response
-
-
-def _rate_limit_retry_after() -> int:
-    from .limits import api_limiter
-
-    current = api_limiter.current_limit
-    if current is None:
-        return 1
-    return max(int(current.reset_at - time.time()), 1)

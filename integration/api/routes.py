@@ -193,11 +193,9 @@ def call_store(link_id: int, store_code: str, path: str):
     body = proxy.json_body(body_within(current_app.config["MAX_CONTENT_LENGTH"])) if method != "GET" else None
     answer = proxy.forward(link_id, caller(), method, tail, store_code, list(request.args.items(multi=True)), body,
                            request.remote_addr)
-    response = Response(answer.body, answer.status, content_type=answer.content_type)
-    response.headers.update(answer.headers)
-    response.headers["X-Companion-Store-Status"] = answer.store_status
-    response.headers["X-Companion-Elapsed-Ms"] = f"{answer.elapsed_ms:.1f}"
-    return response
+    headers = [*answer.headers.items(), ("X-Companion-Store-Status", answer.store_status),
+               ("X-Companion-Elapsed-Ms", f"{answer.elapsed_ms:.1f}")]
+    return Response(answer.body, answer.status, headers=headers, content_type=answer.content_type)
 
 
 def _visible(link_id: int, *, with_secrets: bool = False) -> StoreLink:

@@ -34,7 +34,14 @@ _HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[
 def normalise_base_url(url: str) -> str:
     """``store_base_url`` in canonical form: lower-case scheme and host, no default port,
     a trailing slash, path (``index.php/``, store code) kept. Raises ``UnsafeStoreURL``."""
-    if not isinstance(url, str) or not url.strip():
+    if not isinstance(url, str):
+        raise UnsafeStoreURL("store_base_url is empty")
+    return _normalised(url)
+
+
+@functools.lru_cache(maxsize=4096)  # every client checks its store's address: a proxied call, a page of a sync
+def _normalised(url: str) -> str:
+    if not url.strip():
         raise UnsafeStoreURL("store_base_url is empty")
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:

@@ -317,8 +317,23 @@ def _has_port(netloc: str) -> bool:
 
 def _laminas_param_string(params: Mapping[str, str]) -> str:
     pairs = [(_enc_surrogate(k), _enc_surrogate(v)) for k, v in params.items()]
-    pairs.sort(key=functools.cmp_to_key(lambda p, q: strnatcmp(p[0], q[0])))
-    return "&".join(f"{k}={v}" for k, v in pairs)
+    return "&".join(f"{pairs[n][0]}={pairs[n][1]}" for n in _natural_order(tuple(k for k, _ in pairs)))
+
+
+# The orders below depend on the names alone, and a client signs the same names again and again
+# (a sync's pages, ``oauth_*`` and ``searchCriteria[...]``, differ in values only): each name
+# list is sorted once. A comparator in Python costs more than all else in a base string (on
+# every call, for every profile a store whose generation is not known yet may run).
+@functools.lru_cache(maxsize=256)
+def _natural_order(names: tuple[str, ...]) -> tuple[int, ...]:
+    """The positions of ``names`` in laminas' order: ``strnatcmp``, ties kept in place."""
+    return tuple(sorted(range(len(names)), key=functools.cmp_to_key(lambda a, b: strnatcmp(names[a], names[b]))))
+
+
+@functools.lru_cache(maxsize=256)
+def _ksort_order(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` sorted as PHP 8's ``ksort`` sorts string keys."""
+    return tuple(sorted(names, key=functools.cmp_to_key(_php_key_compare)))
 
 
 def _magento_param_string(params: dict[str, str], query: str) -> str:
@@ -333,8 +348,8 @@ def _magento_param_string(params: dict[str, str], query: str) -> str:
     for key in merged:
         if _is_php_int_key(key):
             raise UnsignableRequest(f"parameter name {key!r} is an integer; Magento 2.4.8+ answers 500")
-    keys = sorted(merged, key=functools.cmp_to_key(_php_key_compare))
-    return "&".join(f"{_enc_surrogate(k)}={_enc_surrogate(merged[k])}" for k in keys if merged[k] is not None)
+    return "&".join(f"{_enc_surrogate(k)}={_enc_surrogate(merged[k])}" for k in _ksort_order(tuple(merged))
+                    if merged[k] is not None)
 
 
 def base_string(

@@ -20,7 +20,7 @@ from flask import current_app
 from sqlalchemy import ForeignKey, String, Text, delete, event as sa_event, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from . import bulk
+from . import bulk, json_text
 from .extensions import db
 from .models import StoreLink, User, utcnow
 
@@ -122,10 +122,6 @@ class RecordChange:
     rest_path: str | Callable[[], str] = ""
 
 
-#: Compact JSON as delivered; one encoder built once (``json.dumps`` with options builds one a call).
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
 def record_many(session: Session, store: dict, changes: list[RecordChange], *, endpoints: list,
                 max_bytes: int = RECORD_MAX_BYTES) -> int:
     """``record`` for a batch of record events of one store (a page of a change feed): one
@@ -147,23 +143,23 @@ def record_many(session: Session, store: dict, changes: list[RecordChange], *, e
     # The body is {"id", "type", "created_at", "store", "entity", "record_id", then "record" or
     # "record_ref"}, as ``record`` writes it: the record is serialised once, both to weigh it and
     # as the body's last member.
-    store_json = _COMPACT.encode(store)
+    store_json = json_text.compact(store)
     ids = secrets.token_hex(12 * len(changes))  # one read of the system's randomness a batch
     rows = []
     for n, change in enumerate(changes):
         public_id = "evt_" + ids[24 * n:24 * n + 24]
         head = (f'{{"id":"{public_id}","type":"{change.type}","created_at":"{stamp}","store":{store_json},'
-                f'"entity":{_COMPACT.encode(change.entity)},"record_id":{_COMPACT.encode(change.record_id)}')
+                f'"entity":{json_text.compact(change.entity)},"record_id":{json_text.compact(change.record_id)}')
         if change.record is None:
             payload = head + "}"
         else:
-            record_json = _COMPACT.encode(change.record)
-            size = len(record_json) if record_json.isascii() else len(record_json.encode())  # UTF-8 bytes
+            record_json = json_text.compact_utf8(change.record)
+            size = len(record_json)  # UTF-8 bytes
             if size <= max_bytes:
-                payload = f'{head},"record":{record_json}}}'
+                payload = f'{head},"record":{record_json.decode()}}}'
             else:
                 path = change.rest_path() if callable(change.rest_path) else change.rest_path
-                payload = f'{head},"record_ref":{_COMPACT.encode({"rest_path": path, "bytes": size})}}}'
+                payload = f'{head},"record_ref":{json_text.compact({"rest_path": path, "bytes": size})}}}'
         rows.append({"public_id": public_id, "type": change.type, "store_link_id": store["id"], "created_at": now,
                      "payload": payload})
     table = Event.__table__

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import os
 import secrets
@@ -37,7 +36,7 @@ from flask import current_app
 from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from .. import bulk, events, jobs, probe, store_cap, stores
+from .. import bulk, events, jobs, json_text, probe, store_cap, stores
 from ..extensions import db
 from ..magento import errors
 from ..magento.client import StoreClient, segment
@@ -179,15 +178,13 @@ class Counts:
 
 # --- fingerprints ----------------------------------------------------------------------------
 
-#: Built once: ``json.dumps`` with options builds an encoder for every call (a record each).
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
 def fingerprint(record: dict) -> str:
+    """SHA-256 of the record's sorted, compact JSON (``json_text.canonical``: the standard
+    encoder's bytes, which the fingerprints already kept were made of) less the volatile fields."""
     content = dict(record)  # a copy less the volatile fields: a quarter of a comprehension's cost
     for field in VOLATILE:
         content.pop(field, None)
-    return hashlib.sha256(_CANONICAL.encode(content).encode()).hexdigest()
+    return hashlib.sha256(json_text.canonical(content)).hexdigest()
 
 
 def store_time(value) -> dt.datetime | None:

@@ -18,7 +18,12 @@ OAUTH_NAME = re.compile(r"oauth_[a-z_-]+")
 NOT_DECODED = ("oauth_consumer_key", "oauth_consumer_secret", "oauth_token", "oauth_token_secret", "oauth_signature")
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9._~-]*")
+
+
 def rawurlencode(s: str) -> str:
+    if _PLAIN.fullmatch(s):  # nothing to encode (most names and values; quote() goes byte by byte)
+        return s
     return quote(s.encode("utf-8", "surrogateescape"), safe="-._~")
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from json.encoder import encode_basestring
 
 import orjson
 
@@ -50,6 +51,8 @@ def canonical(value) -> bytes:
 
 def compact(value) -> str:
     """``value`` as compact JSON text, keys in their order (what an event payload holds)."""
+    if type(value) is str:  # an event's entity and record id: what the standard encoder calls itself
+        return encode_basestring(value)
     out = _fast(value, 0)
     return out.decode() if out is not None else _COMPACT.encode(value)
 

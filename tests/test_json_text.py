@@ -85,3 +85,21 @@ def test_keys_sort_as_python_sorts_them():
     value = {"b": 1, "a": 2, "é": 3, "z": 4, "\U0001F600": 5, "\uffff": 6, "B": 7, "": 8}
     assert json_text.canonical(value) == standard_sorted(value)
     assert json_text.canonical(value).startswith(b'{"":8,"B":7,"a":2')
+
+
+def test_plain_records_are_written_by_orjson_and_only_the_exceptions_by_the_standard_encoder(monkeypatch):
+    class Standard:
+        def encode(self, value):
+            raise AssertionError("the standard encoder was used")
+
+    monkeypatch.setattr(json_text, "_SORTED", Standard())
+    monkeypatch.setattr(json_text, "_COMPACT", Standard())
+    record = {"id": 7, "sku": "one-size", "name": "Tee, 0.0000 defects", "price": 12.5, "weight": None,
+              "tiny": 0.001, "big": 1e22, "tags": ["e-", "at 0.00001%"], "extension_attributes": {"website_ids": [1]}}
+    assert json_text.canonical(record) == standard_sorted(record)
+    assert json_text.compact(record) == standard_compact(record)
+    assert json_text.compact_utf8(record) == standard_compact(record).encode()
+    for exception in ({"w": 1e-05}, {"w": 2e-7}, {"q": float("nan"), "n": None}, {"id": 2**64}):
+        for write in (json_text.canonical, json_text.compact, json_text.compact_utf8):
+            with pytest.raises(AssertionError):
+                write(exception)

@@ -52,7 +52,7 @@ def test_the_same_bytes_as_the_standard_encoder_for_anything_json_decodes_to(val
 
 @pytest.mark.parametrize("value", [
     1e-05, -4.190936869343897e-05, 7.2e-06, 1e-09, 9.99e-05, [0.00001], {"w": 3e-7}, {"a": [1, 2e-8]},
-    float("nan"), float("inf"), -float("inf"), {"a": None, "b": [None, float("nan")]},
+    float("nan"), float("inf"), -float("inf"), {"a": None, "b": [None, float("nan")]}, {"t": (None, -float("inf"))},
     2**64, -2**63 - 1, {"deep": [2**70]},
 ])
 def test_where_orjson_writes_otherwise_the_standard_bytes_are_written(value):

@@ -213,3 +213,28 @@ def test_a_callback_over_a_unix_socket_is_served_by_the_callback_process(app, ap
     assert handovers(metrics, "process") == 1
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Activation)) == 1
+
+
+def test_a_callback_behind_another_request_on_a_kept_alive_connection_is_answered(app, app_config):
+    """Pipelined behind a GET, the callback's bytes are already in the worker's buffer: the worker
+    answers it itself (the callback process would find nothing left on the socket)."""
+    import socket
+
+    server = Gunicorn(env_for(app_config), workers=1, threads=2)
+    body = ("oauth_consumer_key=" + "p" * 32 + "&oauth_consumer_secret=" + "s" * 32
+            + "&store_base_url=http%3A%2F%2F127.0.0.1%3A9%2F&oauth_verifier=" + "v" * 32).encode()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: companion\r\n\r\n"
+                           b"POST /magento/callback HTTP/1.1\r\nHost: companion\r\nConnection: close\r\n"
+                           b"Content-Type: application/x-www-form-urlencoded\r\n"
+                           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+    finally:
+        log = server.stop()
+    assert answer.count(b"HTTP/1.1 200 ") == 2, (answer, log[-3000:])
+    assert answer.rstrip().endswith(b"OK")
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Activation)) == 1

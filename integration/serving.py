@@ -37,7 +37,6 @@ import json
 import os
 import selectors
 import socket
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +44,7 @@ from functools import partial
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from .children import READY, spawn
+from .children import Child
 from .priority import lower_this_threads_priority
 
 #: The first bytes of a callback request (any mount prefix before /magento/callback).
@@ -74,88 +73,10 @@ class _Conn(TConn):
         self.sock.settimeout(self.idle_timeout)  # after gthread's setblocking(True), on every request
 
 
-class CallbackProcess:
-    """The worker's end of its callback process: start it, hand it connections, notice it gone.
-    Used from the worker's main thread only."""
-
-    #: A process that ended is started again at the next callback, but not sooner than this.
-    RESTART_AFTER = 5.0
-
-    def __init__(self, log):
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-        self.channel: socket.socket | None = None
-        self.ready = False
-        self.started_at = float("-inf")
-
-    def start(self, poller) -> None:
-        self.started_at = time.monotonic()
-        try:
-            self.proc, channel = spawn("integration.callback_process")
-        except OSError:
-            self.log.exception("could not start the callback process; callbacks stay on the lane")
-            return
-        self.channel, self.ready = channel, False
-        poller.register(channel, selectors.EVENT_READ, partial(self._on_readable, poller))
-
-    def _on_readable(self, poller, _channel) -> None:
-        try:
-            data = self.channel.recv(64)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if data == READY:
-            self.ready = True
-        elif not data:  # it ended (killed, crashed): the lane serves callbacks until it is back
-            self.log.warning("the callback process ended (exit status %s)", self.proc.poll())
-            self._forget(poller)
-
-    def _forget(self, poller) -> None:
-        if self.channel is not None:
-            poller.unregister(self.channel)
-            self.channel.close()
-        self.channel, self.ready = None, False
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            self.proc = None
-
-    def hand_over(self, conn, poller) -> bool:
-        """Pass the connection to the process; False if the worker must serve it itself."""
-        if self.channel is None:
-            if time.monotonic() - self.started_at >= self.RESTART_AFTER:
-                self.start(poller)
-            return False
-        if not self.ready:
-            return False
-        message = json.dumps({"client": conn.client, "server": conn.server}).encode()
-        try:
-            socket.send_fds(self.channel, [message], [conn.sock.fileno()], socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return False  # its queue is full: the lane takes this one
-        except OSError:
-            self._forget(poller)
-            return False
-        return True
-
-    def stop(self, poller) -> None:
-        """Close our end: the process answers what it holds, then ends."""
-        if self.channel is not None:
-            try:
-                poller.unregister(self.channel)
-            except (KeyError, ValueError, OSError):
-                pass
-            self.channel.close()
-            self.channel = None
-
-
 class CallbackLaneWorker(ThreadWorker):
     def init_process(self):
         self.lane_threads = int(os.environ.get("GUNICORN_CALLBACK_THREADS", "4"))
-        self.callback_process = (CallbackProcess(self.log)
+        self.callback_process = (Child("integration.callback_process", "callback process", self.log)
                                  if os.environ.get("GUNICORN_CALLBACK_PROCESS", "1") != "0" else None)
         _Conn.idle_timeout = float(os.environ.get("GUNICORN_IDLE_TIMEOUT", "10"))
         self.callback_pool = (ThreadPoolExecutor(self.lane_threads, thread_name_prefix="callback")
@@ -212,7 +133,9 @@ class CallbackLaneWorker(ThreadWorker):
         """A new plain connection's callback goes to the callback process when it can take it."""
         if self.callback_process is None or conn.parser is not None or conn.cfg.is_ssl:
             return False
-        if not self.callback_process.hand_over(conn, self.poller):
+        addresses = json.dumps({"client": conn.client, "server": conn.server}).encode()
+        if not (self.callback_process.usable()
+                and self.callback_process.send(addresses, (conn.sock.fileno(),))):  # starting, full or gone
             self._handovers.labels("lane").inc()
             return False
         self._handovers.labels("process").inc()
@@ -235,11 +158,11 @@ class CallbackLaneWorker(ThreadWorker):
 
     def run(self):
         if self.callback_process is not None:
-            self.callback_process.start(self.poller)
+            self.callback_process.start()
         try:
             super().run()
         finally:
             if self.callback_process is not None:
-                self.callback_process.stop(self.poller)
+                self.callback_process.close()
             if self.callback_pool is not None:
                 self.callback_pool.shutdown(wait=False)

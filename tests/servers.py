@@ -93,6 +93,15 @@ class Gunicorn:
         return self.output.read()
 
 
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie waiting for its parent (a killed one has closed its sockets)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def csrf_from(html: str) -> str:
     m = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html) or \
         re.search(r'name="csrf_token" value="([^"]+)"', html)

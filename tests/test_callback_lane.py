@@ -24,7 +24,7 @@ from integration.extensions import db
 from integration.models import Activation
 
 from .conftest import PASSWORD
-from .servers import Gunicorn, csrf_from
+from .servers import Gunicorn, csrf_from, running
 from .test_workers import env_for
 
 WORKERS, THREADS = 2, 4
@@ -122,10 +122,12 @@ def test_a_killed_callback_process_is_replaced_and_the_lane_serves_meanwhile(app
         activate_one("Before")
         [first] = callback_processes(server)
         os.kill(first, signal.SIGKILL)
+        while running(first):  # until the kernel has closed its end of the socket
+            time.sleep(0.05)
+        activate_one("While it is gone")  # the worker finds it gone and serves it on its lane
         server.wait_for_output(r"the callback process ended")
-        activate_one("While it is gone")  # served by the worker's lane
         assert served_by("lane") == 1
-        # A callback starts a new process (CallbackProcess.RESTART_AFTER after the last start); the doctor's
+        # A callback starts a new process (Child.RESTART_AFTER after the last start); the doctor's
         # test POSTs, callbacks that store nothing, keep coming until it is ready.
         deadline = time.monotonic() + 60
         while len(re.findall(r"Callback process \d+ ready", server.read_output())) < 2:

@@ -12,13 +12,13 @@ from sqlalchemy import select
 
 from integration.extensions import db
 from integration.feeds.models import FeedState
-from integration.jobs.process import ProcessEngine
+from integration.children import Child
 from integration.models import StoreLink
 from integration.probe import StoreCapabilities
 from integration.sandbox import SandboxState, create_sandbox
 
 from .conftest import PASSWORD
-from .servers import Gunicorn, Served, activate
+from .servers import Gunicorn, Served, activate, running
 from .test_workers import env_for
 
 PRODUCTS = 3000
@@ -82,8 +82,10 @@ def test_jobs_run_in_a_niced_process_of_the_worker_which_is_replaced_if_killed(a
         spent_in_process = _cpu_ticks(process) - before
 
         # Killed once RESTART_AFTER has passed since it started: the next job after its loss starts a new one.
-        time.sleep(max(0.0, ready_at + ProcessEngine.RESTART_AFTER - time.monotonic()))
+        time.sleep(max(0.0, ready_at + Child.RESTART_AFTER - time.monotonic()))
         os.kill(process, signal.SIGKILL)
+        while running(process):  # until the kernel has closed its end of the socket
+            time.sleep(0.05)
         # The probe after linking is queued once, by the worker: it runs on the worker's own threads
         # while no job process is ready (nothing periodic would do it later).
         _activate_and_wait(app, sandbox, server, "While it is gone", lambda: _probed(app, 2))

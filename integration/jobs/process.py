@@ -24,9 +24,8 @@ import signal
 import socket
 import sys
 import threading
-import time
 
-from ..children import READY, channel_and_args, load_app, spawn
+from ..children import READY, Child, channel_and_args, load_app
 
 log = logging.getLogger("integration.jobs")
 
@@ -37,18 +36,12 @@ MAX_MESSAGE = 64 * 1024
 class ProcessEngine:
     """The worker's side: the jobs interface, forwarded to its job process."""
 
-    #: A process that ended is started again at the next job, but not sooner than this.
-    RESTART_AFTER = 5.0
-
     def __init__(self, jobs, fallback):
         self.jobs = jobs
         self.fallback = fallback  # this process's own threads (EmbeddedEngine)
         self._lock = threading.Lock()
-        self._proc = None
-        self._channel: socket.socket | None = None
-        self._ready = False
+        self._child = Child("integration.jobs.process", "job process", log)
         self._pid: int | None = None
-        self._started_at = float("-inf")
 
     @property
     def started(self) -> bool:
@@ -60,61 +53,14 @@ class ProcessEngine:
         with self._lock:
             if not self.started:
                 self._pid = os.getpid()
-                self._spawn()
-
-    def _spawn(self) -> None:
-        try:
-            self._proc, self._channel = spawn("integration.jobs.process")
-        except OSError:
-            log.exception("could not start the job process; jobs run on this worker's threads")
-            self._proc = self._channel = None
-        self._ready = False
-        self._started_at = time.monotonic()
-
-    def _is_ready(self) -> bool:
-        """Whether the process has loaded the app (it says so once); notices it gone."""
-        if self._ready:
-            return True
-        if self._channel is None:
-            return False
-        try:
-            said = self._channel.recv(64)
-        except BlockingIOError:
-            return False
-        except OSError:
-            said = b""
-        if said == READY:
-            self._ready = True
-            return True
-        self._forget()
-        return False
-
-    def _forget(self) -> None:
-        log.warning("the job process ended (exit status %s); jobs run on this worker's threads until it is back",
-                    self._proc.poll() if self._proc else None)
-        if self._channel is not None:
-            self._channel.close()
-        self._channel, self._proc, self._ready = None, None, False
+                self._child.start()
 
     def _send(self, message: tuple) -> bool:
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         if len(data) > MAX_MESSAGE:
             return False
         with self._lock:
-            if self._pid != os.getpid():
-                return False
-            if self._channel is None and time.monotonic() - self._started_at >= self.RESTART_AFTER:
-                self._spawn()
-            if not self._is_ready():
-                return False
-            try:
-                self._channel.send(data, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return False  # its queue is full
-            except OSError:
-                self._forget()
-                return False
-            return True
+            return self.started and self._child.usable() and self._child.send(data)
 
     # --- the interface (jobs.__init__) ------------------------------------------------
 
@@ -131,9 +77,8 @@ class ProcessEngine:
 
     def stop(self, wait: bool = True) -> None:
         with self._lock:
-            if self._channel is not None:
-                self._channel.close()  # the process finishes what it runs, then ends
-            self._channel, self._proc, self._ready, self._pid = None, None, False, None
+            self._child.close()  # the process finishes what it runs, then ends
+            self._pid = None
         self.fallback.stop(wait=wait)
 
 

@@ -35,9 +35,13 @@ def post_worker_init(worker):
 def worker_exit(server, worker):
     # API audit rows still buffered (INTEGRATION_API_AUDIT_FLUSH_SECONDS) go in as the worker stops,
     # before the interpreter waits on its threads (atexit does it too, later, for other servers).
+    from integration import jobs
     from integration.apikeys import usage
 
     usage.flush_all()
+    # The job process ends with its worker, and the worker waits for it: a stopped server leaves
+    # no job running behind it.
+    jobs.stop(worker.wsgi)
 
 
 class _MaskingLogger(Logger):

@@ -71,11 +71,19 @@ class Child:
             return False
         return True
 
-    def close(self) -> None:
-        """Close our end: it answers what it holds, then ends."""
+    def close(self, wait: float = 0.0) -> None:
+        """Close our end: it finishes what it holds, then ends; ``wait`` seconds for that, then it
+        is killed (so that a stopped server leaves nothing running behind it)."""
+        proc = self.proc
         if self.channel is not None:
             self.channel.close()
         self.channel, self.proc, self.ready = None, None, False
+        if proc is not None and wait > 0:
+            try:
+                proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def _forget(self) -> None:
         proc = self.proc

@@ -163,6 +163,6 @@ class CallbackLaneWorker(ThreadWorker):
             super().run()
         finally:
             if self.callback_process is not None:
-                self.callback_process.close()
+                self.callback_process.close(wait=self.cfg.graceful_timeout)
             if self.callback_pool is not None:
                 self.callback_pool.shutdown(wait=False)

@@ -94,12 +94,20 @@ class Gunicorn:
 
 
 def running(pid: int) -> bool:
-    """The process exists and is not a zombie waiting for its parent (a killed one has closed its sockets)."""
+    """Some thread of the process is still running. A killed process's descriptors (its sockets) are
+    closed only once all its threads have exited: its main thread can be a zombie before that."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        tasks = os.listdir(f"/proc/{pid}/task")
     except FileNotFoundError:
         return False
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    return True
+        except FileNotFoundError:
+            continue
+    return False
 
 
 def csrf_from(html: str) -> str:

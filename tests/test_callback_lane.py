@@ -114,7 +114,7 @@ def test_a_killed_callback_process_is_replaced_and_the_lane_serves_meanwhile(app
                                                         f"{server.url}/magento/identity")
             answer = requests.get(f"{sandbox.url}/admin/integrations/{integration.id}/tokens_exchange",
                                   timeout=30).json()
-            assert "error" not in answer, answer
+            assert "error" not in answer, (answer, server.read_output()[-3000:])
 
         def served_by(outcome: str) -> float:
             return handovers(requests.get(f"{server.url}/metrics", timeout=30).text, outcome)

@@ -31,6 +31,9 @@ log = logging.getLogger("integration.jobs")
 
 #: The largest job message sent to the process; a larger one runs in the worker.
 MAX_MESSAGE = 64 * 1024
+#: How long a stopping worker waits for its job process to finish the jobs it runs (their leases
+#: let another process take up what is cut short).
+STOP_WAIT = 10.0
 
 
 class ProcessEngine:
@@ -77,7 +80,8 @@ class ProcessEngine:
 
     def stop(self, wait: bool = True) -> None:
         with self._lock:
-            self._child.close()  # the process finishes what it runs, then ends
+            # The process finishes what it runs, then ends; a worker that stops waits for that (bounded).
+            self._child.close(wait=STOP_WAIT if wait else 0.0)
             self._pid = None
         self.fallback.stop(wait=wait)
 

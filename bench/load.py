@@ -177,6 +177,8 @@ def main() -> None:
                 linked_count.append(db.session.scalar(select(func.count()).select_from(StoreLink).where(phase_links)))
                 db.session.execute(update(StoreLink).where(phase_links).values(status=StoreLink.UNLINKED))
                 db.session.commit()
+            for i in ids:  # and gone from the sandbox, which keeps at most 200: a full run makes 210
+                state.remove_integration(i)
             return timings, wall
 
         phases = [("idle", *run_phase(args.idle, 1))]

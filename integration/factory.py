@@ -86,7 +86,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 def _size_pool(config: dict) -> None:
     """Keep a connection per request thread (gunicorn.conf.py runs 8): past the pool's size,
-    every checkout opened a new connection and closed it again."""
+    every checkout opened a new connection and closed it again. SQLite's connections take the
+    writer gate (sqlite_gate.py)."""
     from sqlalchemy.engine import make_url
 
     url = make_url(config["SQLALCHEMY_DATABASE_URI"])
@@ -95,6 +96,10 @@ def _size_pool(config: dict) -> None:
     options = config["SQLALCHEMY_ENGINE_OPTIONS"] = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
     options.setdefault("pool_size", 16)
     options.setdefault("max_overflow", 16)
+    if url.get_backend_name() == "sqlite":
+        from .sqlite_gate import GatedConnection
+
+        options["connect_args"] = {"factory": GatedConnection, **options.get("connect_args", {})}
 
 
 def _tune_sqlite(engine) -> None:
@@ -103,11 +108,15 @@ def _tune_sqlite(engine) -> None:
         return
     from sqlalchemy import event
 
+    from . import sqlite_gate
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={int(sqlite_gate.BUSY_TIMEOUT * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+    sqlite_gate.install(engine)

@@ -328,6 +328,16 @@ def sync(link_id: int, entity: str, *, full: bool = False, job: Job | None = Non
     Never raises for a store's failure: the job says what happened. ``slice_seconds``: a pass
     by page numbers stops asking for pages after that long and the job is queued to go on.
     Returns the job (queued again, when it goes on)."""
+    session = db.session()
+    expiring, session.expire_on_commit = session.expire_on_commit, False
+    try:
+        return _sync(link_id, entity, full=full, job=job, ignore_backoff=ignore_backoff, slice_seconds=slice_seconds)
+    finally:
+        session.expire_on_commit = expiring
+
+
+def _sync(link_id: int, entity: str, *, full: bool, job: Job | None, ignore_backoff: bool,
+          slice_seconds: float | None) -> Job:
     feed = feed_for(link_id, entity)
     if job is None:
         job = Job(kind="sync", store_link_id=link_id, entity=entity, full=full)

@@ -76,9 +76,15 @@ class GatedConnection(sqlite3.Connection):
         try:
             super().close()
         finally:
-            if self._gate_fd is not None:
-                os.close(self._gate_fd)  # and with it the lock, if held
-                self._gate_fd, self._gate_held = None, False
+            self._close_gate()
+
+    def _close_gate(self) -> None:
+        if self._gate_fd is not None:
+            os.close(self._gate_fd)  # and with it the lock, if held
+            self._gate_fd, self._gate_held = None, False
+
+    def __del__(self) -> None:  # a connection dropped without close() must not keep the gate
+        self._close_gate()
 
 
 def install(engine) -> None:

@@ -127,3 +127,19 @@ def test_a_writer_held_past_the_busy_timeout_is_refused_as_sqlite_would(gated, m
     finally:
         holder.release()
     assert _count(app) == 0
+
+
+def test_a_connection_dropped_without_closing_lets_the_gate_go(gated):
+    import gc
+
+    app, gate = gated
+    with app.app_context():
+        path = db.engine.url.database
+    dropped = sqlite3.connect(path, factory=sqlite_gate.GatedConnection)
+    dropped.gate_path = gate
+    dropped.take_gate()  # as before a write, then the connection is lost with its transaction
+    del dropped
+    gc.collect()
+    thread, outcome = _in_thread(_write(app, "after"))
+    thread.join(5)
+    assert not thread.is_alive() and "error" not in outcome

@@ -39,6 +39,10 @@ def main() -> None:
     parser.add_argument("--fetch-only", action="store_true", help="fetch the pages, one after another, and nothing else")
     parser.add_argument("--profile", action="store_true", help="cProfile (CPU time) of the writing thread, or of fetching")
     parser.add_argument("--top", type=int, default=35)
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="seconds the store takes a request (bench/sync.py: 0.1): page threads then wait as a worker's do")
+    parser.add_argument("--redis", help="Redis URL: the per-store cap and the jobs' wake-ups in Redis, as a worker has them "
+                                        "(its database is not flushed; the sync's keys expire)")
     args = parser.parse_args()
 
     from cryptography.fernet import Fernet
@@ -51,7 +55,7 @@ def main() -> None:
     key = Fernet.generate_key().decode()
     os.environ["INTEGRATION_INSTANCE_PATH"] = tmp
     store = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", "sync.py"), "--serve", "1",
-                              "--products", str(args.products), "--latency", "0"], cwd=ROOT,
+                              "--products", str(args.products), "--latency", str(args.latency)], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         import json
@@ -63,7 +67,8 @@ def main() -> None:
         app = create_app({"SQLALCHEMY_DATABASE_URI": args.database or f"sqlite:///{tmp}/feeds.sqlite",
                           "SECRET_KEY": "b" * 64, "ENCRYPTION_KEYS": (key,), "ALLOWED_STORE_HOSTS": ("127.0.0.1",),
                           "STORE_CONCURRENCY": 8, "SYNC_PAGE_SIZE": 100, "JOBS_AUTOSTART": False,
-                          "SYNC_ENTITIES": ("products",)})
+                          "SYNC_ENTITIES": ("products",),
+                          **({"REDIS_URL": args.redis, "JOBS_REDIS_URL": args.redis} if args.redis else {})})
         fresh_schema(app)
         figures = []
         for run in range(args.runs + 1):  # the first warms up, as a worker that has run jobs before is

@@ -721,3 +721,41 @@ def test_a_deletion_during_the_first_pass_loses_no_other_record(app, linked, san
     created = {p["record_id"] for p in payloads(app, "product.created")}
     assert created >= {str(n) for n in range(1, 61) if n != 3}  # every product still there was sent
     assert [p["record_id"] for p in payloads(app, "product.deleted")] == ["3"]
+
+
+class _Pages:
+    """A store's search answered from memory: ``total`` records, pages failing as told."""
+
+    def __init__(self, total: int, failing: int | None = None):
+        self.total, self.failing, self.asked = total, failing, []
+
+    def search(self, path, criteria):
+        size, number = criteria.page_size, criteria.current_page
+        self.asked.append(number)
+        if number == self.failing:
+            raise sync.errors.StoreUnreachable("could not connect to the store")
+        ids = range((number - 1) * size + 1, min(number * size, self.total) + 1)
+        return {"items": [{"id": i} for i in ids], "total_count": self.total}
+
+
+def test_a_writer_behind_the_pages_gets_those_already_in_together_in_order():
+    """Pages that came in while the writer wrote are handed over in one batch (one transaction
+    for them all), never more than the concurrency, always in order and contiguous."""
+    store = _Pages(100)
+    batches = []
+    for number, last, records in sync.all_pages(store, sync.ENTITIES["products"], 5, 4):
+        batches.append((number, [r["id"] for r in records]))
+        time.sleep(0.1)  # every page asked for is in by the time the writer looks again
+    assert [r for _, records in batches for r in records] == list(range(1, 101))
+    assert all(ids[-1] == number * 5 for number, ids in batches)  # each says the last page it holds
+    assert max(len(ids) for _, ids in batches) == 4 * 5 and len(batches) < 20 / 2
+
+
+def test_a_page_that_failed_does_not_hold_back_the_pages_before_it():
+    store = _Pages(100, failing=6)
+    written = []
+    with pytest.raises(sync.errors.StoreUnreachable):
+        for _number, _last, records in sync.all_pages(store, sync.ENTITIES["products"], 5, 4):
+            written += [r["id"] for r in records]
+            time.sleep(0.1)
+    assert written == list(range(1, 26))  # pages 1 to 5 written, then the failure

@@ -13,8 +13,9 @@ Emitting: each record's fingerprint (sha256 of its canonical JSON without volati
 is kept with the ``updated_at`` it had. The overlap window re-reads records already emitted;
 an unchanged fingerprint emits nothing, and an older ``updated_at`` than the one kept (data
 arriving out of order) never moves the record backwards. Events, fingerprints, the cursor and
-the job's progress of one page commit in one transaction, after the lease is renewed: a
-worker that dies mid-pass loses at most its current page, which the next pass reads again.
+the job's progress of one page (on a pass from nothing, of the pages already in: see
+``all_pages``) commit in one transaction, after the lease is renewed: a worker that dies
+mid-pass loses at most what that transaction held, which the next pass reads again.
 """
 
 from __future__ import annotations
@@ -532,8 +533,11 @@ def all_pages(client: StoreClient, spec: FeedEntity, page_size: int, concurrency
               on_total=None, totals: list[int] | None = None, first: int = 1,
               more: Callable[[], bool] | None = None) -> Iterator[tuple[int, int, list[dict]]]:
     """Every record from page ``first`` on, in ``entity_id`` order by page numbers, as
-    ``(number, last page number, records)``, with up to ``concurrency`` pages in flight while
-    the caller writes the current one (never more held in memory). ``more()`` false: ask for no
+    ``(number of the batch's last page, last page number, records)``: a batch is the next page
+    and those after it that have already come in (up to ``concurrency``), so that a writer that
+    falls behind writes several pages in one transaction rather than paying a transaction's
+    statements for each. Up to ``concurrency`` pages stay in flight while the caller writes a
+    batch (never more held in memory than twice that). ``more()`` false: ask for no
     further page, hand over those already asked for, and stop. For a pass from nothing: what a
     deletion during the pass shifts past us, the reconciliation's id sweep finds and fetches
     (``_fetch_missing``); what is edited or created meanwhile is newer than the pass's start,
@@ -564,15 +568,26 @@ def all_pages(client: StoreClient, spec: FeedEntity, page_size: int, concurrency
                             thread_name_prefix="feed-page") as pool:
         pending: deque = deque()
         number = first + 1
+
+        def ask() -> None:
+            nonlocal number
+            while number <= pages and len(pending) < concurrency and (more is None or more()):
+                pending.append((number, pool.submit(page, number)))
+                number += 1
+
         try:
-            while number <= pages or pending:
-                while number <= pages and len(pending) < concurrency and (more is None or more()):
-                    pending.append((number, pool.submit(page, number)))
-                    number += 1
-                if not pending:
-                    return
+            ask()
+            while pending:
                 asked, future = pending.popleft()
-                yield asked, pages, records(future.result())
+                batch = records(future.result())
+                # A page that failed is left for the next round: the pages before it are written first.
+                for _ in range(concurrency - 1):
+                    if not (pending and pending[0][1].done() and pending[0][1].exception() is None):
+                        break
+                    asked, future = pending.popleft()
+                    batch += records(future.result())
+                ask()  # in flight while the batch is written
+                yield asked, pages, batch
         finally:
             for _, future in pending:  # stopped early (cancelled, lease lost): do not fetch the rest
                 future.cancel()

@@ -75,12 +75,12 @@ def main() -> None:
             with app.app_context():
                 _forget_everything()
                 link_id = _link(credentials, url)
-                serving = _cpu_of(store.pid)
+                serving = _cpu_of_tree(store.pid)
                 if args.fetch_only:
                     cpu, wall, server = _fetch_only(link_id, args)
                 else:
                     cpu, wall, server = _sync(link_id, args)
-            serving = _cpu_of(store.pid) - serving
+            serving = _cpu_of_tree(store.pid) - serving
             if run == 0:
                 continue
             figures.append(cpu / pages * 1000)
@@ -127,6 +127,20 @@ def _cpu_of(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of_tree(pid: int) -> float:
+    """CPU seconds of process ``pid`` and of its children (the stores' gunicorn worker)."""
+    total = _cpu_of(pid)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        total += _cpu_of_tree(int(entry))
+            except (OSError, ValueError):
+                pass
+    return total
 
 
 def _server_cpu() -> float | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import os
 import pstats
 import subprocess
@@ -82,6 +83,7 @@ def main() -> None:
                     cpu, wall, server = _sync(link_id, args)
             serving = _cpu_of_tree(store.pid) - serving
             if run == 0:
+                gc.freeze()  # as a worker does once it has loaded the app (jobs/cli.py)
                 continue
             figures.append(cpu / pages * 1000)
             server_text = f", database server {server / pages * 1000:.1f} ms" if server is not None else ""

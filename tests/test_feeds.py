@@ -193,6 +193,23 @@ def test_record_events_reach_webhook_endpoints(app, linked, sandbox):
         receiver.stop()
 
 
+def test_record_events_wake_the_dispatcher_only_when_they_make_deliveries(app, linked):
+    """A page of events no endpoint subscribed to leaves the dispatcher asleep (a wake is a
+    round trip to Redis at each commit, for nothing to send)."""
+    link_id, _ = linked
+    change = events.RecordChange("product.created", "products", "1", {"id": 1})
+    with app.app_context():
+        store = events.store_summary(db.session.get(StoreLink, link_id))
+        endpoint, _ = service.add("http://127.0.0.1:9/in", ["product.updated"])
+        events.record_many(db.session, store, [change], endpoints=[endpoint])
+        assert events._WAKE not in db.session.info
+        db.session.rollback()
+        endpoint, _ = service.add("http://127.0.0.1:9/all", ["product.created"])
+        events.record_many(db.session, store, [change], endpoints=[endpoint])
+        assert db.session.info[events._WAKE]
+        db.session.rollback()
+
+
 def test_a_store_without_msi_feeds_stock_from_its_stock_items(app, linked, sandbox):
     link_id, _ = linked
     assert not sandbox.state.msi

@@ -2,7 +2,7 @@
 figure that decides bench/sync.py's initial sync on a machine of few cores, and one a shared
 machine does not blur as it does wall-clock throughput).
 
-One sandbox store in a process of its own (no latency: nothing is waited for), one linked
+One sandbox store in a process of its own (by default no latency: nothing is waited for), one linked
 store in this process, its product feed synced from nothing, ``--runs`` times after a run that
 warms up (compiled statements, connections: a worker has run jobs before). Prints this
 process's CPU time a page (every thread: the page fetches, signing and JSON parsing run on the
@@ -12,6 +12,10 @@ client's page threads), on PostgreSQL the server backend's too, then the least a
     .venv/bin/python bench/sync_cpu.py --database postgresql+psycopg://postgres@127.0.0.1:5432/bench_feeds
     .venv/bin/python bench/sync_cpu.py --profile               # cProfile of the writing thread
     .venv/bin/python bench/sync_cpu.py --fetch-only [--profile]   # fetching the pages alone
+    .venv/bin/python bench/sync_cpu.py --latency 0.1 --redis redis://127.0.0.1:6379/11   # as in bench/sync.py
+
+With ``--latency`` the store answers as slowly as bench/sync.py's do, so the page threads wait and
+wake as a worker's do; with ``--redis`` the per-store cap and the jobs' wake-ups go through Redis.
 
 The database's schema is dropped and migrated afresh (as bench/sync.py does).
 """

@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # internal: a process of sandbox stores
     args = parser.parse_args()
     if args.serve:
-        return serve(args.serve, args.products, args.latency)
+        return serve(args.serve, args.products, args.latency, args.cap)
     quick = args.quick
     args.stores = args.stores or (4 if quick else 20)
     args.products = args.products or (1000 if quick else 5000)
@@ -73,45 +73,66 @@ def main() -> None:
 
 # --- the store side: sandbox stores in processes of their own ---------------------------------
 
-def serve(count: int, products: int, latency: float) -> None:
-    """Serve ``count`` sandbox stores; print one JSON line per store, then serve until killed."""
-    from werkzeug.serving import WSGIRequestHandler, make_server
+def serve(count: int, products: int, latency: float, cap: int) -> None:
+    """Serve ``count`` sandbox stores; print one JSON line per store, then serve until killed.
 
-    class Quiet(WSGIRequestHandler):
-        def log_request(self, code="-", size="-") -> None:
-            """No access log: its lines went to a discarded stderr, formatted for nobody at every
-            request (some 6% of the store's CPU a page)."""
+    One gunicorn (gthread) worker serves them all, each on a port of its own, keeping
+    connections alive as the web server in front of a Magento does. Werkzeug's server closes
+    every connection: both sides then paid a connection for every page, and the store a thread."""
+    import socket
+
+    from gunicorn.app.base import BaseApplication
 
     from integration.sandbox import SandboxState, create_sandbox
     from integration.sandbox.state import Token, random_string
 
-    servers = []
+    stores, listeners = {}, []
     for n in range(count):
         state = SandboxState(products=products, latency=latency, bearer=True)
         integration = state.add_integration(f"Bench {n}")
         integration.token = Token("access", random_string(), random_string(), "")
         integration.status = "Active"
-        server = make_server("127.0.0.1", 0, create_sandbox(state), threaded=True, request_handler=Quiet)
-        servers.append(server)
-        print(json.dumps({"port": server.server_port, "consumer_key": integration.consumer_key,
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(256)
+        listener.set_inheritable(True)
+        listeners.append(listener)
+        port = listener.getsockname()[1]
+        stores[str(port)] = create_sandbox(state)
+        print(json.dumps({"port": port, "consumer_key": integration.consumer_key,
                           "consumer_secret": integration.consumer_secret, "token": integration.token.token,
                           "secret": integration.token.secret}), flush=True)
-    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+
+    def by_port(environ, start_response):
+        return stores[environ["SERVER_PORT"]](environ, start_response)
+
+    # Threads for every store's cap of requests at once (each waits out the latency in one),
+    # and the ideal's 32 plain requests, which may all go to the stores of one process.
+    settings = {"bind": [f"fd://{listener.fileno()}" for listener in listeners], "workers": 1,
+                "worker_class": "gthread", "threads": max(count * cap, 32) + 8, "keepalive": 30,
+                "accesslog": None, "loglevel": "warning", "graceful_timeout": 2, "timeout": 600}
+
+    class Server(BaseApplication):
+        def load_config(self):
+            for name, value in settings.items():
+                self.cfg.set(name, value)
+
+        def load(self):
+            return by_port
+
+    Server().run()
 
 
 class Stores:
     """Sandbox stores in child processes, reached over HTTP like real ones."""
 
-    def __init__(self, count: int, products: int, latency: float):
+    def __init__(self, count: int, products: int, latency: float, cap: int = 8):
         self.procs, self.stores = [], []
         for start in range(0, count, STORES_PER_PROCESS):
             n = min(STORES_PER_PROCESS, count - start)
             proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", str(n), "--products",
-                                     str(products), "--latency", str(latency)], cwd=ROOT, stdout=subprocess.PIPE,
+                                     str(products), "--latency", str(latency), "--cap", str(cap)], cwd=ROOT, stdout=subprocess.PIPE,
                                     stderr=subprocess.DEVNULL, text=True)
             self.procs.append(proc)
         for proc in self.procs:
@@ -207,7 +228,7 @@ class Bench:
         Redis.from_url(a.redis).flushdb()
         print(f"{a.stores} stores x {a.products} products, {a.latency * 1000:.0f} ms a request, page size 100, "
               f"{a.workers} RQ workers, per-store cap {a.cap}; database {a.database.split(':', 1)[0]}", flush=True)
-        stores = Stores(a.stores, a.products, a.latency)
+        stores = Stores(a.stores, a.products, a.latency, a.cap)
         try:
             links = self.link(stores)
             self.start_workers(a.workers)
@@ -417,7 +438,7 @@ class Bench:
         sizes = (a.products, a.products * 10)
         peaks = []
         for size in sizes:
-            stores = Stores(1, size, a.latency)
+            stores = Stores(1, size, a.latency, a.cap)
             try:
                 [link_id] = self.link(stores)
                 self.start_workers(1)

@@ -2,7 +2,7 @@
 figure that decides bench/sync.py's initial sync on a machine of few cores, and one a shared
 machine does not blur as it does wall-clock throughput).
 
-One sandbox store in a process of its own (no latency: nothing is waited for), one linked
+One sandbox store in a process of its own (by default no latency: nothing is waited for), one linked
 store in this process, its product feed synced from nothing, ``--runs`` times after a run that
 warms up (compiled statements, connections: a worker has run jobs before). Prints this
 process's CPU time a page (every thread: the page fetches, signing and JSON parsing run on the
@@ -12,6 +12,10 @@ client's page threads), on PostgreSQL the server backend's too, then the least a
     .venv/bin/python bench/sync_cpu.py --database postgresql+psycopg://postgres@127.0.0.1:5432/bench_feeds
     .venv/bin/python bench/sync_cpu.py --profile               # cProfile of the writing thread
     .venv/bin/python bench/sync_cpu.py --fetch-only [--profile]   # fetching the pages alone
+    .venv/bin/python bench/sync_cpu.py --latency 0.1 --redis redis://127.0.0.1:6379/11   # as in bench/sync.py
+
+With ``--latency`` the store answers as slowly as bench/sync.py's do, so the page threads wait and
+wake as a worker's do; with ``--redis`` the per-store cap and the jobs' wake-ups go through Redis.
 
 The database's schema is dropped and migrated afresh (as bench/sync.py does).
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import os
 import pstats
 import subprocess
@@ -39,6 +44,10 @@ def main() -> None:
     parser.add_argument("--fetch-only", action="store_true", help="fetch the pages, one after another, and nothing else")
     parser.add_argument("--profile", action="store_true", help="cProfile (CPU time) of the writing thread, or of fetching")
     parser.add_argument("--top", type=int, default=35)
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="seconds the store takes a request (bench/sync.py: 0.1): page threads then wait as a worker's do")
+    parser.add_argument("--redis", help="Redis URL: the per-store cap and the jobs' wake-ups in Redis, as a worker has them "
+                                        "(its database is not flushed; the sync's keys expire)")
     args = parser.parse_args()
 
     from cryptography.fernet import Fernet
@@ -51,7 +60,7 @@ def main() -> None:
     key = Fernet.generate_key().decode()
     os.environ["INTEGRATION_INSTANCE_PATH"] = tmp
     store = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", "sync.py"), "--serve", "1",
-                              "--products", str(args.products), "--latency", "0"], cwd=ROOT,
+                              "--products", str(args.products), "--latency", str(args.latency)], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         import json
@@ -63,20 +72,22 @@ def main() -> None:
         app = create_app({"SQLALCHEMY_DATABASE_URI": args.database or f"sqlite:///{tmp}/feeds.sqlite",
                           "SECRET_KEY": "b" * 64, "ENCRYPTION_KEYS": (key,), "ALLOWED_STORE_HOSTS": ("127.0.0.1",),
                           "STORE_CONCURRENCY": 8, "SYNC_PAGE_SIZE": 100, "JOBS_AUTOSTART": False,
-                          "SYNC_ENTITIES": ("products",)})
+                          "SYNC_ENTITIES": ("products",),
+                          **({"REDIS_URL": args.redis, "JOBS_REDIS_URL": args.redis} if args.redis else {})})
         fresh_schema(app)
         figures = []
         for run in range(args.runs + 1):  # the first warms up, as a worker that has run jobs before is
             with app.app_context():
                 _forget_everything()
                 link_id = _link(credentials, url)
-                serving = _cpu_of(store.pid)
+                serving = _cpu_of_tree(store.pid)
                 if args.fetch_only:
                     cpu, wall, server = _fetch_only(link_id, args)
                 else:
                     cpu, wall, server = _sync(link_id, args)
-            serving = _cpu_of(store.pid) - serving
+            serving = _cpu_of_tree(store.pid) - serving
             if run == 0:
+                gc.freeze()  # as a worker does once it has loaded the app (jobs/cli.py)
                 continue
             figures.append(cpu / pages * 1000)
             server_text = f", database server {server / pages * 1000:.1f} ms" if server is not None else ""
@@ -122,6 +133,20 @@ def _cpu_of(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of_tree(pid: int) -> float:
+    """CPU seconds of process ``pid`` and of its children (the stores' gunicorn worker)."""
+    total = _cpu_of(pid)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        total += _cpu_of_tree(int(entry))
+            except (OSError, ValueError):
+                pass
+    return total
 
 
 def _server_cpu() -> float | None:

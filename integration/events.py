@@ -174,7 +174,7 @@ def record_many(session: Session, store: dict, changes: list[RecordChange], *, e
             {"event_id": event_ids[public_id], "endpoint_id": endpoint_id, "state": WebhookDelivery.PENDING,
              "attempts": 0, "next_attempt_at": now, "created_at": now, "expires_at": expires}
             for public_id, endpoint_ids in wanted for endpoint_id in endpoint_ids])
-    session.info[_WAKE] = True
+        session.info[_WAKE] = True  # as in ``record``: with no delivery, the dispatcher has nothing new
     return len(rows)
 
 

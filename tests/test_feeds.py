@@ -193,6 +193,23 @@ def test_record_events_reach_webhook_endpoints(app, linked, sandbox):
         receiver.stop()
 
 
+def test_record_events_wake_the_dispatcher_only_when_they_make_deliveries(app, linked):
+    """A page of events no endpoint subscribed to leaves the dispatcher asleep (a wake is a
+    round trip to Redis at each commit, for nothing to send)."""
+    link_id, _ = linked
+    change = events.RecordChange("product.created", "products", "1", {"id": 1})
+    with app.app_context():
+        store = events.store_summary(db.session.get(StoreLink, link_id))
+        endpoint, _ = service.add("http://127.0.0.1:9/in", ["product.updated"])
+        events.record_many(db.session, store, [change], endpoints=[endpoint])
+        assert events._WAKE not in db.session.info
+        db.session.rollback()
+        endpoint, _ = service.add("http://127.0.0.1:9/all", ["product.created"])
+        events.record_many(db.session, store, [change], endpoints=[endpoint])
+        assert db.session.info[events._WAKE]
+        db.session.rollback()
+
+
 def test_a_store_without_msi_feeds_stock_from_its_stock_items(app, linked, sandbox):
     link_id, _ = linked
     assert not sandbox.state.msi
@@ -721,3 +738,38 @@ def test_a_deletion_during_the_first_pass_loses_no_other_record(app, linked, san
     created = {p["record_id"] for p in payloads(app, "product.created")}
     assert created >= {str(n) for n in range(1, 61) if n != 3}  # every product still there was sent
     assert [p["record_id"] for p in payloads(app, "product.deleted")] == ["3"]
+
+
+class _Pages:
+    """A store's search answered from memory: ``total`` records, pages failing as told."""
+
+    def __init__(self, total: int, failing: int | None = None):
+        self.total, self.failing, self.asked = total, failing, []
+
+    def search(self, path, criteria):
+        size, number = criteria.page_size, criteria.current_page
+        self.asked.append(number)
+        if number == self.failing:
+            raise sync.errors.StoreUnreachable("could not connect to the store")
+        ids = range((number - 1) * size + 1, min(number * size, self.total) + 1)
+        return {"items": [{"id": i} for i in ids], "total_count": self.total}
+
+
+def test_a_first_pass_writes_its_pages_a_batch_of_the_concurrency_at_a_time():
+    """After the first page (which tells how many there are), the pages come to the writer a
+    batch of ``concurrency`` at a time, in order: one transaction for each batch."""
+    store = _Pages(98)
+    batches = [(number, [r["id"] for r in records])
+               for number, last, records in sync.all_pages(store, sync.ENTITIES["products"], 5, 4)]
+    assert [r for _, records in batches for r in records] == list(range(1, 99))
+    assert [len(ids) for _, ids in batches] == [5, 20, 20, 20, 20, 13]
+    assert [number for number, _ in batches] == [1, 5, 9, 13, 17, 20]  # each says the last page it holds
+
+
+def test_a_page_that_failed_does_not_hold_back_the_pages_before_it():
+    store = _Pages(100, failing=4)
+    written = []
+    with pytest.raises(sync.errors.StoreUnreachable):
+        for _number, _last, records in sync.all_pages(store, sync.ENTITIES["products"], 5, 4):
+            written += [r["id"] for r in records]
+    assert written == list(range(1, 16))  # pages 1 to 3 written (2 and 3 in a batch cut short), then the failure

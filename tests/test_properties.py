@@ -140,3 +140,35 @@ def test_property_tests_are_wired_to_the_real_signer():
 def test_both_strnatcmp_ports_agree(a, b):
     """Client and sandbox each port PHP's strnatcmp on their own; they must agree."""
     assert signing.strnatcmp(a, b) == verify.php_strnatcmp(a, b)
+
+
+probe_value = st.one_of(st.from_regex(r"[A-Za-z0-9]{1,6}", fullmatch=True), st.sampled_from(["QqZ0ZqQ", "Q", "1e3", "0"]),
+                        st.text(max_size=8))
+raw_piece = st.one_of(st.text("ab0=[]%+.5QqZ&", max_size=10),
+                      st.builds(lambda n, v: f"{n}={v}", st.sampled_from(["a", "1", "a.b", "a%5B0%5D", "oauth_x", "%51qZ",
+                                                                          "a+b", "a[]", "Q"]),
+                                st.from_regex(r"[A-Za-z0-9]{0,4}", fullmatch=True)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(method=st.sampled_from(["GET", "DELETE"]), path=st.sampled_from(["products", "products/%2E%2E", "a%51qZ1ZqQ", "x/./y"]),
+       pairs=st.dictionaries(name, probe_value, max_size=6), raw=st.lists(raw_piece, max_size=4))
+def test_a_probe_worked_out_once_per_request_shape_is_the_probe_itself(method, path, pairs, raw):
+    """The base strings the client compares generations on, from a request's shape with its
+    plain values put back, are the ones each generation builds from the request itself."""
+    from integration.magento import client
+
+    query = "&".join(filter(None, [query_string(pairs) if pairs else "", *raw]))
+    url = signed_url(f"http://127.0.0.1:8080/rest/default/V1/{path}" + (f"?{query}" if query else ""))
+    for profile in signing.PROFILES:
+        assert client._probe_base_of(profile, method, url, None, None) == client._probe_base(
+            profile, method, url, None, None)
+
+
+def test_the_pages_of_a_search_share_one_shape():
+    from integration.magento import client
+    from integration.magento.search import SearchCriteria
+
+    shapes = {client._template(signed_url("http://127.0.0.1:8080/rest/default/V1/products?" + query_string(
+        SearchCriteria().order_by("entity_id").page(100, n).params())))[0] for n in (1, 2, 50)}
+    assert len(shapes) == 1

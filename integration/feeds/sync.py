@@ -13,8 +13,9 @@ Emitting: each record's fingerprint (sha256 of its canonical JSON without volati
 is kept with the ``updated_at`` it had. The overlap window re-reads records already emitted;
 an unchanged fingerprint emits nothing, and an older ``updated_at`` than the one kept (data
 arriving out of order) never moves the record backwards. Events, fingerprints, the cursor and
-the job's progress of one page commit in one transaction, after the lease is renewed: a
-worker that dies mid-pass loses at most its current page, which the next pass reads again.
+the job's progress of one page (on a pass from nothing, of the pages already in: see
+``all_pages``) commit in one transaction, after the lease is renewed: a worker that dies
+mid-pass loses at most what that transaction held, which the next pass reads again.
 """
 
 from __future__ import annotations
@@ -542,13 +543,16 @@ def all_pages(client: StoreClient, spec: FeedEntity, page_size: int, concurrency
               on_total=None, totals: list[int] | None = None, first: int = 1,
               more: Callable[[], bool] | None = None) -> Iterator[tuple[int, int, list[dict]]]:
     """Every record from page ``first`` on, in ``entity_id`` order by page numbers, as
-    ``(number, last page number, records)``, with up to ``concurrency`` pages in flight while
-    the caller writes the current one (never more held in memory). ``more()`` false: ask for no
-    further page, hand over those already asked for, and stop. For a pass from nothing: what a
-    deletion during the pass shifts past us, the reconciliation's id sweep finds and fetches
-    (``_fetch_missing``); what is edited or created meanwhile is newer than the pass's start,
-    which the cursor goes back to. ``totals`` collects every page's ``total_count``: all alike,
-    nothing was created or deleted while the pages were read."""
+    ``(number of the batch's last page, last page number, records)``: after the first page, a
+    batch is the next ``concurrency`` pages, so that the caller writes them in one transaction
+    (one lease renewal, fingerprint lookup, ``COPY`` of each table and commit for them all, not
+    for each page) while the pages after them come in: ``concurrency`` requests stay in flight
+    whatever the caller does, and at most twice that many pages are held besides the batch.
+    ``more()`` false: ask for no further page, hand over those already asked for, and stop. For
+    a pass from nothing: what a deletion during the pass shifts past us, the reconciliation's
+    id sweep finds and fetches (``_fetch_missing``); what is edited or created meanwhile is newer
+    than the pass's start, which the cursor goes back to. ``totals`` collects every page's
+    ``total_count``: all alike, nothing was created or deleted while the pages were read."""
     base = SearchCriteria().order_by(spec.filter_field)
     totals = totals if totals is not None else []
 
@@ -572,17 +576,30 @@ def all_pages(client: StoreClient, spec: FeedEntity, page_size: int, concurrency
         return
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, pages - first)),
                             thread_name_prefix="feed-page") as pool:
-        pending: deque = deque()
+        pending: deque = deque()  # asked for, in page order: in flight or in, not handed over yet
         number = first + 1
+
+        def ask() -> None:
+            nonlocal number
+            while (number <= pages and len(pending) < 2 * concurrency
+                   and sum(not future.done() for _, future in pending) < concurrency
+                   and (more is None or more())):
+                pending.append((number, pool.submit(page, number)))
+                number += 1
+
         try:
-            while number <= pages or pending:
-                while number <= pages and len(pending) < concurrency and (more is None or more()):
-                    pending.append((number, pool.submit(page, number)))
-                    number += 1
-                if not pending:
-                    return
-                asked, future = pending.popleft()
-                yield asked, pages, records(future.result())
+            ask()
+            while pending:
+                batch, count = [], 0
+                while pending and count < concurrency:
+                    asked, future = pending[0]
+                    if count and future.exception() is not None:
+                        break  # the pages before a failed one are written first; it raises next time
+                    pending.popleft()
+                    batch += records(future.result())
+                    count += 1
+                    ask()
+                yield asked, pages, batch
         finally:
             for _, future in pending:  # stopped early (cancelled, lease lost): do not fetch the rest
                 future.cancel()

@@ -284,7 +284,7 @@ class StoreClient:
 
         @functools.cache
         def base(profile: str) -> str | None:  # only worked out where a decision needs it
-            return _probe_base(profile, method, sent(), body, content_type)
+            return _probe_base_of(profile, method, sent(), body, content_type)
 
         # The presumed profile, then the others not ruled out, then the rest (a store can be upgraded).
         order = sorted(signing.PROFILES, key=lambda p: (p != self.profile, p not in self.candidates))
@@ -370,6 +370,56 @@ class StoreClient:
         if response.status_code < 400:
             return payload
         raise api_error(response.status_code, payload, method, url)
+
+
+#: A query value every generation copies into the base string as it is (nothing to decode or
+#: encode, no name of it): a sync's pages differ in such values only (``currentPage``).
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9]+")
+#: Stands for the n-th such value in a request's template. Made of the same characters, so each
+#: generation treats it as it treats the value; no decoding or encoding of a URL without
+#: ``QqZ`` (at any depth of escapes) yields ``QqZ``, so the marks are the only ones in a base string.
+_MARK = "QqZ{}ZqQ"
+_MARKED = re.compile(r"QqZ([0-9]+)ZqQ")
+
+
+def _probe_base_of(profile: str, method: str, url: str, body: str | None, content_type: str | None) -> str | None:
+    """``_probe_base``, worked out once per request shape: the base string of the request with
+    its plain query values marked, the values then put in their marks' places. Each base string
+    cost more than the request's own signature, for every generation a store may still run."""
+    template = _template(url) if body is None else None
+    if template is None:
+        return _probe_base(profile, method, url, body, content_type)
+    marked, values = template
+    shape = _probe_shape(profile, method, marked, content_type)
+    return None if shape is None else _MARKED.sub(lambda m: values[int(m.group(1))], shape)
+
+
+def _template(url: str) -> tuple[str, tuple[str, ...]] | None:
+    """``url`` with each plain query value replaced by its mark, and the values; None where the
+    URL has no query, a fragment, a piece that is not one ``name=value``, or ``QqZ`` anywhere."""
+    head, _, query = url.partition("?")
+    if not query or "#" in url:
+        return None
+    decoded = url
+    while "%" in decoded and unquote(decoded) != decoded:
+        decoded = unquote(decoded)  # each pass is shorter, so this ends
+    if "QqZ" in decoded:
+        return None
+    pieces, values = [], []
+    for piece in query.split("&"):
+        name, equals, value = piece.partition("=")
+        if not equals or "=" in value:
+            return None
+        if _PLAIN_VALUE.fullmatch(value):
+            value = _MARK.format(len(values))
+            values.append(piece[len(name) + 1:])
+        pieces.append(f"{name}={value}")
+    return f"{head}?{'&'.join(pieces)}", tuple(values)
+
+
+@functools.lru_cache(maxsize=256)
+def _probe_shape(profile: str, method: str, marked: str, content_type: str | None) -> str | None:
+    return _probe_base(profile, method, marked, None, content_type)
 
 
 def _probe_base(profile: str, method: str, url: str, body: str | None, content_type: str | None, *,

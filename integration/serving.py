@@ -136,6 +136,7 @@ class CallbackLaneWorker(ThreadWorker):
         while True:
             keepalive = self.handle(conn)
             if (keepalive is not True or not self.alive or self.linger <= 0 or self._busy["general"] > self.cfg.threads
+                    or conn.cfg.is_ssl  # TLS: no peeking at the request (the main thread's way serves it)
                     or conn.parser.unreader.buf.getvalue()):  # read-ahead bytes: the main thread sees which request
                 return keepalive
             try:

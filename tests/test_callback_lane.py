@@ -268,3 +268,36 @@ def test_a_callback_after_another_request_on_a_kept_alive_connection_goes_to_the
         log = server.stop()
     assert first.startswith(b"HTTP/1.1 200 ") and answer.startswith(b"HTTP/1.1 200 "), (first, answer, log[-3000:])
     assert dispatched(metrics, "callback", "no") == 1
+
+
+def test_a_kept_alive_tls_connection_serves_request_after_request(app_config, tmp_path):
+    """gunicorn terminating TLS itself: a thread cannot peek at the next request's TLS bytes, so it
+    gives the connection back to the poller at once, which serves the next request as before."""
+    server = Gunicorn(env_for(app_config), workers=1, threads=2, tls=_self_signed(tmp_path))
+    try:
+        with requests.Session() as session:
+            statuses = [session.get(f"{server.url}/healthz", verify=False, timeout=10).status_code for _ in range(5)]
+    finally:
+        log = server.stop()
+    assert statuses == [200] * 5, log[-3000:]
+
+
+def _self_signed(folder) -> tuple[str, str]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)

@@ -48,14 +48,81 @@ class _MaskingLogger(Logger):
     """Access-log lines with credentials masked: the API refuses a key sent in a query
     string, but the request line carrying it is logged all the same."""
 
-    def atoms(self, resp, req, environ, request_time):
-        from integration.logs import redact  # in the worker, where the app is loaded anyway
+    def access(self, resp, req, environ, request_time):
+        if not self.access_log_enabled:
+            return
+        try:
+            self.access_log.info(self.cfg.access_log_format, _Atoms(self, resp, req, environ, request_time))
+        except Exception:  # as gunicorn: a line that cannot be formatted is an error logged, not raised
+            import traceback
 
-        atoms = super().atoms(resp, req, environ, request_time)
-        for name in ("r", "q", "U"):
-            if isinstance(atoms.get(name), str):
-                atoms[name] = redact(atoms[name])
-        return atoms
+            self.error(traceback.format_exc())
+
+
+#: Atoms read from the environ as they are (its variable, and the default when it is missing).
+_FROM_ENVIRON = {"h": ("REMOTE_ADDR", "-"), "m": ("REQUEST_METHOD", None), "H": ("SERVER_PROTOCOL", None),
+                 "f": ("HTTP_REFERER", "-"), "a": ("HTTP_USER_AGENT", "-")}
+
+
+class _Atoms(dict):
+    """gunicorn's access-log atoms of one request, each worked out when the format names it:
+    gunicorn builds them all (one for every request header, response header and environ
+    variable) and copies them again, a third of a worker's own CPU a request. The same values
+    under gunicorn's rules (``atoms``, ``SafeAtoms``): ``"`` escaped, ``-`` for an atom that does
+    not exist, ``{…}`` names in any case; the request line, path and query masked."""
+
+    def __init__(self, logger, resp, req, environ, request_time):
+        super().__init__(l="-")  # logging formats with a mapping only when it is not empty
+        self._logger, self._resp, self._req, self._environ, self._time = logger, resp, req, environ, request_time
+
+    def __getitem__(self, key):
+        value = self._atom(key)
+        return value.replace('"', '\\"') if isinstance(value, str) else value
+
+    def _atom(self, key):
+        environ, resp, took = self._environ, self._resp, self._time
+        if key.startswith("{"):
+            key = key.lower()
+            pairs = {"i": getattr(self._req, "headers", self._req), "o": resp.headers, "e": environ}.get(key[-1:], ())
+            if hasattr(pairs, "items"):
+                pairs = pairs.items()
+            found = "-"
+            for name, value in pairs:  # the last of a name, as gunicorn's dict of them keeps
+                if "{%s}%s" % (name.lower(), key[-1]) == key:
+                    found = value
+            return found
+        if key in ("r", "U", "q"):
+            from integration.logs import redact  # in the worker, where the app is loaded anyway
+
+            value = ("%s %s %s" % (environ["REQUEST_METHOD"], environ["RAW_URI"], environ["SERVER_PROTOCOL"])
+                     if key == "r" else environ.get("PATH_INFO" if key == "U" else "QUERY_STRING"))
+            return redact(value) if isinstance(value, str) else value
+        if key in _FROM_ENVIRON:
+            return environ.get(*_FROM_ENVIRON[key])
+        sent = getattr(resp, "sent", None)
+        if key == "l":
+            return "-"
+        if key == "u":
+            return self._logger._get_user(environ) or "-"
+        if key == "t":
+            return self._logger.now()
+        if key == "s":
+            return resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+        if key == "b":
+            return sent is not None and str(sent) or "-"
+        if key == "B":
+            return sent
+        if key == "T":
+            return took.seconds
+        if key == "D":
+            return took.seconds * 1000000 + took.microseconds
+        if key == "M":
+            return took.seconds * 1000 + int(took.microseconds / 1000)
+        if key == "L":
+            return "%d.%06d" % (took.seconds, took.microseconds)
+        if key == "p":
+            return "<%s>" % os.getpid()
+        return "-"
 
 
 logger_class = _MaskingLogger

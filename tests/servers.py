@@ -43,20 +43,23 @@ def free_port() -> int:
 class Gunicorn:
     """``gunicorn app:app`` with ``workers`` processes, configured through the environment."""
 
-    def __init__(self, env: dict[str, str], workers: int = 4, threads: int = 8, extra_binds: tuple[str, ...] = ()):
+    def __init__(self, env: dict[str, str], workers: int = 4, threads: int = 8, extra_binds: tuple[str, ...] = (),
+                 tls: tuple[str, str] | None = None):
+        """``tls``: gunicorn terminates TLS itself with this (certificate file, key file)."""
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         # The server's output goes to a file, not a pipe: nobody reads a pipe while the server
         # runs, and a full one would block every worker at its next log line.
         self.output = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", str(threads),
-             "-b", f"127.0.0.1:{self.port}", *(a for bind in extra_binds for a in ("-b", bind)), "--graceful-timeout", "5", "--access-logfile", os.environ.get("GUNICORN_ACCESS_LOG", "/dev/null"), "--access-logformat", "%(r)s %(s)s %(D)s", "app:app"],
+             "-b", f"127.0.0.1:{self.port}", *(a for bind in extra_binds for a in ("-b", bind)), "--graceful-timeout", "5", "--access-logfile", os.environ.get("GUNICORN_ACCESS_LOG", "/dev/null"), "--access-logformat", "%(r)s %(s)s %(D)s",
+             *(("--certfile", tls[0], "--keyfile", tls[1]) if tls else ()), "app:app"],
             cwd=ROOT, env={**os.environ, **env}, stdout=self.output, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 90  # workers import the whole app: slow on a busy machine
         while time.monotonic() < deadline:
             try:
-                if requests.get(self.url + "/magento/callback", timeout=3).status_code == 200:
+                if requests.get(self.url + "/magento/callback", timeout=3, verify=False).status_code == 200:
                     break
             except requests.RequestException:
                 time.sleep(0.1)

@@ -240,3 +240,64 @@ def test_a_callback_behind_another_request_on_a_kept_alive_connection_is_answere
     assert answer.rstrip().endswith(b"OK")
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Activation)) == 1
+
+
+def test_a_callback_after_another_request_on_a_kept_alive_connection_goes_to_the_lane(app, app_config):
+    """A thread that answered a request waits briefly for the same client's next one and serves
+    it (serving.py, linger), but never a callback: that one still goes to the callback lane."""
+    import socket
+
+    server = Gunicorn(env_for(app_config), workers=1, threads=2)
+    body = ("oauth_consumer_key=" + "q" * 32 + "&oauth_consumer_secret=" + "s" * 32
+            + "&store_base_url=http%3A%2F%2F127.0.0.1%3A9%2F&oauth_verifier=" + "v" * 32).encode()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: companion\r\n\r\n")
+            first = b""
+            while b"\r\n\r\n" not in first or len(first.split(b"\r\n\r\n", 1)[1]) < int(
+                    re.search(rb"(?i)content-length: (\d+)", first).group(1)):
+                first += client.recv(65536)
+            client.sendall(b"POST /magento/callback HTTP/1.1\r\nHost: companion\r\nConnection: close\r\n"
+                           b"Content-Type: application/x-www-form-urlencoded\r\n"
+                           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+        metrics = requests.get(f"{server.url}/metrics", timeout=30).text
+    finally:
+        log = server.stop()
+    assert first.startswith(b"HTTP/1.1 200 ") and answer.startswith(b"HTTP/1.1 200 "), (first, answer, log[-3000:])
+    assert dispatched(metrics, "callback", "no") == 1
+
+
+def test_a_kept_alive_tls_connection_serves_request_after_request(app_config, tmp_path):
+    """gunicorn terminating TLS itself: a thread cannot peek at the next request's TLS bytes, so it
+    gives the connection back to the poller at once, which serves the next request as before."""
+    server = Gunicorn(env_for(app_config), workers=1, threads=2, tls=_self_signed(tmp_path))
+    try:
+        with requests.Session() as session:
+            statuses = [session.get(f"{server.url}/healthz", verify=False, timeout=10).status_code for _ in range(5)]
+    finally:
+        log = server.stop()
+    assert statuses == [200] * 5, log[-3000:]
+
+
+def _self_signed(folder) -> tuple[str, str]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)

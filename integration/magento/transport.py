@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import contextvars
 import heapq
+import http.client
 import http.cookiejar
+import io
 import itertools
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -324,11 +327,77 @@ def _reason(exc: Exception) -> str:
     return text[:300]
 
 
+# --- reading an answer's head --------------------------------------------------------
+
+#: A header line's name as the email package reads one (printable ASCII but ``:``).
+_HEADER_NAME = re.compile(r"[!-9;-~]+")
+
+
+def _parse_head(fp) -> http.client.HTTPMessage:
+    """``http.client.parse_headers``, the same message, without the email package's parser for
+    the usual head (one ``Name: value`` a line): it was the largest part of reading an answer.
+    A head with anything else (continued lines, stray CRs, odd names) still goes there."""
+    lines = http.client._read_headers(fp)
+    message = http.client.HTTPMessage()
+    for raw in lines[:-1]:  # the last is the empty line (or nothing, at the end of the stream)
+        line = raw.decode("iso-8859-1")
+        line = line[:-2] if line.endswith("\r\n") else line[:-1] if line.endswith("\n") else None
+        name, colon, value = line.partition(":") if line is not None else ("", "", "")
+        if not colon or "\r" in value or not _HEADER_NAME.fullmatch(name):
+            return http.client.parse_headers(io.BytesIO(b"".join(lines)))
+        message._headers.append((name, value.lstrip(" \t")))  # as the compat32 policy keeps them
+    message.set_payload("")
+    return message
+
+
+class _Answer(http.client.HTTPResponse):
+    """``http.client.HTTPResponse`` with its head read by ``_parse_head``: ``begin`` as in
+    Python 3.11's ``http.client``, which calls the module's ``parse_headers`` directly."""
+
+    def begin(self):
+        if self.headers is not None:
+            return
+        while True:
+            version, status, reason = self._read_status()
+            if status != http.client.CONTINUE:
+                break
+            http.client._read_headers(self.fp)  # the head of a 100 Continue
+        self.code = self.status = status
+        self.reason = reason.strip()
+        if version in ("HTTP/1.0", "HTTP/0.9"):
+            self.version = 10
+        elif version.startswith("HTTP/1."):
+            self.version = 11
+        else:
+            raise http.client.UnknownProtocol(version)
+        self.headers = self.msg = _parse_head(self.fp)
+        encoding = self.headers.get("transfer-encoding")
+        self.chunked = bool(encoding and encoding.lower() == "chunked")
+        if self.chunked:
+            self.chunk_left = None
+        self.will_close = self._check_close()
+        self.length = None
+        length = self.headers.get("content-length")
+        if length and not self.chunked:
+            try:
+                self.length = int(length)
+            except ValueError:
+                self.length = None
+            else:
+                if self.length < 0:
+                    self.length = None
+        if status in (http.client.NO_CONTENT, http.client.NOT_MODIFIED) or 100 <= status < 200 or self._method == "HEAD":
+            self.length = 0
+        if not self.will_close and not self.chunked and self.length is None:
+            self.will_close = True
+
+
 # --- the session: connects only where the policy allows --------------------------------
 
 def _checked(connection_cls):
     class Checked(connection_cls):
         policy: StorePolicy
+        response_class = _Answer
 
         def _new_conn(self):
             if self.policy.is_listed(self.host):

@@ -197,17 +197,11 @@ def test_a_callback_over_a_unix_socket_is_served_by_the_callback_process(app, ap
     path = str(tmp_path / "companion.sock")
     server = Gunicorn(env_for(app_config), workers=1, threads=2, extra_binds=(f"unix:{path}",))
     try:
-        body = ("oauth_consumer_key=" + "k" * 32 + "&oauth_consumer_secret=" + "s" * 32
-                + "&store_base_url=http%3A%2F%2F127.0.0.1%3A9%2F&oauth_verifier=" + "v" * 32).encode()
         with socket.socket(socket.AF_UNIX) as client:
             client.settimeout(30)
             client.connect(path)
-            client.sendall(b"POST /magento/callback HTTP/1.1\r\nHost: companion\r\n"
-                           b"Content-Type: application/x-www-form-urlencoded\r\n"
-                           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-            answer = b""
-            while chunk := client.recv(65536):
-                answer += chunk
+            client.sendall(_callback_bytes("k"))
+            answer = _read_to_end(client)
         metrics = requests.get(f"{server.url}/metrics", timeout=30).text
     finally:
         log = server.stop()
@@ -223,17 +217,10 @@ def test_a_callback_behind_another_request_on_a_kept_alive_connection_is_answere
     import socket
 
     server = Gunicorn(env_for(app_config), workers=1, threads=2)
-    body = ("oauth_consumer_key=" + "p" * 32 + "&oauth_consumer_secret=" + "s" * 32
-            + "&store_base_url=http%3A%2F%2F127.0.0.1%3A9%2F&oauth_verifier=" + "v" * 32).encode()
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
-            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: companion\r\n\r\n"
-                           b"POST /magento/callback HTTP/1.1\r\nHost: companion\r\nConnection: close\r\n"
-                           b"Content-Type: application/x-www-form-urlencoded\r\n"
-                           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-            answer = b""
-            while chunk := client.recv(65536):
-                answer += chunk
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: companion\r\n\r\n" + _callback_bytes("p", close=True))
+            answer = _read_to_end(client)
     finally:
         log = server.stop()
     assert answer.count(b"HTTP/1.1 200 ") == 2, (answer, log[-3000:])
@@ -248,8 +235,6 @@ def test_a_callback_after_another_request_on_a_kept_alive_connection_goes_to_the
     import socket
 
     server = Gunicorn(env_for(app_config), workers=1, threads=2)
-    body = ("oauth_consumer_key=" + "q" * 32 + "&oauth_consumer_secret=" + "s" * 32
-            + "&store_base_url=http%3A%2F%2F127.0.0.1%3A9%2F&oauth_verifier=" + "v" * 32).encode()
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
             client.sendall(b"GET /healthz HTTP/1.1\r\nHost: companion\r\n\r\n")
@@ -257,12 +242,8 @@ def test_a_callback_after_another_request_on_a_kept_alive_connection_goes_to_the
             while b"\r\n\r\n" not in first or len(first.split(b"\r\n\r\n", 1)[1]) < int(
                     re.search(rb"(?i)content-length: (\d+)", first).group(1)):
                 first += client.recv(65536)
-            client.sendall(b"POST /magento/callback HTTP/1.1\r\nHost: companion\r\nConnection: close\r\n"
-                           b"Content-Type: application/x-www-form-urlencoded\r\n"
-                           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-            answer = b""
-            while chunk := client.recv(65536):
-                answer += chunk
+            client.sendall(_callback_bytes("q", close=True))
+            answer = _read_to_end(client)
         metrics = requests.get(f"{server.url}/metrics", timeout=30).text
     finally:
         log = server.stop()
@@ -301,3 +282,19 @@ def _self_signed(folder) -> tuple[str, str]:
     key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return str(cert_file), str(key_file)
+
+
+def _callback_bytes(letter: str, *, close: bool = False) -> bytes:
+    """A raw callback POST (its consumer key ``letter`` * 32), as Magento sends it."""
+    body = ("oauth_consumer_key=" + letter * 32 + "&oauth_consumer_secret=" + "s" * 32
+            + "&store_base_url=http%3A%2F%2F127.0.0.1%3A9%2F&oauth_verifier=" + "v" * 32).encode()
+    return (b"POST /magento/callback HTTP/1.1\r\nHost: companion\r\n" + (b"Connection: close\r\n" if close else b"")
+            + b"Content-Type: application/x-www-form-urlencoded\r\n"
+            + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def _read_to_end(client) -> bytes:
+    answer = b""
+    while chunk := client.recv(65536):
+        answer += chunk
+    return answer

@@ -172,3 +172,36 @@ def test_the_pages_of_a_search_share_one_shape():
     shapes = {client._template(signed_url("http://127.0.0.1:8080/rest/default/V1/products?" + query_string(
         SearchCriteria().order_by("entity_id").page(100, n).params())))[0] for n in (1, 2, 50)}
     assert len(shapes) == 1
+
+
+header_line = st.one_of(
+    st.builds(lambda n, v: f"{n}: {v}\r\n", st.sampled_from(["Content-Type", "content-length", "X-Magento-Tags",
+                                                             "Set-Cookie", "Vary"]),
+              st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=30)),
+    st.text(st.characters(min_codepoint=0, max_codepoint=255), max_size=30).map(lambda t: t + "\r\n"),
+    st.sampled_from([" continued\r\n", "\tfolded\r\n", "No-Colon\r\n", "Bad Name: x\r\n", "A:\rb\r\n",
+                     "Lf-Only: x\n", ": empty name\r\n", "Dup: 1\r\n", "Dup: 2\r\n"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(lines=st.lists(header_line, max_size=8), end=st.sampled_from(["\r\n", "\n", ""]))
+def test_an_answers_head_reads_as_http_client_reads_it(lines, end):
+    """transport._parse_head, the quick path for the usual head, gives the same message as
+    http.client.parse_headers for any head: the same headers in order, defects and payload."""
+    import http.client
+    import io
+
+    from integration.magento import transport
+
+    raw = ("".join(lines) + end).encode("iso-8859-1")
+    try:
+        expected = http.client.parse_headers(io.BytesIO(raw))
+    except http.client.HTTPException as exc:
+        with pytest.raises(type(exc)):
+            transport._parse_head(io.BytesIO(raw))
+        return
+    got = transport._parse_head(io.BytesIO(raw))
+    assert got.items() == expected.items()
+    assert [type(d) for d in got.defects] == [type(d) for d in expected.defects]
+    assert got.get_payload() == expected.get_payload()

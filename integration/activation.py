@@ -305,9 +305,11 @@ def exchange(activation: Activation, user: User, client: TokenExchange, remote_a
                   link)
     db.session.commit()
     EXCHANGES.labels("succeeded").inc()
+    from .intake import subscribe_base
     from .probe import enqueue_probe  # probe → stores → activation: imported when used
 
-    enqueue_probe(link.id)  # what the integration may do can change with every reauthorize
+    # What the integration may do can change with every reauthorize: probe again, then subscribe.
+    enqueue_probe(link.id, subscribe_base())
     return link
 
 

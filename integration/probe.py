@@ -287,21 +287,28 @@ def parse_version(text: str) -> tuple[str | None, str | None]:
 
 # --- in the background -----------------------------------------------------------------------
 
-def run_probe(link_id: int) -> None:
+def run_probe(link_id: int, subscribe_base: str | None = None) -> None:
     """The job: probe a store that is (still) linked. A failure is kept on the row and the
-    audit trail; the job runner retries."""
+    audit trail; the job runner retries. ``subscribe_base`` (a store just linked or
+    reauthorized): then subscribe to its async events at that address when it has the module,
+    in this same job, so that the subscribing finds this probe's answer instead of probing the
+    store a second time."""
     link = db.session.get(StoreLink, link_id)
     if link is None or link.status != StoreLink.LINKED or not link.has_token:
         return
     probe(link)
+    if subscribe_base:
+        from .intake.subscriptions import after_link  # intake → probe: imported when used
+
+        after_link(link_id, subscribe_base)
 
 
-def enqueue_probe(link_id: int) -> None:
-    """Probe soon (after a link or reauthorize). Never raises: linking worked either way, and
-    *Probe now* does the same."""
+def enqueue_probe(link_id: int, subscribe_base: str | None = None) -> None:
+    """Probe soon (after a link or reauthorize; ``subscribe_base``: see ``run_probe``). Never
+    raises: linking worked either way, and *Probe now* does the same."""
     from . import jobs
 
     try:
-        jobs.enqueue(run_probe, link_id, retries=2)
+        jobs.enqueue(run_probe, link_id, subscribe_base, retries=2)
     except Exception:  # noqa: BLE001 - Redis down or similar
         log.warning("could not queue the capability probe of store %s", link_id, exc_info=True)

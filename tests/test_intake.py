@@ -270,6 +270,18 @@ def test_linking_subscribes_to_the_async_events_module_and_unlinking_turns_it_of
     assert answer.status_code == 410
 
 
+def test_linking_asks_the_store_for_its_capabilities_once(app, store, sandbox):
+    """The subscribing follows the link's probe and uses its answer: one probe."""
+    def probes() -> int:
+        with app.app_context():
+            return len(db.session.scalars(select(AuditEvent).where(AuditEvent.action == "store.probed",
+                                                                   AuditEvent.store_link_id == store)).all())
+
+    assert probes() == 1
+    assert not wait_until(lambda: probes() > 1, timeout=3)  # no second probe still on its way
+    assert sandbox.state.counters.schema_calls == 2  # the REST schema and the async one, once each
+
+
 def test_a_store_without_the_module_gets_no_subscription(app, live, linked, sandbox):
     link_id, _ = linked
     with app.app_context():

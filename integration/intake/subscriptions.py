@@ -57,9 +57,10 @@ def endpoint_url(base_url: str, link_id: int, source: str, token: str, event: st
 
 
 def after_link(link_id: int, base_url: str) -> None:
-    """A job, queued when a store is linked or reauthorized: if the store has the module,
-    subscribe to its events with a fresh verification token and path token (dropping the
-    subscriptions of an earlier link first)."""
+    """Run by the probe job of a store just linked or reauthorized, once it has probed, and
+    queued by *Subscribe* on the store's page: if the store has the module, subscribe to its
+    events with a fresh verification token and path token (dropping the subscriptions of an
+    earlier link first)."""
     link = db.session.get(StoreLink, link_id)
     if link is None or link.status != StoreLink.LINKED or not link.has_token:
         return
@@ -67,7 +68,7 @@ def after_link(link_id: int, base_url: str) -> None:
 
     found = probe.capabilities_of(link)
     if found is None or not found.known or (link.linked_at and found.probed_at < link.linked_at):
-        found = probe.probe(link)  # the probe job queued with the link may not have run yet
+        found = probe.probe(link)  # *Subscribe* on a store not probed since it was linked
     if not found.async_events:
         return
     source = _source(link.id)

@@ -4,6 +4,7 @@ next run resumes from the database cursor; a failing store backs off; a revoked 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from integration import create_app, events, jobs
 from integration.extensions import db
 from integration.feeds import schedule, sync
 from integration.feeds.models import FeedRecord, FeedState, Job
+from integration.magento import errors
 from integration.models import StoreLink, utcnow
 from integration.webhooks import dispatch, service
 
@@ -165,6 +167,16 @@ def test_reconciliation_reads_ids_only(sandbox, linked, app):
                                                     ("fields", "items[id],total_count")])
     assert [len(p) for p in pages] == [25, 25, 10]
     assert answer == {"items": [{"id": 1}, {"id": 2}], "total_count": 60}
+
+
+def test_reconciliation_refuses_ids_that_are_not_numbers_with_the_stores_error():
+    """Ids are paged by ``id > last``: an answer with an id that is no number is the store's fault, said so."""
+    class Store:
+        def get(self, path, params=()):
+            return {"items": [{"id": 1}, {"id": "1; DROP"}], "total_count": 2}
+
+    with pytest.raises(errors.BadStoreResponse, match="not a number"):
+        list(sync.remote_ids(Store(), sync.ENTITIES["products"], page_size=25))
 
 
 def test_a_large_record_is_sent_as_a_reference(app, app_config, linked, sandbox):
@@ -709,6 +721,28 @@ def test_stock_changes_on_msi_stores_become_stock_updated(app, linked, sandbox):
     stock = payloads(app, "stock.updated")
     assert len(stock) == 61 and stock[-1]["record"] == {"sku": "SB-00004", "source_code": "default", "quantity": 0,
                                                         "status": 0}
+
+
+def test_stock_keyed_by_a_sku_too_long_or_odd_to_store_as_it_is_is_fed_like_any_other(app, linked, sandbox):
+    """A source item's key is its SKU and source code: Magento's source codes run to 255 characters and a
+    hostile store's SKUs to anything, a NUL (which PostgreSQL refuses in text) included. Such a key is
+    known by its digest (events included); the events still carry the record as the store sent it."""
+    from integration.sandbox import changes
+
+    link_id, _ = linked
+    sandbox.state.msi = True
+    odd = ["L" * 300, "NUL\x00SKU"]
+    for sku in odd:
+        changes.create_product(sandbox.state, {"sku": sku})
+    assert run_sync(app, link_id, "stock").exit_code == 0
+    first = payloads(app, "stock.updated")
+    assert {p["record"]["sku"] for p in first} >= set(odd) and len(first) == 62
+    changes.set_stock(sandbox.state, odd[0], 3)
+    assert run_sync(app, link_id, "stock").exit_code == 0
+    assert run_sync(app, link_id, "stock").exit_code == 0
+    stock = payloads(app, "stock.updated")
+    assert len(stock) == 63 and stock[-1]["record"]["sku"] == odd[0] and stock[-1]["record"]["quantity"] == 3
+    assert stock[-1]["record_id"] == "sha256:" + hashlib.sha256(f"{odd[0]}@default".encode()).hexdigest()
 
 
 def test_churn_changes_the_catalogue_on_its_own(sandbox):

@@ -4,6 +4,7 @@ every record last emitted, and the jobs people see (syncs, with progress and err
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -53,6 +54,27 @@ class FeedState(db.Model):
     store_link: Mapped[StoreLink] = relationship()
 
 
+#: The longest record id kept as it is (``FeedRecord.record_id``).
+RECORD_ID_LENGTH = 128
+
+
+def record_key(record_id: str) -> str:
+    """How a record is known in ``feed_records`` and in its events: its id as the store gave it,
+    or, for one the column cannot hold as it is (longer than ``RECORD_ID_LENGTH``, as an MSI key
+    ``sku@source`` can be: source codes run to 255 characters; or a hostile store's, with a NUL
+    or a lone surrogate, which PostgreSQL refuses in text), ``sha256:`` and its hex digest. The
+    record itself, in the event, still says what the store sent."""
+    if len(record_id) <= RECORD_ID_LENGTH and "\x00" not in record_id:
+        if record_id.isascii():
+            return record_id
+        try:
+            record_id.encode("utf-8")
+            return record_id
+        except UnicodeEncodeError:
+            pass
+    return "sha256:" + hashlib.sha256(record_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class FeedRecord(db.Model):
     """The last version of one record that became an event: a fingerprint of its content
     without volatile fields, and the ``updated_at`` it had (never moved backwards)."""
@@ -63,7 +85,7 @@ class FeedRecord(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     store_link_id: Mapped[int] = mapped_column(ForeignKey("store_links.id", ondelete="CASCADE"))
     entity: Mapped[str] = mapped_column(String(16))
-    record_id: Mapped[str] = mapped_column(String(128))
+    record_id: Mapped[str] = mapped_column(String(RECORD_ID_LENGTH))  # record_key()
     fingerprint: Mapped[str] = mapped_column(String(64))  # sha256, hex
     updated_at: Mapped[dt.datetime | None]
     seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -46,7 +46,7 @@ from ..models import StoreLink, utcnow
 from ..text import neutralised
 from . import lease
 from .lease import LeaseLost
-from .models import FeedRecord, FeedState, Job
+from .models import FeedRecord, FeedState, Job, record_key
 
 log = logging.getLogger("integration.feeds")
 
@@ -730,6 +730,7 @@ def _write(feed: FeedState, entity: str, keyed: list[tuple[str, dict]], event, c
     """Compare ``keyed`` (record id, record) with the fingerprints kept and write what changed.
     ``stamps``: each record's ``updated_at``, for records that carry one: an older one than
     kept is never sent (``None``: stock, compared by fingerprint only)."""
+    keyed = [(record_key(record_id), record) for record_id, record in keyed]
     store = _store(feed, counts)
     link_id, table = store["id"], FeedRecord.__table__
     known = {row.record_id: _Known(row.id, row.fingerprint, row.updated_at)
@@ -832,12 +833,15 @@ def remote_ids(client: StoreClient, spec: FeedEntity, page_size: int = MAX_PAGE_
         items = answer.get("items") if isinstance(answer, dict) else None
         if not isinstance(items, list):
             raise errors.BadStoreResponse(f"{spec.path} did not answer with a search result")
-        ids = [str(i.get(spec.id_field)) for i in items if isinstance(i, dict) and i.get(spec.id_field) is not None]
-        if ids:
-            yield ids
-        if len(items) < page_size or not ids:
+        try:  # Magento's entity ids are integers; a store's that are not cannot be paged by
+            numbers = [int(i.get(spec.id_field)) for i in items if isinstance(i, dict) and i.get(spec.id_field) is not None]
+        except (TypeError, ValueError):
+            raise errors.BadStoreResponse(f"{spec.path} answered an {spec.id_field!r} that is not a number") from None
+        if numbers:
+            yield [str(n) for n in numbers]
+        if len(items) < page_size or not numbers:
             return
-        last = max(int(i) for i in ids)
+        last = max(numbers)
 
 
 def _reconcile(client: StoreClient, feed: FeedState, job: Job, owner: str, counts: Counts) -> None:

@@ -3,11 +3,7 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import Flask, current_app, has_request_context, request
-
-log = logging.getLogger("integration.intake")
 
 
 def init_app(app: Flask) -> None:
@@ -27,4 +23,9 @@ def subscribe_base() -> str | None:
     done by the link's probe job (``probe.run_probe``), never inside the exchange request."""
     if not current_app.config.get("INTAKE_AUTO_SUBSCRIBE", True):
         return None
+    return public_base()
+
+
+def public_base() -> str | None:
+    """Our address as a store reaches it: ``INTEGRATION_PUBLIC_URL``, else the request's host."""
     return current_app.config.get("PUBLIC_URL") or (request.host_url if has_request_context() else "") or None

@@ -12,7 +12,7 @@ from ..dashboard.forms import ActionForm
 from ..dashboard.routes import STORE, _visible, admin_required
 from ..extensions import csrf, limiter
 from ..web import body_within
-from . import service, subscriptions, verify
+from . import public_base, service, subscriptions, verify
 
 bp = Blueprint("intake", __name__)
 
@@ -54,7 +54,7 @@ def enable(link_id: int, source: str):
     except service.IntakeSetupError as exc:
         flash(f"Not set up: {exc}", "error")
         return redirect(url_for("dashboard.store", link_id=link.id) + "#intake")
-    base = current_app.config.get("PUBLIC_URL") or request.host_url
+    base = public_base()
     url = subscriptions.endpoint_url(base, link.id, source, token)
     return render_template("intake/enabled.html", link=link, source=made, url=url)
 
@@ -78,7 +78,7 @@ def subscribe(link_id: int):
 
     link = _visible(link_id)
     _form_ok()
-    jobs.enqueue(subscriptions.after_link, link.id, current_app.config.get("PUBLIC_URL") or request.host_url)
+    jobs.enqueue(subscriptions.after_link, link.id, public_base())
     flash("Looking for the asynchronous events module on the store; subscriptions follow if it is there.", "info")
     return redirect(url_for("dashboard.store", link_id=link.id) + "#intake")
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from flask import current_app
 from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import doctor, events
 from .extensions import db
@@ -138,6 +139,7 @@ def _record(callback: Callback, remote_addr: str | None, started: float | None) 
     link.forget_token()
     link.status = StoreLink.PENDING
     link.last_error = None
+    link.updated_at = utcnow()  # an unclaimed link expires counting from its last callback
     activation = Activation(store_link=link, kind=kind, verifier=callback.verifier,
                             store_base_url=callback.store_base_url, remote_addr=remote_addr)
     db.session.add(activation)
@@ -185,7 +187,11 @@ def claim(activation: Activation) -> bool:
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    set_committed_value(activation, "state", Activation.EXCHANGING)
+    set_committed_value(activation, "claimed_at", now)
+    return True
 
 
 class LinkRefused(Exception):
@@ -200,6 +206,10 @@ def link_store(activation: Activation, user: User, remote_addr: str | None) -> S
     """Make sure this activation's token exchange has run exactly once, here or in another
     worker, and that ``user`` may link the store; ``LinkRefused`` says why not."""
     link = activation.store_link
+    # Read now, not when the view loaded them: the other pop-up's submit, or a repeated callback,
+    # may have moved them on while this one waited for its password hash.
+    db.session.refresh(activation)
+    db.session.refresh(link)
     if link.owner_id not in (None, user.id) and not user.is_admin:
         raise LinkRefused("This store is linked to another account",
                           "Log in with the account that linked it, or ask an administrator.", status=403)

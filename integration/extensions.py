@@ -1,6 +1,8 @@
 """Flask extensions, created unbound and attached in ``create_app`` (``init_app`` pattern)."""
 
 import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from flask import request
 from flask_limiter import Limiter
@@ -16,6 +18,19 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+
+@contextmanager
+def kept_across_commits() -> Iterator[None]:
+    """What the session loaded stays loaded when the block commits, instead of every object being
+    read again at its next use (a ``SELECT`` each): for work that commits as it goes and reads
+    explicitly whatever another process may change meanwhile."""
+    session = db.session()
+    expiring, session.expire_on_commit = session.expire_on_commit, False
+    try:
+        yield
+    finally:
+        session.expire_on_commit = expiring
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()

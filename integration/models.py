@@ -120,16 +120,18 @@ class StoreLink(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     consumer_key: Mapped[str] = mapped_column(String(32), unique=True)
-    # Secrets are deferred: decrypted only when a caller reads them, never for a list page.
-    consumer_secret: Mapped[str] = mapped_column(EncryptedText, deferred=True)
+    # Secrets are deferred: decrypted only when a caller reads them, never for a list page; read
+    # together, since whoever needs one to sign a request needs the others (one SELECT, not three).
+    consumer_secret: Mapped[str] = mapped_column(EncryptedText, deferred=True, deferred_group="credentials")
     base_url: Mapped[str] = mapped_column(String(2048))
     # Ours to set: Magento never tells us the integration's name.
     label: Mapped[str | None] = mapped_column(String(100))
     store_host: Mapped[str] = mapped_column(String(255), index=True)
     status: Mapped[str] = mapped_column(String(16), default=PENDING, index=True)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
-    access_token: Mapped[str | None] = mapped_column(EncryptedText, deferred=True)
-    access_token_secret: Mapped[str | None] = mapped_column(EncryptedText, deferred=True)
+    access_token: Mapped[str | None] = mapped_column(EncryptedText, deferred=True, deferred_group="credentials")
+    access_token_secret: Mapped[str | None] = mapped_column(EncryptedText, deferred=True,
+                                                           deferred_group="credentials")
     signature_profile: Mapped[str | None] = mapped_column(String(16))
     magento_version: Mapped[str | None] = mapped_column(String(64))
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -113,3 +113,65 @@ def test_a_submit_while_another_worker_exchanges_reports_its_failure(app, client
     other.join()
     assert response.status_code == 502 and "Consumer key has expired" in response.get_data(as_text=True)
     assert sandbox.state.counters.request_token_calls == 0
+
+
+def test_a_store_linked_by_another_account_while_the_password_was_checked_is_refused(
+        app, client, received, sandbox, user, admin, monkeypatch):
+    """The pop-up's submit read the store and its activation, then waited for the password hash;
+    meanwhile another account's pop-up linked the store. What the submit decides on is the store as
+    it is now, not as it was read."""
+    from integration import password_hashing
+    from .conftest import PASSWORD
+
+    activation_id, integration = received
+    checked = password_hashing.verify_password
+
+    def checked_while_the_other_pop_up_links(*args, **kwargs):
+        result = checked(*args, **kwargs)
+        with app.app_context():
+            a = db.session.get(Activation, activation_id)
+            a.state, a.finished_at = Activation.LINKED, utcnow()
+            a.store_link.status, a.store_link.owner_id = StoreLink.LINKED, admin
+            a.store_link.access_token, a.store_link.access_token_secret = "t" * 32, "u" * 32
+            db.session.commit()
+        return result
+
+    monkeypatch.setattr(password_hashing, "verify_password", checked_while_the_other_pop_up_links)
+    response = submit(client, integration, "", email="owner@example.com", password=PASSWORD)
+    assert response.status_code == 403 and "linked to another account" in response.get_data(as_text=True)
+    assert sandbox.state.counters.request_token_calls == 0
+    with app.app_context():
+        assert db.session.get(StoreLink, db.session.get(Activation, activation_id).store_link_id).owner_id == admin
+
+
+def test_a_callback_repeated_while_the_password_was_checked_gives_the_link_a_new_window(
+        app, client, received, sandbox, user, monkeypatch):
+    """Magento's window had passed when the submit read the activation, but the admin clicked
+    Activate again (the same verifier: the callback's repeat starts a new window) while the
+    password was being checked: the submit links the store rather than calling it expired."""
+    from integration import password_hashing
+    from .conftest import PASSWORD, csrf_from
+    from .test_identity import identity_url
+
+    activation_id, integration = received
+    page = client.get(identity_url(integration, "")).get_data(as_text=True)
+    with app.app_context():  # the pop-up stayed open past Magento's window
+        db.session.execute(update(Activation).where(Activation.id == activation_id).values(
+            received_at=utcnow() - dt.timedelta(hours=1)))
+        db.session.commit()
+    checked = password_hashing.verify_password
+
+    def checked_while_the_callback_repeats(*args, **kwargs):
+        result = checked(*args, **kwargs)
+        with app.app_context():
+            db.session.execute(update(Activation).where(Activation.id == activation_id).values(
+                received_at=utcnow()))
+            db.session.commit()
+        return result
+
+    monkeypatch.setattr(password_hashing, "verify_password", checked_while_the_callback_repeats)
+    response = client.post("/magento/identity", data={
+        "csrf_token": csrf_from(page), "oauth_consumer_key": integration.consumer_key, "success_call_back": "",
+        "email": "owner@example.com", "password": PASSWORD})
+    assert response.status_code == 200 and "Store linked" in response.get_data(as_text=True)
+    assert sandbox.state.counters.request_token_calls == 1

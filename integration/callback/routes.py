@@ -16,7 +16,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..activation import CallbackRejected, parse_callback, record_callback
 from ..doctor import PROBE_FIELD
-from ..extensions import csrf, db, limiter
+from ..extensions import csrf, db, kept_across_commits, limiter
 from ..metrics import CALLBACKS
 from ..web import body_within
 
@@ -35,6 +35,7 @@ def about():
 @bp.post("/callback")
 @csrf.exempt
 @limiter.limit(lambda: current_app.config["CALLBACK_RATE_LIMIT"])
+@kept_across_commits()  # the log line after the commit names what was stored, not a reload of it
 def receive():
     started = time.perf_counter()
     if request.mimetype != "application/x-www-form-urlencoded":

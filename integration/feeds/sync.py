@@ -38,7 +38,7 @@ from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import bulk, events, jobs, json_text, probe, store_cap, stores
-from ..extensions import db
+from ..extensions import db, kept_across_commits
 from ..magento import errors
 from ..magento.client import StoreClient, segment
 from ..magento.search import SearchCriteria
@@ -329,12 +329,8 @@ def sync(link_id: int, entity: str, *, full: bool = False, job: Job | None = Non
     Never raises for a store's failure: the job says what happened. ``slice_seconds``: a pass
     by page numbers stops asking for pages after that long and the job is queued to go on.
     Returns the job (queued again, when it goes on)."""
-    session = db.session()
-    expiring, session.expire_on_commit = session.expire_on_commit, False
-    try:
+    with kept_across_commits():
         return _sync(link_id, entity, full=full, job=job, ignore_backoff=ignore_backoff, slice_seconds=slice_seconds)
-    finally:
-        session.expire_on_commit = expiring
 
 
 def _sync(link_id: int, entity: str, *, full: bool, job: Job | None, ignore_backoff: bool,

@@ -14,7 +14,7 @@ from flask_login import current_user
 from .. import activation as activations
 from .. import doctor
 from ..accounts import logins, second_factor, service
-from ..extensions import db, limiter
+from ..extensions import db, kept_across_commits, limiter
 from ..auth.routes import login_limits
 from ..forms import IdentityConfirmForm, IdentityLoginForm, IdentityRegisterForm, IdentitySecondStepForm, \
     IdentitySwitchForm
@@ -27,6 +27,7 @@ bp = Blueprint("identity", __name__, url_prefix="/magento")
 
 @bp.get("/identity")
 @limiter.limit(lambda: current_app.config["IDENTITY_RATE_LIMIT"])  # anyone may open it, and it may write
+@kept_across_commits()  # the doctor's note commits; the page shows what was read before it
 def start():
     key = request.args.get("oauth_consumer_key", "")
     link, activation = _lookup(key)
@@ -54,6 +55,7 @@ def _seconds_left(activation: Activation) -> int | None:
 
 @bp.post("/identity")
 @login_limits
+@kept_across_commits()  # the login and the exchange commit as they go; link_store reads again what may change
 def submit():
     form = _form(request.form.get("oauth_consumer_key", ""), request.form.get("success_call_back", ""))
     link, activation = _lookup(form.oauth_consumer_key.data or "")
@@ -86,6 +88,7 @@ def submit():
 
 @bp.route("/identity/second-step", methods=["GET", "POST"])
 @login_limits
+@kept_across_commits()
 def second_step():
     """The second factor inside the pop-up; Magento's key and success_call_back wait in the pending login,
     and the store is linked as soon as it passes."""

@@ -543,8 +543,9 @@ def all_pages(client: StoreClient, spec: FeedEntity, page_size: int, concurrency
               on_total=None, totals: list[int] | None = None, first: int = 1,
               more: Callable[[], bool] | None = None) -> Iterator[tuple[int, int, list[dict]]]:
     """Every record from page ``first`` on, in ``entity_id`` order by page numbers, as
-    ``(number of the batch's last page, last page number, records)``: after the first page, a
-    batch is the next ``concurrency`` pages, so that the caller writes them in one transaction
+    ``(number of the batch's last page, last page number, records)``: a batch is the next
+    ``concurrency`` pages (the first batch also the first page, which says how many there are),
+    so that the caller writes them in one transaction
     (one lease renewal, fingerprint lookup, ``COPY`` of each table and commit for them all, not
     for each page) while the pages after them come in: ``concurrency`` requests stay in flight
     whatever the caller does, and at most twice that many pages are held besides the batch.
@@ -571,8 +572,9 @@ def all_pages(client: StoreClient, spec: FeedEntity, page_size: int, concurrency
     if on_total is not None:
         on_total(total)
     pages = max(-(-total // page_size), 1)
-    yield first, pages, records(answer)
+    held = records(answer)  # the first page goes with the next batch: one transaction less a pass
     if first >= pages:
+        yield first, pages, held
         return
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, pages - first)),
                             thread_name_prefix="feed-page") as pool:
@@ -589,17 +591,21 @@ def all_pages(client: StoreClient, spec: FeedEntity, page_size: int, concurrency
 
         try:
             ask()
+            asked = first
             while pending:
-                batch, count = [], 0
+                batch, count = held or [], 0
                 while pending and count < concurrency:
-                    asked, future = pending[0]
-                    if count and future.exception() is not None:
+                    at, future = pending[0]
+                    if (count or held is not None) and future.exception() is not None:
                         break  # the pages before a failed one are written first; it raises next time
                     pending.popleft()
                     batch += records(future.result())
-                    count += 1
+                    asked, count = at, count + 1
                     ask()
+                held = None
                 yield asked, pages, batch
+            if held is not None:  # stopped before a second page was asked for
+                yield first, pages, held
         finally:
             for _, future in pending:  # stopped early (cancelled, lease lost): do not fetch the rest
                 future.cancel()

@@ -142,6 +142,21 @@ def test_a_change_stamped_earlier_than_the_one_sent_never_moves_the_record_back(
     assert [p["record"]["name"] for p in payloads(app, "product.updated")] == ["New name"]
 
 
+def test_a_full_pass_over_records_with_long_ids_emits_only_what_changed(app, linked, sandbox):
+    """A pass by page numbers looks up the fingerprints of the records up to the highest id it
+    keeps (those above it have none yet): ids too long to compare as numbers are looked up whatever
+    their value, and none is sent twice."""
+    link_id, _ = linked
+    for product, new_id in zip(list(sandbox.state.products.values())[-3:], (10**17 + 1, 10**18 + 1, 10**22 + 1)):
+        product["id"] = new_id  # 18, 19 and 23 digits, still last in id order
+    assert run_sync(app, link_id, "products").exit_code == 0
+    before = types(app)
+    requests.put(f"{sandbox.url}/sandbox/products/SB-00060", json={"price": 7}, timeout=5).raise_for_status()
+    assert run_sync(app, link_id, "products", "--full").exit_code == 0
+    assert types(app) - before == Counter({"product.updated": 1})
+    assert payloads(app, "product.updated")[0]["record_id"] == str(10**22 + 1)
+
+
 def test_a_deleted_product_becomes_one_deleted_event(app, linked, sandbox):
     link_id, _ = linked
     run_sync(app, link_id, "products")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gc
 import os
 import pstats
 import subprocess
@@ -54,6 +53,7 @@ def main() -> None:
 
     from bench._db import fresh_schema
     from integration import create_app
+    from integration.jobs import settle_collector
 
     tmp = tempfile.mkdtemp(prefix="sync_cpu_")
     database = args.database or "sqlite"
@@ -87,7 +87,7 @@ def main() -> None:
                     cpu, wall, server = _sync(link_id, args)
             serving = _cpu_of_tree(store.pid) - serving
             if run == 0:
-                gc.freeze()  # as a worker does once it has loaded the app (jobs/cli.py)
+                settle_collector()  # as a worker does once it has loaded the app (jobs/cli.py)
                 continue
             figures.append(cpu / pages * 1000)
             server_text = f", database server {server / pages * 1000:.1f} ms" if server is not None else ""

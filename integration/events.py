@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import ForeignKey, String, Text, delete, event as sa_event, select, text
+from sqlalchemy import String, Text, delete, event as sa_event, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from . import bulk, json_text
 from .extensions import db
-from .models import StoreLink, User, utcnow
+from .models import StoreLink, User, store_link_key, utcnow
 
 STORE_LINKED = "store.linked"
 STORE_REAUTHORIZED = "store.reauthorized"
@@ -56,8 +56,7 @@ class Event(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)  # the feed's order
     public_id: Mapped[str] = mapped_column(String(40), unique=True)
     type: Mapped[str] = mapped_column(String(40))
-    store_link_id: Mapped[int | None] = mapped_column(ForeignKey("store_links.id", ondelete="SET NULL"),
-                                                      index=True)
+    store_link_id: Mapped[int | None] = mapped_column(store_link_key("SET NULL"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
     #: The JSON body exactly as delivered, so a replay sends the same bytes.
     payload: Mapped[str] = mapped_column(Text)

@@ -18,6 +18,32 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+#: In a ``ForeignKey``'s ``info``: the databases on which the migrations keep that key by triggers
+#: rather than a foreign key constraint.
+KEPT_BY_TRIGGERS = "kept_by_triggers_on"
+
+
+def store_link_key(ondelete: str) -> ForeignKey:
+    """The key to ``store_links`` of a table a change feed fills a page of rows at a time (events,
+    feed records). On PostgreSQL the migrations keep it by triggers that run once a statement
+    (``migrations/versions/0016_link_triggers.py``): a foreign key runs a query for every row
+    inserted. The same rules hold: no row points at a store link that does not exist, and a
+    deleted store link takes its rows with it (``ondelete``)."""
+    return ForeignKey("store_links.id", ondelete=ondelete, info={KEPT_BY_TRIGGERS: ("postgresql",)})
+
+
+def include_object(dialect: str):
+    """Alembic's ``include_object`` when the models are compared with a database of ``dialect``:
+    the keys the migrations keep by triggers there are no foreign key constraints of the models."""
+
+    def include(obj, name, type_, reflected, compare_to) -> bool:
+        if type_ == "foreign_key_constraint" and not reflected:
+            return not any(dialect in element.info.get(KEPT_BY_TRIGGERS, ()) for element in obj.elements)
+        return True
+
+    return include
+
+
 class User(UserMixin, db.Model):
     __tablename__ = "users"
 

@@ -4,6 +4,7 @@ from logging.config import fileConfig
 from flask import current_app
 
 from alembic import context
+from integration.models import include_object
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
@@ -92,6 +93,7 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        conf_args.setdefault("include_object", include_object(connection.dialect.name))
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),

@@ -142,6 +142,21 @@ def test_a_change_stamped_earlier_than_the_one_sent_never_moves_the_record_back(
     assert [p["record"]["name"] for p in payloads(app, "product.updated")] == ["New name"]
 
 
+def test_a_full_pass_over_records_with_long_ids_emits_only_what_changed(app, linked, sandbox):
+    """A pass by page numbers looks up the fingerprints of the records up to the highest id it
+    keeps (those above it have none yet): ids too long to compare as numbers are looked up whatever
+    their value, and none is sent twice."""
+    link_id, _ = linked
+    for product, new_id in zip(list(sandbox.state.products.values())[-3:], (10**17 + 1, 10**18 + 1, 10**22 + 1)):
+        product["id"] = new_id  # 18, 19 and 23 digits, still last in id order
+    assert run_sync(app, link_id, "products").exit_code == 0
+    before = types(app)
+    requests.put(f"{sandbox.url}/sandbox/products/SB-00060", json={"price": 7}, timeout=5).raise_for_status()
+    assert run_sync(app, link_id, "products", "--full").exit_code == 0
+    assert types(app) - before == Counter({"product.updated": 1})
+    assert payloads(app, "product.updated")[0]["record_id"] == str(10**22 + 1)
+
+
 def test_a_deleted_product_becomes_one_deleted_event(app, linked, sandbox):
     link_id, _ = linked
     run_sync(app, link_id, "products")
@@ -620,6 +635,7 @@ def test_on_rq_a_first_pass_longer_than_the_job_timeout_finishes_in_slices(app, 
 def test_a_sync_whose_lease_was_taken_over_stops_without_committing_its_page(app, linked, sandbox):
     link_id, _ = linked
     app.config["SYNC_PAGE_SIZE"] = 10
+    app.config["STORE_CONCURRENCY"] = 2  # batches of pages 1-3, 4-5, 6 of the 60 products
     sandbox.state.latency = 0.2
     with app.app_context():
         feed_id = sync.feed_for(link_id, "products").id
@@ -790,14 +806,20 @@ class _Pages:
 
 
 def test_a_first_pass_writes_its_pages_a_batch_of_the_concurrency_at_a_time():
-    """After the first page (which tells how many there are), the pages come to the writer a
-    batch of ``concurrency`` at a time, in order: one transaction for each batch."""
+    """The pages come to the writer a batch of ``concurrency`` at a time, in order, the first
+    page (which tells how many there are) with the first batch: one transaction for each batch."""
     store = _Pages(98)
     batches = [(number, [r["id"] for r in records])
                for number, last, records in sync.all_pages(store, sync.ENTITIES["products"], 5, 4)]
     assert [r for _, records in batches for r in records] == list(range(1, 99))
-    assert [len(ids) for _, ids in batches] == [5, 20, 20, 20, 20, 13]
-    assert [number for number, _ in batches] == [1, 5, 9, 13, 17, 20]  # each says the last page it holds
+    assert [len(ids) for _, ids in batches] == [25, 20, 20, 20, 13]
+    assert [number for number, _ in batches] == [5, 9, 13, 17, 20]  # each says the last page it holds
+
+
+def test_a_store_of_one_page_is_one_batch():
+    store = _Pages(4)
+    assert [(number, len(records)) for number, _last, records in
+            sync.all_pages(store, sync.ENTITIES["products"], 5, 4)] == [(1, 4)]
 
 
 def test_a_page_that_failed_does_not_hold_back_the_pages_before_it():
@@ -807,3 +829,12 @@ def test_a_page_that_failed_does_not_hold_back_the_pages_before_it():
         for _number, _last, records in sync.all_pages(store, sync.ENTITIES["products"], 5, 4):
             written += [r["id"] for r in records]
     assert written == list(range(1, 16))  # pages 1 to 3 written (2 and 3 in a batch cut short), then the failure
+
+
+def test_the_first_page_is_written_when_the_second_fails():
+    store = _Pages(100, failing=2)
+    written = []
+    with pytest.raises(sync.errors.StoreUnreachable):
+        for _number, _last, records in sync.all_pages(store, sync.ENTITIES["products"], 5, 4):
+            written += [r["id"] for r in records]
+    assert written == list(range(1, 6))

@@ -4,8 +4,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from integration.extensions import db
+from integration.models import include_object
 
 
 def test_migrations_match_the_models(app):
     with app.app_context(), db.engine.connect() as conn:
-        assert compare_metadata(MigrationContext.configure(conn), db.metadata) == []
+        context = MigrationContext.configure(conn, opts={"include_object": include_object(conn.dialect.name)})
+        assert compare_metadata(context, db.metadata) == []

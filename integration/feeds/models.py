@@ -10,7 +10,7 @@ from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstr
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
-from ..models import StoreLink, utcnow
+from ..models import StoreLink, store_link_key, utcnow
 
 
 class FeedState(db.Model):
@@ -83,7 +83,7 @@ class FeedRecord(db.Model):
     __table_args__ = (UniqueConstraint("store_link_id", "entity", "record_id", name="uq_feed_records_key"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    store_link_id: Mapped[int] = mapped_column(ForeignKey("store_links.id", ondelete="CASCADE"))
+    store_link_id: Mapped[int] = mapped_column(store_link_key("CASCADE"))
     entity: Mapped[str] = mapped_column(String(16))
     record_id: Mapped[str] = mapped_column(String(RECORD_ID_LENGTH))  # record_key()
     fingerprint: Mapped[str] = mapped_column(String(64))  # sha256, hex

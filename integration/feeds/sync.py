@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import BigInteger, bindparam, cast, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import bulk, events, jobs, json_text, probe, store_cap, stores
@@ -175,6 +175,11 @@ class Counts:
     endpoints_at: float = 0.0
     store: dict | None = None
     store_at: float = 0.0
+    #: A pass by page numbers (in id order): the highest record id of at most ``NUMBERED_DIGITS``
+    #: digits the feed keeps a fingerprint of (-1: none), so that the records above it, which
+    #: have none yet (every record of a new store's first pass), are not looked up. ``None``:
+    #: every record is looked up.
+    highest_kept: int | None = None
 
 
 # --- fingerprints ----------------------------------------------------------------------------
@@ -539,8 +544,9 @@ def all_pages(client: StoreClient, spec: FeedEntity, page_size: int, concurrency
               on_total=None, totals: list[int] | None = None, first: int = 1,
               more: Callable[[], bool] | None = None) -> Iterator[tuple[int, int, list[dict]]]:
     """Every record from page ``first`` on, in ``entity_id`` order by page numbers, as
-    ``(number of the batch's last page, last page number, records)``: after the first page, a
-    batch is the next ``concurrency`` pages, so that the caller writes them in one transaction
+    ``(number of the batch's last page, last page number, records)``: a batch is the next
+    ``concurrency`` pages (the first batch also the first page, which says how many there are),
+    so that the caller writes them in one transaction
     (one lease renewal, fingerprint lookup, ``COPY`` of each table and commit for them all, not
     for each page) while the pages after them come in: ``concurrency`` requests stay in flight
     whatever the caller does, and at most twice that many pages are held besides the batch.
@@ -567,8 +573,9 @@ def all_pages(client: StoreClient, spec: FeedEntity, page_size: int, concurrency
     if on_total is not None:
         on_total(total)
     pages = max(-(-total // page_size), 1)
-    yield first, pages, records(answer)
+    held = records(answer)  # the first page goes with the next batch: one transaction less a pass
     if first >= pages:
+        yield first, pages, held
         return
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, pages - first)),
                             thread_name_prefix="feed-page") as pool:
@@ -585,17 +592,21 @@ def all_pages(client: StoreClient, spec: FeedEntity, page_size: int, concurrency
 
         try:
             ask()
+            asked = first
             while pending:
-                batch, count = [], 0
+                batch, count = held or [], 0
                 while pending and count < concurrency:
-                    asked, future = pending[0]
-                    if count and future.exception() is not None:
+                    at, future = pending[0]
+                    if (count or held is not None) and future.exception() is not None:
                         break  # the pages before a failed one are written first; it raises next time
                     pending.popleft()
                     batch += records(future.result())
-                    count += 1
+                    asked, count = at, count + 1
                     ask()
+                held = None
                 yield asked, pages, batch
+            if held is not None:  # stopped before a second page was asked for
+                yield first, pages, held
         finally:
             for _, future in pending:  # stopped early (cancelled, lease lost): do not fetch the rest
                 future.cancel()
@@ -640,6 +651,7 @@ def _pass(client: StoreClient, feed: FeedState, job: Job, owner: str, full: bool
     else:
         newest, read, reported = feed.pass_newest, feed.pass_read, feed.pass_total
     counts.seen = read  # the progress bar counts the pass, whichever job read its pages
+    counts.highest_kept = _highest_kept(feed.store_link_id, spec.name)
     totals: list[int] = []
     more = (lambda: time.monotonic() < until) if until is not None else None
     done = False
@@ -683,6 +695,26 @@ _KEPT_POSTGRESQL = text(
     " FROM unnest(CAST(:record_ids AS VARCHAR[])) AS wanted(record_id)"
     " CROSS JOIN LATERAL (SELECT id, record_id, fingerprint, updated_at FROM feed_records"
     " WHERE store_link_id = :link_id AND entity = :entity AND record_id = wanted.record_id OFFSET 0) AS kept")
+
+
+#: Record ids of up to this many digits are compared as numbers with the highest one kept (both
+#: databases cast them to a 64-bit integer).
+NUMBERED_DIGITS = 18
+
+
+def _numbered(record_id: str) -> bool:
+    return record_id.isascii() and record_id.isdigit() and len(record_id) <= NUMBERED_DIGITS
+
+
+def _highest_kept(link_id: int, entity: str) -> int:
+    """The highest record id of at most ``NUMBERED_DIGITS`` digits kept for the feed, -1 if none
+    (a new store's: one query a run, not one lookup a page). Any record id kept that could be
+    equal to one of them counts, so it is never below one that is kept."""
+    table = FeedRecord.__table__
+    highest = db.session.scalar(select(func.max(cast(table.c.record_id, BigInteger))).where(
+        table.c.store_link_id == link_id, table.c.entity == entity,
+        table.c.record_id.regexp_match(f"^[0-9]{{1,{NUMBERED_DIGITS}}}$")))
+    return -1 if highest is None else int(highest)
 
 
 def _kept(link_id: int, entity: str, record_ids: list[str]):
@@ -729,8 +761,14 @@ def _write(feed: FeedState, entity: str, keyed: list[tuple[str, dict]], event, c
     keyed = [(record_key(record_id), record) for record_id, record in keyed]
     store = _store(feed, counts)
     link_id, table = store["id"], FeedRecord.__table__
+    wanted = {record_id for record_id, _ in keyed}
+    highest = counts.highest_kept
+    if highest is not None:  # ids above the highest kept have no fingerprint: not looked up
+        numbered = [int(record_id) for record_id in wanted if _numbered(record_id)]
+        wanted = {record_id for record_id in wanted if not _numbered(record_id) or int(record_id) <= highest}
+        counts.highest_kept = max(highest, *numbered) if numbered else highest  # each kept after this write
     known = {row.record_id: _Known(row.id, row.fingerprint, row.updated_at)
-             for row in _kept(link_id, entity, list({record_id for record_id, _ in keyed}))}
+             for row in _kept(link_id, entity, list(wanted))} if wanted else {}
     now = utcnow()
     ordered = stamps is not None
     fresh: dict[str, dict] = {}      # new rows, by record id (a record twice in a page: its last version)

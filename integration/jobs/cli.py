@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 
@@ -20,6 +19,8 @@ def worker(burst: bool) -> None:
     """Run background jobs (webhook deliveries, ...) from the Redis queue. Start as many as
     you like, on any hosts sharing the database and INTEGRATION_REDIS_URL."""
     from rq import SimpleWorker
+
+    from . import settle_collector
 
     state = current_app.extensions["jobs"]
     if not state.redis_url:
@@ -42,9 +43,7 @@ def worker(burst: bool) -> None:
     rq_worker = SimpleWorker([engine.queue], connection=engine.redis)
     if not burst:
         threading.Thread(target=clock, name="jobs-clock", daemon=True).start()
-    # What is loaded by now lives as long as the worker: kept out of the collector's way, a full
-    # collection (pages of records make them frequent) no longer walks the whole app each time.
-    gc.freeze()
+    settle_collector()
     try:
         rq_worker.work(with_scheduler=True, burst=burst, logging_level="WARNING")
     finally:

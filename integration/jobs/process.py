@@ -88,11 +88,12 @@ class ProcessEngine:
 
 def run(channel: socket.socket, gunicorn_args: list[str]) -> None:
     """The process's side: load the app, run its embedded engine, take jobs from the worker."""
-    from . import _state
+    from . import _state, settle_collector
 
     _cfg, app = load_app(gunicorn_args)
     os.nice(max(0, app.config["JOBS_NICE"]))  # before the engine starts its threads: they inherit it
     engine = _state(app).runner()  # the embedded engine: nothing set this process up to forward
+    settle_collector()  # before the engine starts: its threads' first jobs find the collector settled
     engine.start()
     channel.sendall(READY)
     log.info("job process %s ready for worker %s (nice %s)", os.getpid(), os.getppid(), os.nice(0))

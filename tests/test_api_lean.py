@@ -49,7 +49,7 @@ def _last_audit(app) -> tuple | None:
         return None if row is None else (row.action, row.user_id, row.store_link_id, row.remote_addr, row.detail)
 
 
-def test_fourteen_kinds_of_call_answer_the_same_through_the_apis_app_and_the_main_one(app, linked, sandbox):
+def test_twenty_one_kinds_of_call_answer_the_same_through_the_apis_app_and_the_main_one(app, linked, sandbox):
     link_id, _ = linked
     key = make_key(app, "svc", owner="owner@example.com")
     reader = make_key(app, "reader", scopes=["stores:read", "events:read"])

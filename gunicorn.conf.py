@@ -27,9 +27,14 @@ def post_worker_init(worker):
     # Background jobs of the embedded default (no INTEGRATION_REDIS_URL) start with each
     # worker rather than at its first request, so pending webhooks go out after a restart, and
     # run in a job process of the worker at a lower priority (integration/jobs/process.py).
+    import gc
+
     from integration import jobs
 
     jobs.start(worker.wsgi, own_process=True)
+    # What is loaded by now (the app, its libraries) lives as long as the worker: kept out of the
+    # collector's way, as the job workers do, so a full collection no longer walks all of it.
+    gc.freeze()
 
 
 def worker_exit(server, worker):

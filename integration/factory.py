@@ -57,14 +57,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["RATELIMIT_STORAGE_URI"] = ratelimit_memory.storage_uri(app.config.get("RATELIMIT_STORAGE_URI"))
     app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
 
-    if app.config.get("TRUSTED_PROXIES"):
-        # Behind N proxies: client address and scheme from their X-Forwarded-* headers
-        # (rate limits and the audit trail need the real address).
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
-        n = int(app.config["TRUSTED_PROXIES"])
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
-
     from .crypto import Vault
     from .extensions import csrf, db, limiter, login_manager, migrate
 
@@ -101,6 +93,18 @@ def create_app(test_config: dict | None = None) -> Flask:
     explorer.init_app(app)
     intake.init_app(app)
     logs.init_app(app)
+    # Last, once every hook and error handler is registered: the API's calls get an app of their
+    # own with the same ones (integration/api/lean.py).
+    api.lean.mount(app)
+
+    if app.config.get("TRUSTED_PROXIES"):
+        # Behind N proxies: client address and scheme from their X-Forwarded-* headers
+        # (rate limits and the audit trail need the real address). Outermost: for the API's
+        # calls as for the rest.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = int(app.config["TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     return app
 
 

@@ -205,3 +205,62 @@ def test_an_answers_head_reads_as_http_client_reads_it(lines, end):
     assert got.items() == expected.items()
     assert [type(d) for d in got.defects] == [type(d) for d in expected.defects]
     assert got.get_payload() == expected.get_payload()
+
+
+url_part = st.one_of(
+    st.text(max_size=30),
+    st.text("%5Bb]aZ09-._~!$&'()*+,;=:@/?#%fF Gé\x00", max_size=30),
+    st.lists(st.one_of(st.sampled_from(["%5B", "%5b", "%2F", "%", "%%", "%Z1", "%2", "a", "[", " ", "/", "?", "é"]),
+                       st.text("abc019=&", max_size=3)), max_size=10).map("".join),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(part=url_part, which=st.sampled_from(["_PATH_CHARS", "_QUERY_CHARS", "_FRAGMENT_CHARS", "_USERINFO_CHARS"]))
+def test_urllib3s_percent_encoding_is_urllib3s_own_with_the_quick_path(part, which):
+    """The quick path transport installs for urllib3's percent-encoding gives urllib3's own
+    answer for any part of a URL, and for each set of characters urllib3 allows in one."""
+    from urllib3.util import url as urllib3_url
+
+    from integration.magento import transport
+
+    allowed = getattr(urllib3_url, which)
+    assert urllib3_url._encode_invalid_chars(part, allowed) == transport.urllib3_encode_invalid_chars(part, allowed)
+    assert urllib3_url._encode_invalid_chars(part.encode("utf-8", "surrogatepass"), allowed) == \
+        transport.urllib3_encode_invalid_chars(part.encode("utf-8", "surrogatepass"), allowed)
+
+
+def test_the_percent_encoding_quick_path_is_in_use(monkeypatch):
+    """Installed (for this urllib3) and taken for a searchCriteria query, so the property above
+    does not hold merely because urllib3's own function still runs."""
+    from urllib3.util import url as urllib3_url
+
+    from integration.magento import transport
+
+    original, calls = transport.urllib3_encode_invalid_chars, []
+    monkeypatch.setattr(transport, "urllib3_encode_invalid_chars", lambda *a: calls.append(a) or original(*a))
+    query = "searchCriteria%5BpageSize%5D=5&searchCriteria%5BcurrentPage%5D=3"
+    assert urllib3_url.parse_url(f"http://h/V1/products?{query}").query == query
+    assert calls == []
+    assert urllib3_url.parse_url("http://h/V1/products?a%5b=1").query == "a%5B=1"  # not encoded as sent: urllib3's
+    assert calls
+
+
+secret_name = st.sampled_from(["oauth_token", "OAuth_Token_Secret", "ACCESS_TOKEN", "Secret", "passWord", "ſecret",
+                               "Authorization", "consumer_secret", "oauth_verifier", "aUTHORIZATION", "PASSWORD"])
+log_text = st.lists(st.one_of(
+    st.tuples(secret_name, st.sampled_from(["=", ": ", '"=', "'", " "]), st.text("abc:/_ ", max_size=4)).map("".join),
+    st.sampled_from(["mic_0123456789ab_", "mic_", "MIC_0123456789ab_x", "/magento/events/", "/Magento/events/",
+                     "/magento/events/1/abc/", "=", ": ", '"', "'", "&", " ", "\n", "Bearer ", "OAuth ", "?", "/", "K"]),
+    st.text("abcdefABCDEF0189_-", max_size=8), st.text(max_size=4)), max_size=8).map("".join)
+
+
+
+@settings(max_examples=2000, deadline=None)
+@given(text=log_text)
+def test_redaction_skips_only_text_that_holds_no_secret(text):
+    """The log filter's quick test lets a line skip the patterns only where they would leave it
+    as it is: the same output as the patterns alone, for any text."""
+    from integration import logs
+
+    assert logs.redact(text) == logs._redact(text)

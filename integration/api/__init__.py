@@ -73,4 +73,4 @@ def _app_limits_outside_the_api(app: Flask) -> None:
     hooks[hooks.index(check)] = _check_unless_api
 
 
-from . import docs, limits, routes  # noqa: E402,F401 - the views register themselves on bp
+from . import docs, lean, limits, routes  # noqa: E402,F401 - the views register themselves on bp

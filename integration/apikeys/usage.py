@@ -37,6 +37,7 @@ LAST_USED_REFRESH = dt.timedelta(seconds=60)
 IDLE_TICKS = 30
 
 _logs: weakref.WeakSet[UsageLog] = weakref.WeakSet()
+_INSERT = insert(AuditEvent.__table__)
 
 
 class UsageLog:
@@ -91,13 +92,15 @@ class UsageLog:
 
     @staticmethod
     def _write(rows: list[dict], uses: dict[int, tuple[dt.datetime, str | None]]) -> None:
+        # The table's own INSERT, one executemany: the ORM's bulk INSERT of the same rows works
+        # through its bookkeeping per row first (no events or defaults of the model apply either way).
         try:
             with db.session.begin_nested():
-                db.session.execute(insert(AuditEvent), rows)
+                db.session.execute(_INSERT, rows)
         except IntegrityError:
             # A store or account deleted since the request: its rows keep their text without the
             # reference, as ON DELETE SET NULL would have left them had they been written at once.
-            db.session.execute(insert(AuditEvent), _without_dangling(rows))
+            db.session.execute(_INSERT, _without_dangling(rows))
         for key_id, (at, remote_addr) in uses.items():
             # Conditional, so several workers (and batches) still write it at most once a minute.
             db.session.execute(

@@ -186,8 +186,10 @@ def test_each_kind_of_work_runs_at_its_own_priority(app_config, user):
     finally:
         server.stop()
     # The three general threads (and the hashing pool's threads they started) 5 below; the main thread at 0.
-    assert raised.count(5) >= 3 and raised.count(0) >= 1 and set(raised) == {0, 5}
-    assert children_raised == {"callback": {0}, "hashing": {8}, "jobs": {10}}
+    # (Each capped at 19, the lowest priority there is, when the suite itself runs under nice.)
+    below = {n: min(n, 19 - base) for n in (5, 8, 10)}
+    assert raised.count(below[5]) >= 3 and raised.count(0) >= 1 and set(raised) == {0, below[5]}
+    assert children_raised == {"callback": {0}, "hashing": {below[8]}, "jobs": {below[10]}}
 
 
 def test_a_callback_over_a_unix_socket_is_served_by_the_callback_process(app, app_config, tmp_path):

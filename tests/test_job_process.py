@@ -75,6 +75,7 @@ def test_jobs_run_in_a_niced_process_of_the_worker_which_is_replaced_if_killed(a
         ready_at = time.monotonic()  # it started before this
         [worker] = _children(server.proc.pid, "gunicorn")
         [process] = _children(worker, "integration.jobs.process")
+        worker_nice = int(_stat(worker)[16])
         nice_above_worker = int(_stat(process)[16]) - int(_stat(worker)[16])
         before, seen = _cpu_ticks(process), _products_seen(app)
         # The store's first sync, a background job: all its products read.
@@ -97,7 +98,7 @@ def test_jobs_run_in_a_niced_process_of_the_worker_which_is_replaced_if_killed(a
         if server is not None:
             server.stop()
         sandbox.stop()
-    assert nice_above_worker == 10  # INTEGRATION_JOBS_NICE
+    assert nice_above_worker == min(10, 19 - worker_nice)  # INTEGRATION_JOBS_NICE (19 is the lowest there is)
     # A first sync of 3,000 products is tens of pages parsed, fingerprinted and stored: it shows.
     assert spent_in_process >= 10, spent_in_process  # clock ticks: at least 100 ms
     assert replaced != process

@@ -97,11 +97,11 @@ class _Atoms(dict):
                     found = value
             return found
         if key in ("r", "U", "q"):
-            from integration.logs import redact  # in the worker, where the app is loaded anyway
+            from integration.logs import redact_url  # in the worker, where the app is loaded anyway
 
             value = ("%s %s %s" % (environ["REQUEST_METHOD"], environ["RAW_URI"], environ["SERVER_PROTOCOL"])
                      if key == "r" else environ.get("PATH_INFO" if key == "U" else "QUERY_STRING"))
-            return redact(value) if isinstance(value, str) else value
+            return redact_url(value) if isinstance(value, str) else value
         if key in _FROM_ENVIRON:
             return environ.get(*_FROM_ENVIRON[key])
         sent = getattr(resp, "sent", None)

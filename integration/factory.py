@@ -103,8 +103,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         # calls as for the rest.
         from werkzeug.middleware.proxy_fix import ProxyFix
 
+        from .web import forwarded_address_checked
+
         n = int(app.config["TRUSTED_PROXIES"])
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+        app.wsgi_app = ProxyFix(forwarded_address_checked(app.wsgi_app), x_for=n, x_proto=n, x_host=n)
     return app
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import traceback
+from urllib.parse import unquote
 
 from flask import Flask, g, has_request_context
 
@@ -41,6 +42,20 @@ def redact(text: str) -> str:
         if not any(word in lowered for word in _SECRET_WORDS) and not any(word in text for word in _CASED_WORDS):
             return text
     return _redact(text)
+
+
+def redact_url(text: str) -> str:
+    """A URL or request line, as a log shows it, with credentials masked, also where
+    percent-encoding hides one from the patterns (``%6Dic_…``, ``access%5Ftoken=``, which the
+    app decodes): such a line is logged decoded, masked."""
+    decoded = text
+    for _ in range(3):  # encoded again and again: decoded as often as it might be
+        if "%" not in decoded:
+            break
+        decoded = unquote(decoded)
+        if redact(decoded) != decoded:
+            return redact(decoded)
+    return redact(text)
 
 
 def _redact(text: str) -> str:

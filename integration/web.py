@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import secrets
@@ -103,3 +104,20 @@ class IdConverter(IntegerConverter):
         kwargs.setdefault("max", MAX_ID)
         super().__init__(map, *args, **kwargs)
 
+
+
+def forwarded_address_checked(wsgi_app):
+    """Inside ProxyFix: a forwarded client address that is not an IP address is not believed (the
+    proxy's own address stands). X-Forwarded-For is free text to whoever writes it, and the
+    address goes to rate limits and to bounded columns of the audit trail."""
+    def checked(environ, start_response):
+        original = (environ.get("werkzeug.proxy_fix.orig") or {}).get("REMOTE_ADDR")
+        forwarded = environ.get("REMOTE_ADDR")
+        if original is not None and forwarded != original:
+            try:
+                ipaddress.ip_address(forwarded)
+            except ValueError:
+                environ["REMOTE_ADDR"] = original
+        return wsgi_app(environ, start_response)
+
+    return checked

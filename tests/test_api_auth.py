@@ -76,10 +76,76 @@ def test_a_key_in_the_query_string_is_refused_wherever_it_is(app, client, caplog
             assert refused.json["error"]["message"].startswith(
                 "API keys are accepted only in the Authorization header (Bearer)")
     logged = [r.getMessage() for r in caplog.records if r.name == "integration.api"]
-    assert logged and set(logged) == {f"refused a request with API key {key[:16]} in its query string"}
+    assert logged and set(logged) == {f"refused a request with API key {key[:16]} in its URL"}
     # Sent with the key in the header too: audited as a call with that key, refused.
     assert [row[0] for row in audit_rows(app, "api.call")] == [f"GET /api/v1/stores → 200 (key {key[:16]})"] + [
         f"GET /api/v1/stores → 400 (key {key[:16]})"] * 4
+
+
+def test_a_key_in_the_url_path_is_refused_before_anything_records_it(app, client):
+    """A proxied call passes its path on to the store, and the audit keeps the path: a key sent there
+    (plain or percent-encoded) is refused as one in the query, and never stored."""
+    key = make_key(app)
+    secret = key[17:]
+    for path in (f"/api/v1/stores/1/rest/default/V1/products/{key}", f"/api/v1/stores/{key}",
+                 f"/api/v1/stores/1/rest/default/V1/products/%6Dic_{key[4:]}", f"/api/v1/events/{key}"):
+        refused = client.get(path, headers=bearer(key))
+        assert error(refused) == (400, "key_in_query"), path
+    with app.app_context():
+        stored = db.session.scalars(select(AuditEvent.detail)).all()
+    assert stored and not any(secret in (detail or "") for detail in stored)
+    # Whatever reaches the audit is masked, should a key ever get past that refusal.
+    with app.test_request_context():
+        service.record_use(1, key[:16], None, method="GET", path=f"/x/{key}", status=200, remote_addr="10.0.0.1")
+    from integration.apikeys import usage
+
+    usage.flush(app)
+    with app.app_context():
+        stored = db.session.scalars(select(AuditEvent.detail)).all()
+    assert any(f"/x/{key[:16]}_[redacted]" in (detail or "") for detail in stored)
+    assert not any(secret in (detail or "") for detail in stored)
+
+
+def test_what_routing_answers_is_the_apis_own_answer(app, client):
+    """Paths no API route takes (404), methods it does not (405), doubled slashes: JSON, audited when
+    a key came, never cached, and never a redirect (which would repeat a key sent in the query)."""
+    key = make_key(app)
+    missing = client.get("/api/v1/stores/nope", headers=bearer(key))
+    assert missing.status_code == 404 and missing.json["error"]["code"]
+    assert missing.headers["Cache-Control"] == "no-store"
+    wrong = client.delete("/api/v1/stores", headers=bearer(key))
+    assert wrong.status_code == 405 and wrong.headers["Cache-Control"] == "no-store"
+    doubled = client.get(f"/api/v1/stores//1?x={key}", headers=bearer(key))
+    assert error(doubled) == (400, "key_in_query") and "Location" not in doubled.headers
+    slashed = client.get("/api/v1/stores/", headers=bearer(key))
+    assert slashed.status_code == 200 and "Location" not in slashed.headers
+    assert [row[0] for row in audit_rows(app, "api.call")] == [
+        f"GET /api/v1/stores/nope → 404 (key {key[:16]})", f"DELETE /api/v1/stores → 405 (key {key[:16]})",
+        f"GET /api/v1/stores//1 → 400 (key {key[:16]})", f"GET /api/v1/stores/ → 200 (key {key[:16]})"]
+    # Leading slashes are the API's too, as the router reads them: no browser session opened.
+    leading = client.get("/", headers=bearer(key), environ_overrides={"PATH_INFO": "//api/v1/stores"})
+    assert leading.status_code == 200 and "Cookie" not in leading.headers.get("Vary", "")
+
+
+def test_a_forwarded_address_that_is_no_address_is_not_believed(app, app_config):
+    """Behind a trusted proxy the client's address comes from X-Forwarded-For, which is free text to
+    whoever writes it: one that is no IP address leaves the proxy's own (the audit's column and the
+    rate limits take addresses)."""
+    from integration.apikeys import usage
+
+    behind = create_app({**app_config, "TRUSTED_PROXIES": 1})
+    key = make_key(behind)
+    proxy = {"REMOTE_ADDR": "10.0.0.9"}
+    client = behind.test_client()
+    for forwarded in ("a" * 100, "203.0.113.9", "2001:db8::7", "10.1.1.1 junk"):
+        answer = client.get("/api/v1/stores", headers={**bearer(key), "X-Forwarded-For": forwarded},
+                            environ_base=proxy)
+        assert answer.status_code == 200, forwarded
+    page = client.get("/auth/login", headers={"X-Forwarded-For": "b" * 300}, environ_base=proxy)
+    assert page.status_code == 200
+    usage.flush(behind)
+    assert [row[2] for row in audit_rows(behind, "api.call")] == ["10.0.0.9", "203.0.113.9", "2001:db8::7",
+                                                                  "10.0.0.9"]
 
 
 # --- refusals and their audit --------------------------------------------------------------

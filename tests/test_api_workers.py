@@ -32,6 +32,10 @@ def test_metrics_add_up_across_workers_and_the_access_log_masks_keys_and_intake_
         assert counts == {30.0}
         refused = requests.get(f"{server.url}/api/v1/stores", params={"api_key": key}, timeout=10)
         assert refused.status_code == 400
+        # Percent-encoded, which the app decodes and refuses, and the log must not keep either.
+        for hidden in ("%6Dic_" + key[4:], key.replace("_", "%5F"), "%256Dic_" + key[4:]):
+            refused = requests.get(f"{server.url}/api/v1/stores?x={hidden}", headers=bearer(key), timeout=10)
+            assert refused.status_code in (200, 400)
         # The events intake's secret is its URL's last segment (a wrong one is refused, and masked too).
         path_token = "0cOkcSWkeE00UMYZUHiJxCUYv5GqyN1v"
         pushed = requests.post(f"{server.url}/magento/events/{link_id}/aligent/{path_token}?event=x", data=b"{}",
@@ -41,5 +45,6 @@ def test_metrics_add_up_across_workers_and_the_access_log_masks_keys_and_intake_
         server.stop()
     logged = access_log.read_text()
     assert "/api/v1/stores?api_key=" + key[:16] + "_[redacted]" in logged
-    assert key[17:] not in logged
+    assert key[17:] not in logged and key[17:].replace("_", "%5F") not in logged
+    assert logged.count(f"/api/v1/stores?x={key[:16]}_[redacted]") == 3
     assert f"/magento/events/{link_id}/aligent/[redacted]?event=x" in logged and path_token not in logged

@@ -43,10 +43,12 @@ class Caller:
 
 
 def refuse_key_in_query() -> None:
-    for name, value in request.args.items(multi=True):
+    """A key anywhere in the URL (its query or its path, which a proxied call would pass on to the
+    store) is refused before anything records the URL."""
+    for name, value in (("", request.path), *request.args.items(multi=True)):
         match = keys.KEY_IN_TEXT.search(name) or keys.KEY_IN_TEXT.search(value)
         if match:
-            log.warning("refused a request with API key %s in its query string", match.group(1))
+            log.warning("refused a request with API key %s in its URL", match.group(1))
             raise ApiProblem("API keys are accepted only in the Authorization header (Bearer); this key was sent "
                              "in a URL, which logs and proxies keep: revoke it and use a new one",
                              error_code="key_in_query", status=400)

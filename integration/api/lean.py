@@ -80,7 +80,14 @@ def lean_app(app: Flask) -> Flask | None:
     lean.teardown_appcontext_funcs[:] = app.teardown_appcontext_funcs
     for code, handlers in app.error_handler_spec[None].items():
         lean.error_handler_spec[None][code].update(handlers)
+    # Routing answers nothing by redirect here (a redirect would repeat a key sent in the query).
+    lean.url_map.merge_slashes = lean.url_map.strict_slashes = False
     lean.register_blueprint(bp)
+    # All this app serves is the API: its hooks (rate limit, key in the URL refused, audit, no-store)
+    # run for the answers routing gives too (404, 405), which belong to no blueprint.
+    for funcs in ("before_request_funcs", "after_request_funcs"):
+        hooks = getattr(lean, funcs)
+        hooks[None] = hooks.get(None, []) + hooks.pop(bp.name, [])
     return lean
 
 
@@ -91,7 +98,8 @@ class Dispatch:
         self.main, self.api = main, api
 
     def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO", "").startswith(PREFIXES):
+        # Leading slashes as the router reads them: "//api/v1/stores" is the API's too.
+        if ("/" + environ.get("PATH_INFO", "").lstrip("/")).startswith(PREFIXES):
             return self.api.wsgi_app(environ, start_response)
         return self.main(environ, start_response)
 

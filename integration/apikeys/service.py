@@ -124,7 +124,7 @@ def record_use(key_id: int, prefix: str, owner_id: int | None, *, method: str, p
     """Audit one request made with a key (never its body) and note when and from where the key
     was last used (at most once a minute). Written in batches by ``usage``, within a second: a
     bulk INSERT, which the models' text rule does not see, so the caller's path is cleaned here."""
-    detail = neutralised(f"{method} {path[:1500]} → {status} (key {prefix})")
+    detail = neutralised(mask(f"{method} {path[:1500]} → {status} (key {prefix})"))
     usage.current().add({"at": utcnow(), "action": action, "user_id": owner_id, "store_link_id": store_link_id,
                          "remote_addr": remote_addr, "detail": detail}, key_id, remote_addr)
 
@@ -133,5 +133,5 @@ def record_refusal(prefix: str, owner_id: int | None, reason: str, *, method: st
                    remote_addr: str | None) -> None:
     """Audit a request refused for a real key (revoked, wrong secret, owner disabled). Commits."""
     db.session.add(AuditEvent(action="api.refused", user_id=owner_id, remote_addr=remote_addr,
-                              detail=f"{method} {path[:1500]} → {status} (key {prefix}: {reason})"))
+                              detail=mask(f"{method} {path[:1500]} → {status} (key {prefix}: {reason})")))
     db.session.commit()

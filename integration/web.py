@@ -98,12 +98,15 @@ MAX_ID = 2**31 - 1
 
 
 class IdConverter(IntegerConverter):
-    """``<int:…>`` in every route, bounded to what an id column holds."""
+    """``<int:…>`` in every route, bounded to what an id column holds, and written one way only: ASCII
+    digits without a leading zero (``\\d`` takes any script's digits, and ``01`` named the same row as
+    ``1``, an alias the audit trail would keep)."""
+
+    regex = r"[1-9][0-9]*"
 
     def __init__(self, map, *args, **kwargs):
         kwargs.setdefault("max", MAX_ID)
         super().__init__(map, *args, **kwargs)
-
 
 
 def forwarded_address_checked(wsgi_app):

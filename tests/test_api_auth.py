@@ -127,6 +127,19 @@ def test_what_routing_answers_is_the_apis_own_answer(app, client):
     assert leading.status_code == 200 and "Cookie" not in leading.headers.get("Vary", "")
 
 
+def test_a_store_has_one_address_only(app, client, linked):
+    """A store's id is written in ASCII digits without a leading zero: any script's digits, or a
+    zero in front, named the same store under another path (and the audit kept the alias)."""
+    link_id, _ = linked
+    key = make_key(app)
+    assert client.get(f"/api/v1/stores/{link_id}", headers=bearer(key)).status_code == 200
+    arabic_indic = "".join(chr(0x0660 + int(d)) for d in str(link_id))
+    for alias in (f"0{link_id}", arabic_indic, f"{link_id}".translate({ord("1"): "\uff11"})):
+        if alias == str(link_id):
+            continue
+        assert client.get(f"/api/v1/stores/{alias}", headers=bearer(key)).status_code == 404, alias
+
+
 def test_a_forwarded_address_that_is_no_address_is_not_believed(app, app_config):
     """Behind a trusted proxy the client's address comes from X-Forwarded-For, which is free text to
     whoever writes it: one that is no IP address leaves the proxy's own (the audit's column and the

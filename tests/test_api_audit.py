@@ -84,6 +84,33 @@ def test_a_row_whose_store_was_deleted_before_the_batch_keeps_its_text(app, app_
                                None)]
 
 
+def test_a_row_the_database_cannot_hold_does_not_keep_the_others_out(app, app_config, linked, caplog):
+    """One row with a value its column cannot hold (PostgreSQL refuses it; SQLite stores it) is dropped
+    and said in the log; the rows beside it go in, and the batches after it too."""
+    from integration.apikeys import service
+
+    link_id, _ = linked
+    key = make_key(app)
+    slow = create_app({**app_config, "API_AUDIT_FLUSH_SECONDS": 60})  # the rows wait in the buffer
+    api = slow.test_client()
+    path = f"/api/v1/stores/{link_id}/rest/default/V1/products"
+    assert api.get(path, headers=bearer(key)).status_code == 200
+    with slow.app_context():
+        key_id = db.session.scalar(select(ApiKey.id).where(ApiKey.prefix == key[:16]))
+    with slow.test_request_context():
+        service.record_use(key_id, key[:16], None, method="GET", path="/odd", status=200, remote_addr="x" * 100)
+    assert api.get(path, headers=bearer(key)).status_code == 200
+    usage.flush(slow)
+    good = (f"GET {path} → 200 (key {key[:16]})", link_id)
+    written = api_calls(app)
+    assert [row for row in written if row == good] == [good, good]
+    assert len(written) in (2, 3)  # the odd row dropped where the database refuses it
+    if len(written) == 2:
+        assert "dropped 1 API audit row(s) the database refused" in caplog.text
+    assert api.get(path, headers=bearer(key)).status_code == 200
+    assert usage.flush(slow) == 1 and api_calls(app)[-1] == good
+
+
 def test_only_the_references_that_are_gone_are_dropped_from_a_batch(app, app_config, linked, sandbox):
     """One store of the batch deleted meanwhile: its row loses the reference, the other store's row and
     both rows' account keep theirs."""

@@ -20,7 +20,7 @@ import weakref
 
 from flask import Flask, current_app
 from sqlalchemy import insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from ..extensions import db
 from ..models import ApiKey, AuditEvent, StoreLink, User
@@ -101,6 +101,18 @@ class UsageLog:
             # A store or account deleted since the request: its rows keep their text without the
             # reference, as ON DELETE SET NULL would have left them had they been written at once.
             db.session.execute(_INSERT, _without_dangling(rows))
+        except DataError:
+            # A row the database refuses whatever happens (a value it cannot hold) would otherwise
+            # come back in every batch and keep the others out for good: each goes in alone, and
+            # the ones refused are dropped, said in the log.
+            refused = 0
+            for row in _without_dangling(rows):
+                try:
+                    with db.session.begin_nested():
+                        db.session.execute(_INSERT, [row])
+                except DataError:
+                    refused += 1
+            log.error("dropped %d API audit row(s) the database refused (values it cannot hold)", refused)
         for key_id, (at, remote_addr) in uses.items():
             # Conditional, so several workers (and batches) still write it at most once a minute.
             db.session.execute(

@@ -53,8 +53,9 @@ def redact_url(text: str) -> str:
         if "%" not in decoded:
             break
         decoded = unquote(decoded)
-        if redact(decoded) != decoded:
-            return redact(decoded)
+        masked = redact(decoded)
+        if masked != decoded:
+            return masked
     return redact(text)
 
 
